@@ -1,0 +1,308 @@
+//! What the user writes: serde structs mirroring the YAML files, one to one.
+//!
+//! Nothing here is read on the request path. `compile` turns these into the runtime snapshot and is
+//! the only place that judges whether a value makes sense; these types only reject unknown keys
+//! and wrong shapes.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `gatehouse.yaml`: process settings, listeners, certificates, and optionally routes and pools.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MainFile {
+    #[serde(default)]
+    pub server: ServerSpec,
+    pub listeners: Vec<ListenerSpec>,
+    #[serde(default)]
+    pub admin: AdminSpec,
+    #[serde(default)]
+    pub access_log: AccessLogSpec,
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Further files holding `upstreams` and `routes`, relative to this file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A file named in `include:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Process-level settings. Read at start-up only: changing them needs a restart or an upgrade.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSpec {
+    pub threads: usize,
+    pub work_stealing: bool,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            work_stealing: false,
+            grace_period: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            upgrade_sock: "/tmp/gatehouse_upgrade.sock".into(),
+            pid_file: "/tmp/gatehouse.pid".into(),
+            upstream_keepalive_pool_size: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    pub address: String,
+    #[serde(default)]
+    pub tls: bool,
+    /// Answer every request with a 308 to `https://<host>:<port><path>`.
+    #[serde(default)]
+    pub redirect_https_port: Option<u16>,
+    /// Accept cleartext HTTP/2 (prior knowledge) on a plain listener.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSpec {
+    pub address: String,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    Text,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSpec {
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSpec {
+    pub certificates: Vec<CertificateSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub cert: String,
+    pub key: String,
+    /// Server names this certificate answers for (exact or `*.suffix`); default: its SAN DNS names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Development only: when both files are missing, write a self-signed pair for `names`.
+    #[serde(default)]
+    pub generate_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub targets: Vec<TargetSpec>,
+    #[serde(default)]
+    pub balance: BalanceSpec,
+    /// For `consistent_hash`: `client_ip` or `header:<name>`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    #[serde(default)]
+    pub passive: PassiveSpec,
+    #[serde(default)]
+    pub timeouts: TimeoutSpec,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsSpec>,
+}
+
+/// `"127.0.0.1:9001"` or `{address: "127.0.0.1:9001", weight: 3}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    Address(String),
+    Weighted {
+        address: String,
+        #[serde(default = "one")]
+        weight: usize,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TargetSpec {
+    pub fn address(&self) -> &str {
+        match self {
+            TargetSpec::Address(a) | TargetSpec::Weighted { address: a, .. } => a,
+        }
+    }
+    pub fn weight(&self) -> usize {
+        match self {
+            TargetSpec::Address(_) => 1,
+            TargetSpec::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceSpec {
+    #[default]
+    RoundRobin,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    pub kind: HealthCheckKind,
+    /// HTTP checks: the path to GET; any 200 is healthy.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HTTP checks: the Host header (default: the upstream TLS SNI, or `localhost`).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "one")]
+    pub healthy_threshold: usize,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: usize,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_unhealthy_threshold() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveSpec {
+    /// How long a target that refused a connection is skipped; `0s` turns passive ejection off.
+    #[serde(with = "humantime_serde")]
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveSpec {
+    fn default() -> Self {
+        Self {
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutSpec {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// How long an idle upstream connection stays in the keep-alive pool.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+impl Default for TimeoutSpec {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    /// Name sent as SNI and checked against the target's certificate. Required: Pingora skips
+    /// verification when SNI is empty, and Gatehouse never ships that.
+    pub sni: String,
+    /// PEM bundle of CAs to trust instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchSpec,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    #[serde(default)]
+    pub host_override: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Exact names or `*.suffix`; absent = any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Exact path, or a template with `{name}` segments.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Any path that starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Absent = any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}

@@ -1,0 +1,131 @@
+//! Configuration: YAML files in, one immutable [`Snapshot`] out.
+//!
+//! `file` holds what the user writes, `compile` the only bridge to what the proxy reads. Start-up,
+//! `gatehouse validate` and every reload go through [`load`], so they agree on what is valid.
+
+pub mod compile;
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::routing::RouteTable;
+use crate::tls::CertStore;
+use crate::upstream::Pool;
+use file::{AccessLogFormat, AdminSpec, ListenerSpec, ServerSpec};
+
+/// One problem in the configuration, located by file and key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path, such as `routes[3].upstream`; empty for whole-file problems.
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one attempt to load the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Whether loading may write files: start-up and reload generate missing development
+/// certificates, `gatehouse validate` only checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    Run,
+    CheckOnly,
+}
+
+/// The running configuration as the proxy reads it. Never mutated; a reload builds a new one.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    /// SHA-256 over every file the snapshot was built from, certificates included.
+    pub hash: String,
+    pub loaded_at_unix: u64,
+    /// Every file read, so the watcher knows what to watch.
+    pub files: Vec<PathBuf>,
+    pub server: ServerSpec,
+    pub listeners: Vec<ListenerSpec>,
+    pub admin: AdminSpec,
+    pub access_log: AccessLogFormat,
+    pub routes: RouteTable,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub certs: CertStore,
+}
+
+/// What `/config` shows: identity and shape of the running snapshot, never file contents.
+#[derive(Debug, Serialize)]
+pub struct SnapshotSummary<'a> {
+    pub version: u64,
+    pub hash: &'a str,
+    pub loaded_at_unix: u64,
+    pub files: Vec<String>,
+    pub listeners: Vec<&'a str>,
+    pub routes: usize,
+    pub upstreams: Vec<&'a str>,
+}
+
+impl Snapshot {
+    pub fn summary(&self) -> SnapshotSummary<'_> {
+        SnapshotSummary {
+            version: self.version,
+            hash: &self.hash,
+            loaded_at_unix: self.loaded_at_unix,
+            files: self.files.iter().map(|f| f.display().to_string()).collect(),
+            listeners: self.listeners.iter().map(|l| l.address.as_str()).collect(),
+            routes: self.routes.len(),
+            upstreams: self.pools.keys().map(String::as_str).collect(),
+        }
+    }
+
+    /// Settings that only take effect on restart or upgrade.
+    pub fn process_settings_differ(&self, other: &Snapshot) -> bool {
+        self.server != other.server
+            || self.listeners != other.listeners
+            || self.admin != other.admin
+    }
+}
+
+/// Reads, validates and compiles the configuration rooted at `path`.
+///
+/// `previous` lets unchanged pools carry over with their health state and connections.
+pub fn load(
+    path: &Path,
+    previous: Option<&Snapshot>,
+    mode: LoadMode,
+) -> Result<Snapshot, ConfigErrors> {
+    compile::Compiler::new(path, mode).compile(previous)
+}

@@ -1,0 +1,16 @@
+//! Gatehouse: an edge gateway on Pingora.
+//!
+//! The request path lives in [`proxy`]; what it reads comes from one immutable
+//! [`config::Snapshot`] that [`reload`] replaces as a whole.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod echo;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod tls;
+pub mod upstream;

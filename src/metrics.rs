@@ -1,0 +1,122 @@
+//! Prometheus metrics, registered once in the default registry (the one pingora-prometheus and
+//! the admin `/metrics` endpoint gather from).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+// Registering a metric only fails on a name clash, which is a programming error caught by the
+// first test that touches the metric; a panic at start-up is the right outcome.
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_requests_total",
+        "Requests answered, by route, method and status class.",
+        &["route", "method", "status"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "gatehouse_request_duration_seconds",
+        "Time from request header to the end of the response, by route.",
+        &["route"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_upstream_errors_total",
+        "Failed upstream attempts, by pool and kind (connect, response).",
+        &["pool", "kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static HEALTHY_TARGETS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_upstream_healthy_targets",
+        "Targets currently eligible for traffic, by pool.",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_config_reloads_total",
+        "Configuration reload attempts, by result (success, failure).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static OPEN_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gatehouse_downstream_connections_open",
+        "Client connections currently open."
+    )
+    .expect("metric registers once")
+});
+
+pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_access_log_dropped_total",
+        "Access-log lines dropped because the writer fell behind."
+    )
+    .expect("metric registers once")
+});
+
+/// Touch every metric so `/metrics` lists them all from the first scrape.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&UPSTREAM_ERRORS);
+    LazyLock::force(&HEALTHY_TARGETS);
+    for result in ["success", "failure"] {
+        CONFIG_RELOADS.with_label_values(&[result]);
+    }
+    LazyLock::force(&OPEN_CONNECTIONS);
+    LazyLock::force(&ACCESS_LOG_DROPPED);
+}
+
+pub fn set_healthy_targets(pool: &str, count: usize) {
+    HEALTHY_TARGETS.with_label_values(&[pool]).set(count as i64);
+}
+
+pub fn forget_pool(pool: &str) {
+    let _ = HEALTHY_TARGETS.remove_label_values(&[pool]);
+}
+
+/// Counts one open client connection for as long as it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn new() -> Self {
+        OPEN_CONNECTIONS.inc();
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.dec();
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}

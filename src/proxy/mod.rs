@@ -1,0 +1,436 @@
+//! The gateway's `ProxyHttp`: each phase owns one decision and delegates the logic.
+//!
+//! | phase                     | decides                                                     |
+//! |---------------------------|-------------------------------------------------------------|
+//! | `request_filter`          | snapshot, request id, redirect, route (404/405), target (503) |
+//! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
+//! | `upstream_request_filter` | path rewrite, Host, forwarded headers, request id           |
+//! | `response_filter`         | request id on the response                                  |
+//! | `fail_to_connect`         | passive ejection, one retry on another target               |
+//! | `fail_to_proxy`           | the JSON error body for upstream failures                   |
+//! | `logging`                 | metrics and the access-log line                             |
+
+pub mod request_id;
+pub mod respond;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::access_log::{self, AccessLog};
+use crate::config::Snapshot;
+use crate::metrics;
+use crate::reload::ConfigStore;
+use crate::routing::{Route, RouteLookup};
+use crate::upstream::HashKey;
+use respond::Rejection;
+
+/// What kind of listener a proxy service serves.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerRole {
+    pub tls: bool,
+    pub redirect_https_port: Option<u16>,
+}
+
+pub struct Gateway {
+    pub store: Arc<ConfigStore>,
+    pub role: ListenerRole,
+    pub access_log: AccessLog,
+}
+
+/// Per-request state. Each part is set by one phase and read by later ones.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    /// The snapshot this request uses from start to end, whatever reloads happen meanwhile.
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<Arc<Route>>,
+    /// Template captures of the matched route (`{id}` → value), for later phases.
+    pub captures: Vec<(Arc<str>, String)>,
+    target: Option<SocketAddr>,
+    connect_failures: u8,
+    rejection: Option<Rejection>,
+}
+
+/// A connect failure is retried once, on another target.
+const MAX_CONNECT_RETRIES: u8 = 1;
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            snapshot: None,
+            route: None,
+            captures: Vec::new(),
+            target: None,
+            connect_failures: 0,
+            rejection: None,
+        }
+    }
+
+    /// Owns every rejection made before the upstream: redirect, 404, 405, 503.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Instant::now();
+        ctx.request_id = request_id::from_client(
+            session
+                .req_header()
+                .headers
+                .get(request_id::HEADER)
+                .map(|v| v.as_bytes()),
+        );
+        let snapshot = self.store.current();
+        ctx.snapshot = Some(snapshot.clone());
+        let req = session.req_header();
+        let host = request_host(req);
+
+        if let Some(port) = self.role.redirect_https_port {
+            let location = https_location(&host, port, req);
+            respond::redirect(session, &location, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        let path = req.uri.path();
+        let (route, captures) = match snapshot.routes.lookup(&host, path, &req.method) {
+            RouteLookup::Found { route, captures } => (route.clone(), captures),
+            RouteLookup::MethodNotAllowed { allowed } => {
+                let allow = allowed
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let message = format!("{} is not allowed here", req.method);
+                return self
+                    .reject(
+                        session,
+                        ctx,
+                        Rejection::MethodNotAllowed,
+                        &message,
+                        &[("allow", allow)],
+                    )
+                    .await;
+            }
+            RouteLookup::NotFound => {
+                let message = format!("no route for {} {host}{path}", req.method);
+                return self
+                    .reject(session, ctx, Rejection::NoRoute, &message, &[])
+                    .await;
+            }
+        };
+        ctx.target = select_target(&route, session);
+        ctx.route = Some(route);
+        ctx.captures = captures;
+        if ctx.target.is_none() {
+            let message = "every target of this route's upstream is down";
+            return self
+                .reject(session, ctx, Rejection::NoHealthyTarget, message, &[])
+                .await;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        if ctx.connect_failures > 0 {
+            ctx.target = select_target(&route, session);
+        }
+        let Some(target) = ctx.target else {
+            ctx.rejection = Some(Rejection::NoHealthyTarget);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "every target is down",
+            ));
+        };
+        Ok(Box::new(route.pool.peer(target)))
+    }
+
+    /// Owns what the upstream sees: the rewritten path, Host, and the headers only we may set.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(());
+        };
+        if route.strip_prefix.is_some() {
+            let original = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let rewritten = route.upstream_path(original);
+            if let Ok(uri) = rewritten.parse::<http::Uri>() {
+                upstream.set_uri(uri);
+            }
+        }
+        let original_host = request_host(session.req_header());
+        if let Some(host) = &route.host_override {
+            upstream.insert_header(http::header::HOST, host.as_str())?;
+        }
+        // An edge gateway is the first hop it can trust: whatever the client wrote in these
+        // headers is replaced, never appended to.
+        if let Some(ip) = client_ip(session) {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header(
+            "x-forwarded-proto",
+            if self.role.tls { "https" } else { "http" },
+        )?;
+        if !original_host.is_empty() {
+            upstream.insert_header("x-forwarded-host", original_host)?;
+        }
+        upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(target)) = (&ctx.route, ctx.target) {
+            metrics::UPSTREAM_ERRORS
+                .with_label_values(&[&route.pool.name, "connect"])
+                .inc();
+            route.pool.eject(target);
+            tracing::warn!(pool = %route.pool.name, %target, error = %e, "upstream connect failed");
+            if ctx.connect_failures < MAX_CONNECT_RETRIES && route.pool.target_count() > 1 {
+                e.set_retry(true);
+            }
+        }
+        ctx.connect_failures = ctx.connect_failures.saturating_add(1);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if let Some(route) = &ctx.route {
+            if e.esource() == &ErrorSource::Upstream {
+                metrics::UPSTREAM_ERRORS
+                    .with_label_values(&[&route.pool.name, "response"])
+                    .inc();
+            }
+        }
+        // Keep Pingora's retry policy (idempotent requests on reused connections only).
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// Answers proxy failures with the same JSON shape as the gateway's own rejections.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let rejection = match e.etype() {
+            ErrorType::HTTPStatus(503) => Rejection::NoHealthyTarget,
+            ErrorType::HTTPStatus(400) => Rejection::BadRequest,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Rejection::UpstreamTimeout
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Rejection::UpstreamUnreachable,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        // The client is gone; there is nobody to answer.
+                        return FailToProxy {
+                            error_code: 0,
+                            can_reuse_downstream: false,
+                        };
+                    }
+                    _ => Rejection::BadRequest,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
+            },
+        };
+        ctx.rejection = Some(rejection);
+        let message = match rejection {
+            Rejection::UpstreamTimeout => "the upstream did not answer in time",
+            Rejection::UpstreamUnreachable => {
+                "the upstream could not be reached or failed mid-response"
+            }
+            Rejection::NoHealthyTarget => "every target of this route's upstream is down",
+            Rejection::BadRequest => "the request could not be read",
+            _ => "the gateway failed to proxy this request",
+        };
+        // Once the upstream's response header went out, only closing the connection is left.
+        if session.response_written().is_none() {
+            if let Err(write_error) =
+                respond::error(session, rejection, message, &ctx.request_id, &[]).await
+            {
+                tracing::debug!(error = %write_error, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: rejection.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Owns observability: one metrics update and one access-log line per request.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route_name = ctx.route.as_ref().map_or("-", |r| &*r.name);
+        let req = session.req_header();
+        let method = req.method.as_str();
+        let elapsed = ctx.started.elapsed();
+
+        metrics::REQUESTS
+            .with_label_values(&[route_name, method, metrics::status_class(status)])
+            .inc();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[route_name])
+            .observe(elapsed.as_secs_f64());
+
+        let Some(snapshot) = &ctx.snapshot else {
+            return;
+        };
+        let host = request_host(req);
+        let entry = access_log::Entry {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            request_id: &ctx.request_id,
+            client_ip: client_ip(session).map_or_else(|| "-".into(), |ip| ip.to_string()),
+            method,
+            host: &host,
+            path: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            route: route_name,
+            upstream: ctx.target.map(|t| t.to_string()),
+            status,
+            bytes: session.body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            error: ctx
+                .rejection
+                .map(Rejection::code)
+                .or_else(|| e.map(|_| "proxy_error")),
+        };
+        self.access_log.write(snapshot.access_log, &entry);
+    }
+}
+
+impl Gateway {
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rejection: Rejection,
+        message: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<bool> {
+        ctx.rejection = Some(rejection);
+        respond::error(session, rejection, message, &ctx.request_id, headers).await?;
+        Ok(true)
+    }
+}
+
+fn select_target(route: &Route, session: &Session) -> Option<SocketAddr> {
+    let pool = &route.pool;
+    let ip_key = || {
+        client_ip(session)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    };
+    match pool.hash_key() {
+        None => pool.select(b""),
+        Some(HashKey::ClientIp) => pool.select(ip_key().as_bytes()),
+        Some(HashKey::Header(name)) => match session.req_header().headers.get(name) {
+            Some(v) => pool.select(v.as_bytes()),
+            None => pool.select(ip_key().as_bytes()),
+        },
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
+/// absolute-form requests) or the Host header.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    strip_port(raw).to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
+    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let host = if host.is_empty() { "localhost" } else { host };
+    if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_lowercased_without_port() {
+        assert_eq!(strip_port("Example.com:8080"), "Example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("plain"), "plain");
+    }
+}

@@ -1,0 +1,94 @@
+//! Responses the gateway writes itself: small JSON error bodies carrying the request id, and
+//! redirects. Written with `write_response_header`, not `respond_error`, so the client connection
+//! stays open for keep-alive.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use serde::Serialize;
+
+/// Why the gateway answered instead of the upstream; also the access-log and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    NoRoute,
+    MethodNotAllowed,
+    NoHealthyTarget,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    BadRequest,
+    Internal,
+}
+
+impl Rejection {
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::NoRoute => 404,
+            Rejection::MethodNotAllowed => 405,
+            Rejection::NoHealthyTarget => 503,
+            Rejection::UpstreamUnreachable => 502,
+            Rejection::UpstreamTimeout => 504,
+            Rejection::BadRequest => 400,
+            Rejection::Internal => 500,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::NoRoute => "no_route",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::NoHealthyTarget => "no_healthy_upstream",
+            Rejection::UpstreamUnreachable => "upstream_unreachable",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::BadRequest => "bad_request",
+            Rejection::Internal => "internal_error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+pub async fn error(
+    session: &mut Session,
+    rejection: Rejection,
+    message: &str,
+    request_id: &str,
+    extra_headers: &[(&'static str, String)],
+) -> Result<()> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: rejection.code(),
+        message,
+        request_id,
+    })
+    .unwrap_or_default();
+    let mut header = ResponseHeader::build(rejection.status(), Some(4))?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header(super::request_id::HEADER, request_id)?;
+    for (name, value) in extra_headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn redirect(session: &mut Session, location: &str, request_id: &str) -> Result<()> {
+    let mut header = ResponseHeader::build(308, Some(3))?;
+    header.insert_header("location", location)?;
+    header.insert_header("content-length", "0")?;
+    header.insert_header(super::request_id::HEADER, request_id)?;
+    session.write_response_header(Box::new(header), true).await
+}

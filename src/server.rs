@@ -1,0 +1,171 @@
+//! Process wiring: one Pingora server holding a proxy service per listener, the admin service and
+//! the config watcher.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::Stream;
+use pingora::proxy::{http_proxy, HttpProxy};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::AdminApp;
+use crate::config::{self, LoadMode, Snapshot};
+use crate::echo::EchoApp;
+use crate::metrics;
+use crate::proxy::{Gateway, ListenerRole};
+use crate::reload::{ConfigStore, ConfigWatcher};
+use crate::tls::SniResolver;
+
+/// How the process was started.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Take the listening sockets over from a running instance (Pingora's graceful upgrade).
+    pub upgrade: bool,
+    pub daemon: bool,
+    /// Demo upstreams served by this same process: `(address, name)`.
+    pub echo_upstreams: Vec<(String, String)>,
+}
+
+/// Loads the configuration, builds every service, and serves until shutdown.
+pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
+    metrics::init();
+    let snapshot = config::load(config_path, None, LoadMode::Run)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let opt = Opt {
+        upgrade: launch.upgrade,
+        daemon: launch.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&snapshot));
+    server.bootstrap();
+
+    let access_log = AccessLog::start().context("starting the access-log writer")?;
+    let listeners = snapshot.listeners.clone();
+    let admin_address = snapshot.admin.address.clone();
+    let store = Arc::new(ConfigStore::new(config_path, snapshot));
+
+    for (i, listener) in listeners.iter().enumerate() {
+        let gateway = Gateway {
+            store: store.clone(),
+            role: ListenerRole {
+                tls: listener.tls,
+                redirect_https_port: listener.redirect_https_port,
+            },
+            access_log: access_log.clone(),
+        };
+        let mut proxy = http_proxy(&server.configuration, gateway);
+        if listener.h2c {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
+        let name = format!("gatehouse listener {i} ({})", listener.address);
+        let mut service = Service::new(name, CountConnections(Arc::new(proxy)));
+        if listener.tls {
+            let mut tls = TlsSettings::intermediate("", "")?;
+            tls.set_cert_resolver(Arc::new(SniResolver {
+                store: store.clone(),
+            }));
+            tls.enable_h2();
+            service.add_tls_with_settings(&listener.address, None, tls);
+        } else {
+            service.add_tcp(&listener.address);
+        }
+        server.add_service(service);
+    }
+
+    let mut admin = Service::new(
+        "gatehouse admin".into(),
+        HttpServer::new_app(AdminApp {
+            store: store.clone(),
+        }),
+    );
+    admin.add_tcp(&admin_address);
+    server.add_service(admin);
+
+    for (address, name) in launch.echo_upstreams {
+        let mut echo = Service::new(
+            format!("demo upstream {name}"),
+            HttpServer::new_app(EchoApp { name }),
+        );
+        echo.add_tcp(&address);
+        server.add_service(echo);
+    }
+
+    server.add_service(background_service(
+        "config watcher",
+        ConfigWatcher { store },
+    ));
+    tracing::info!(config = %config_path.display(), "gatehouse starting");
+    server.run_forever()
+}
+
+/// Serves one stand-alone echo upstream (tests and benchmarks use it as a peer).
+pub fn run_echo(address: &str, name: &str) -> anyhow::Result<()> {
+    let conf = ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut echo = Service::new(
+        format!("echo {name}"),
+        HttpServer::new_app(EchoApp { name: name.into() }),
+    );
+    echo.add_tcp(address);
+    server.add_service(echo);
+    server.run_forever()
+}
+
+fn server_conf(snapshot: &Snapshot) -> ServerConf {
+    let s = &snapshot.server;
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    }
+}
+
+/// Keeps `gatehouse_downstream_connections_open` for a proxy service: one count per client
+/// connection, held across every request it carries.
+struct CountConnections<A>(Arc<A>);
+
+#[async_trait]
+impl<A> ServerApp for CountConnections<HttpProxy<A>>
+where
+    HttpProxy<A>: ServerApp + Send + Sync + 'static,
+    A: Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = metrics::OpenConnection::new();
+        let mut next = self.0.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.0.process_new(stream, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.0.cleanup().await
+    }
+}

@@ -1,0 +1,292 @@
+//! Upstream pools: target selection, active health checks and passive ejection.
+//!
+//! A pool is compiled once and shared by every snapshot whose spec for it is unchanged, so its
+//! health state and keep-alive connections survive reloads. Its active health check runs as a
+//! task that holds only a `Weak` reference: when the last snapshot naming the pool is dropped, the
+//! task ends by itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use http::HeaderName;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::{Consistent, RoundRobin};
+use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::file::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
+use crate::metrics;
+
+/// What the consistent hash is computed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// The header's value; requests without it fall back to the client IP.
+    Header(HeaderName),
+}
+
+enum Selector {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    ConsistentHash(LoadBalancer<Consistent>, HashKey),
+}
+
+/// Upstream TLS: always verified against `sni`, with an optional private CA bundle.
+pub struct UpstreamTls {
+    pub sni: String,
+    pub ca: Option<Arc<CaType>>,
+}
+
+pub struct PoolParts {
+    pub name: String,
+    pub targets: Vec<(SocketAddr, usize)>,
+    pub hash_key: Option<HashKey>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub eject_for: Duration,
+    pub timeouts: TimeoutSpec,
+    pub tls: Option<UpstreamTls>,
+    /// Identifies everything the pool was built from (spec and file contents), so a reload reuses
+    /// the pool exactly when nothing about it changed.
+    pub fingerprint: String,
+}
+
+pub struct Pool {
+    pub name: Arc<str>,
+    pub fingerprint: String,
+    selector: Selector,
+    /// Milliseconds since `epoch` until which a target is skipped after a refused connection.
+    ejected_until: HashMap<SocketAddr, AtomicU64>,
+    eject_for: Duration,
+    epoch: Instant,
+    timeouts: TimeoutSpec,
+    tls: Option<UpstreamTls>,
+    health_interval: Option<Duration>,
+    health_started: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
+    }
+}
+
+impl Pool {
+    pub fn build(parts: PoolParts) -> Result<Pool, String> {
+        let backends = parts
+            .targets
+            .iter()
+            .map(|(addr, weight)| Backend {
+                addr: PingoraAddr::Inet(*addr),
+                weight: *weight,
+                ext: Default::default(),
+            })
+            .collect();
+        let mut backends = Backends::new(discovery::Static::new(backends));
+        if let Some(spec) = &parts.health_check {
+            backends.set_health_check(health_check(spec, parts.tls.as_ref()));
+        }
+        let selector = match parts.hash_key {
+            None => Selector::RoundRobin(load_balancer(backends)?),
+            Some(key) => Selector::ConsistentHash(load_balancer(backends)?, key),
+        };
+        Ok(Pool {
+            name: parts.name.into(),
+            fingerprint: parts.fingerprint,
+            selector,
+            ejected_until: parts
+                .targets
+                .iter()
+                .map(|(addr, _)| (*addr, AtomicU64::new(0)))
+                .collect(),
+            eject_for: parts.eject_for,
+            epoch: Instant::now(),
+            timeouts: parts.timeouts,
+            tls: parts.tls,
+            health_interval: parts.health_check.map(|h| h.interval),
+            health_started: AtomicBool::new(false),
+        })
+    }
+
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match &self.selector {
+            Selector::RoundRobin(_) => None,
+            Selector::ConsistentHash(_, key) => Some(key),
+        }
+    }
+
+    /// A healthy, non-ejected target, or `None` when every target is down.
+    pub fn select(&self, key: &[u8]) -> Option<SocketAddr> {
+        let now = self.now_ms();
+        let accept = |b: &Backend, healthy: bool| healthy && !self.is_ejected(b, now);
+        let backend = match &self.selector {
+            Selector::RoundRobin(lb) => lb.select_with(key, 256, accept),
+            Selector::ConsistentHash(lb, _) => lb.select_with(key, 256, accept),
+        }?;
+        backend.addr.as_inet().copied()
+    }
+
+    /// The peer to connect to, carrying this pool's timeouts and TLS settings.
+    pub fn peer(&self, target: SocketAddr) -> HttpPeer {
+        let (tls, sni) = match &self.tls {
+            Some(t) => (true, t.sni.clone()),
+            None => (false, String::new()),
+        };
+        let mut peer = HttpPeer::new(target, tls, sni);
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.timeouts.connect);
+        options.read_timeout = Some(self.timeouts.read);
+        options.write_timeout = Some(self.timeouts.write);
+        options.idle_timeout = Some(self.timeouts.idle);
+        if let Some(t) = &self.tls {
+            options.ca = t.ca.clone();
+        }
+        peer
+    }
+
+    /// Skip `target` for the configured ejection time (a connection to it was refused).
+    pub fn eject(&self, target: SocketAddr) {
+        if self.eject_for.is_zero() {
+            return;
+        }
+        if let Some(until) = self.ejected_until.get(&target) {
+            let ms = self.now_ms() + self.eject_for.as_millis() as u64;
+            until.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    pub fn target_count(&self) -> usize {
+        self.ejected_until.len()
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        let backends = self.backends();
+        let now = self.now_ms();
+        backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b) && !self.is_ejected(b, now))
+            .count()
+    }
+
+    /// Start the active health check, once per pool, on the current runtime.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        let Some(interval) = self.health_interval else {
+            metrics::set_healthy_targets(&self.name, self.target_count());
+            return;
+        };
+        if self.health_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    break;
+                };
+                pool.backends().run_health_check(true).await;
+                metrics::set_healthy_targets(&pool.name, pool.healthy_count());
+            }
+        });
+    }
+
+    fn backends(&self) -> &Backends {
+        match &self.selector {
+            Selector::RoundRobin(lb) => lb.backends(),
+            Selector::ConsistentHash(lb, _) => lb.backends(),
+        }
+    }
+
+    fn is_ejected(&self, b: &Backend, now_ms: u64) -> bool {
+        b.addr
+            .as_inet()
+            .and_then(|a| self.ejected_until.get(a))
+            .is_some_and(|until| until.load(Ordering::Relaxed) > now_ms)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    #[cfg(test)]
+    pub fn for_tests() -> Arc<Pool> {
+        Arc::new(
+            Pool::build(PoolParts {
+                name: "test".into(),
+                targets: vec![("127.0.0.1:1".parse().unwrap(), 1)],
+                hash_key: None,
+                health_check: None,
+                eject_for: Duration::from_secs(1),
+                timeouts: TimeoutSpec::default(),
+                tls: None,
+                fingerprint: String::new(),
+            })
+            .unwrap(),
+        )
+    }
+}
+
+fn load_balancer<S>(backends: Backends) -> Result<LoadBalancer<S>, String>
+where
+    S: pingora::lb::selection::BackendSelection + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    use futures_util::FutureExt;
+    let lb = LoadBalancer::from_backends(backends);
+    // Static discovery never waits, so the first update completes on the spot.
+    match lb.update().now_or_never() {
+        Some(Ok(())) => Ok(lb),
+        Some(Err(e)) => Err(format!("building the target list failed: {e}")),
+        None => Err("building the target list did not complete".into()),
+    }
+}
+
+fn health_check(
+    spec: &HealthCheckSpec,
+    tls: Option<&UpstreamTls>,
+) -> Box<dyn HealthCheck + Send + Sync> {
+    match spec.kind {
+        HealthCheckKind::Tcp => {
+            let mut check = match tls {
+                Some(t) => TcpHealthCheck::new_tls(&t.sni),
+                None => TcpHealthCheck::new(),
+            };
+            check.consecutive_success = spec.healthy_threshold;
+            check.consecutive_failure = spec.unhealthy_threshold;
+            check.peer_template.options.connection_timeout = Some(spec.timeout);
+            if let Some(t) = tls {
+                check.peer_template.options.ca = t.ca.clone();
+            }
+            check
+        }
+        HealthCheckKind::Http => {
+            let host = spec
+                .host
+                .clone()
+                .or_else(|| tls.map(|t| t.sni.clone()))
+                .unwrap_or_else(|| "localhost".into());
+            let mut check = HttpHealthCheck::new(&host, tls.is_some());
+            check.consecutive_success = spec.healthy_threshold;
+            check.consecutive_failure = spec.unhealthy_threshold;
+            let options = &mut check.peer_template.options;
+            options.connection_timeout = Some(spec.timeout);
+            options.read_timeout = Some(spec.timeout);
+            if let Some(t) = tls {
+                options.ca = t.ca.clone();
+            }
+            if let Some(path) = &spec.path {
+                // The path was validated at compile time; a failure here leaves `/`.
+                let _ = check
+                    .req
+                    .set_uri(path.parse().unwrap_or(http::Uri::from_static("/")));
+            }
+            Box::new(check)
+        }
+    }
+}
