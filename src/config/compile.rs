@@ -117,6 +117,7 @@ impl Compiler {
             listeners: main.listeners,
             admin: main.admin,
             access_log: main.access_log.format,
+            limits: main.limits,
             routes,
             pools,
             certs,
@@ -238,6 +239,10 @@ impl Compiler {
                 let msg = "h2c is for plain listeners; TLS listeners negotiate h2 by ALPN".into();
                 self.error(&file, format!("listeners[{i}].h2c"), msg, None);
             }
+        }
+        if main.limits.max_request_header_bytes < 1024 {
+            let msg = "below 1024 bytes no browser request fits".into();
+            self.error(&file, "limits.max_request_header_bytes".into(), msg, None);
         }
         if main.admin.address.parse::<SocketAddr>().is_err() {
             let msg = format!("{:?} is not an IP:port address", main.admin.address);

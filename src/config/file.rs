@@ -21,6 +21,8 @@ pub struct MainFile {
     pub access_log: AccessLogSpec,
     #[serde(default)]
     pub tls: TlsSpec,
+    #[serde(default)]
+    pub limits: LimitsSpec,
     /// Further files holding `upstreams` and `routes`, relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -110,6 +112,22 @@ pub enum AccessLogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogSpec {
     pub format: AccessLogFormat,
+}
+
+/// Request limits, applied before routing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSpec {
+    /// Total size of request header names and values; larger requests get 431.
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_request_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

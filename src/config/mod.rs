@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::routing::RouteTable;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
-use file::{AccessLogFormat, AdminSpec, ListenerSpec, ServerSpec};
+use file::{AccessLogFormat, AdminSpec, LimitsSpec, ListenerSpec, ServerSpec};
 
 /// One problem in the configuration, located by file and key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     pub admin: AdminSpec,
     pub access_log: AccessLogFormat,
+    pub limits: LimitsSpec,
     pub routes: RouteTable,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub certs: CertStore,

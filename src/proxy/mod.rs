@@ -92,6 +92,20 @@ impl ProxyHttp for Gateway {
         let snapshot = self.store.current();
         ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        if header_bytes > snapshot.limits.max_request_header_bytes {
+            let message = format!(
+                "request headers exceed {} bytes",
+                snapshot.limits.max_request_header_bytes
+            );
+            return self
+                .reject(session, ctx, Rejection::HeaderTooLarge, &message, &[])
+                .await;
+        }
         let host = request_host(req);
 
         if let Some(port) = self.role.redirect_https_port {

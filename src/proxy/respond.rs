@@ -13,6 +13,7 @@ use serde::Serialize;
 pub enum Rejection {
     NoRoute,
     MethodNotAllowed,
+    HeaderTooLarge,
     NoHealthyTarget,
     UpstreamUnreachable,
     UpstreamTimeout,
@@ -25,6 +26,7 @@ impl Rejection {
         match self {
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed => 405,
+            Rejection::HeaderTooLarge => 431,
             Rejection::NoHealthyTarget => 503,
             Rejection::UpstreamUnreachable => 502,
             Rejection::UpstreamTimeout => 504,
@@ -37,6 +39,7 @@ impl Rejection {
         match self {
             Rejection::NoRoute => "no_route",
             Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::HeaderTooLarge => "request_header_too_large",
             Rejection::NoHealthyTarget => "no_healthy_upstream",
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
