@@ -309,6 +309,9 @@ impl ProxyHttp for Gateway {
             Rejection::BadRequest => "the request could not be read",
             _ => "the gateway failed to proxy this request",
         };
+        // Pingora closes the client connection after a proxy failure; say so in the answer, or a
+        // client would reuse the connection and lose its next request.
+        session.set_keepalive(None);
         // Once the upstream's response header went out, only closing the connection is left.
         if session.response_written().is_none() {
             if let Err(write_error) =
