@@ -160,18 +160,11 @@ impl Compiler {
                 return None;
             }
         };
-        let deserializer = serde_yaml::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(deserializer) {
+        // serde_yaml's message already names the key path and the line and column.
+        match serde_yaml::from_slice(&bytes) {
             Ok(v) => Some(v),
             Err(e) => {
-                let key = e.path().to_string();
-                let key = if key == "." { String::new() } else { key };
-                let inner = e.into_inner();
-                let message = match inner.location() {
-                    Some(loc) => format!("{inner} (line {}, column {})", loc.line(), loc.column()),
-                    None => inner.to_string(),
-                };
-                self.error(path, key, message, None);
+                self.error(path, String::new(), e.to_string(), None);
                 None
             }
         }

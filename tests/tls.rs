@@ -1,0 +1,253 @@
+//! TLS: certificates by SNI, HTTP/2 by ALPN, redirects to HTTPS, verified upstream TLS.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{Echo, Gateway, Ports, TestCa};
+
+fn tls_config(echo: &Echo) -> String {
+    format!(
+        r#"{{SERVER}}
+listeners:
+  - address: 127.0.0.1:{{HTTP}}
+    redirect_https_port: {{HTTPS}}
+  - address: 127.0.0.1:{{HTTPS}}
+    tls: true
+admin:
+  address: 127.0.0.1:{{ADMIN}}
+tls:
+  certificates:
+    - cert: one.crt
+      key: one.key
+    - cert: two.crt
+      key: two.key
+upstreams:
+  echo:
+    targets: ["{}"]
+routes:
+  - name: all
+    match:
+      path_prefix: /
+    upstream: echo
+"#,
+        echo.addr()
+    )
+}
+
+/// A client that trusts `ca` and resolves the test names to the gateway.
+fn tls_client(ca: &TestCa, port: u16, names: &[&str]) -> reqwest::Client {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_root())
+        .tls_info(true)
+        .redirect(reqwest::redirect::Policy::none());
+    for name in names {
+        builder = builder.resolve(name, addr);
+    }
+    builder.build().expect("tls client")
+}
+
+fn peer_cert_names(resp: &reqwest::Response) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let info = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .expect("tls info");
+    let der = info.peer_certificate().expect("peer certificate");
+    let (_, cert) = X509Certificate::from_der(der).expect("x509");
+    let san = cert
+        .subject_alternative_name()
+        .expect("san")
+        .expect("has san");
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn start_with_two_certs(echo: &Echo, ca: &TestCa) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "one", &["one.test"]);
+    ca.issue(dir.path(), "two", &["two.test", "*.two.test"]);
+    let ports = Ports::new();
+    let cfg = tls_config(echo);
+    support::write(
+        dir.path(),
+        "gatehouse.yaml",
+        &cfg.replace("{SERVER}", &support::server_section(dir.path()))
+            .replace("{HTTP}", &ports.http.to_string())
+            .replace("{HTTPS}", &ports.https.to_string())
+            .replace("{ADMIN}", &ports.admin.to_string()),
+    );
+    Gateway::start_in(dir, ports)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_sni_name_gets_its_own_certificate_and_h2_is_negotiated() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let gw = start_with_two_certs(&echo, &ca);
+    let c = tls_client(
+        &ca,
+        gw.https_port,
+        &["one.test", "two.test", "api.two.test"],
+    );
+
+    for (host, expected) in [
+        ("one.test", "one.test"),
+        ("two.test", "two.test"),
+        ("api.two.test", "two.test"),
+    ] {
+        let resp = c
+            .get(format!("https://{host}:{}/hello", gw.https_port))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e:?}"));
+        assert_eq!(resp.status(), 200, "{host}");
+        assert!(
+            peer_cert_names(&resp).contains(&expected.to_string()),
+            "{host}"
+        );
+        assert_eq!(
+            resp.version(),
+            reqwest::Version::HTTP_2,
+            "ALPN should pick h2 for {host}"
+        );
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["headers"]["x-forwarded-proto"],
+            serde_json::json!(["https"])
+        );
+    }
+
+    // An HTTP/1.1-only client still works on the same listener.
+    let h1 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_root())
+        .http1_only()
+        .resolve("one.test", ([127, 0, 0, 1], gw.https_port).into())
+        .build()
+        .unwrap();
+    let resp = h1
+        .get(format!("https://one.test:{}/", gw.https_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_listener_redirects_to_https_keeping_host_and_path() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let gw = start_with_two_certs(&echo, &ca);
+    let resp = support::client()
+        .get(gw.url("/docs/1?x=y"))
+        .header("host", "one.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://one.test:{}/docs/1?x=y", gw.https_port).as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_certificate_files_are_served_after_reload_without_restart() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("first ca");
+    let gw = start_with_two_certs(&echo, &ca);
+    let version = gw.config_version().await;
+
+    let new_ca = TestCa::new("second ca");
+    new_ca.issue(gw.dir.path(), "one", &["one.test"]);
+    // Two file writes: wait until the reload saw both (the key must match the certificate).
+    support::eventually(
+        "reload with the new certificate",
+        support::READY_TIMEOUT,
+        || async {
+            gw.config_version().await > version
+                && tls_client(&new_ca, gw.https_port, &["one.test"])
+                    .get(format!("https://one.test:{}/", gw.https_port))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    // The old CA no longer verifies one.test, but two.test is untouched.
+    let old = tls_client(&ca, gw.https_port, &["one.test", "two.test"]);
+    assert!(old
+        .get(format!("https://one.test:{}/", gw.https_port))
+        .send()
+        .await
+        .is_err());
+    assert!(old
+        .get(format!("https://two.test:{}/", gw.https_port))
+        .send()
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_is_verified_against_sni_and_a_private_ca() {
+    let echo = Echo::start("origin");
+    let ca = TestCa::new("internal ca");
+    // The TLS upstream: a second gateway terminating TLS for internal.test in front of the echo.
+    let upstream = start_with_two_certs(&echo, &ca);
+    std::fs::write(upstream.path("ca.pem"), &ca.cert_pem).unwrap();
+
+    let edge_cfg = |sni: &str| {
+        format!(
+            r#"{{SERVER}}
+listeners:
+  - address: 127.0.0.1:{{HTTP}}
+admin:
+  address: 127.0.0.1:{{ADMIN}}
+upstreams:
+  internal:
+    targets: ["127.0.0.1:{port}"]
+    tls:
+      sni: {sni}
+      ca_file: {ca}
+routes:
+  - name: all
+    match:
+      path_prefix: /
+    upstream: internal
+"#,
+            port = upstream.https_port,
+            ca = upstream.path("ca.pem").display()
+        )
+    };
+    let good = Gateway::start(&[("gatehouse.yaml", &edge_cfg("one.test"))]);
+    let resp = support::client()
+        .get(good.url("/through"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["server"], "origin");
+    assert_eq!(v["path"], "/through");
+
+    // A name the upstream certificate does not carry fails verification: 502, never a bypass.
+    let wrong = Gateway::start(&[("gatehouse.yaml", &edge_cfg("other.test"))]);
+    let resp = support::client()
+        .get(wrong.url("/through"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+}
