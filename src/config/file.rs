@@ -47,6 +47,8 @@ pub struct RoutesFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSpec {
     pub threads: usize,
+    /// After SIGTERM (or an upgrade hand-over) listeners close at once; in-flight requests get
+    /// this long to finish.
     pub work_stealing: bool,
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
