@@ -98,7 +98,7 @@ pub fn forget_pool(pool: &str) {
 pub struct OpenConnection(());
 
 impl OpenConnection {
-    pub fn new() -> Self {
+    pub fn open() -> Self {
         OPEN_CONNECTIONS.inc();
         OpenConnection(())
     }

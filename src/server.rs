@@ -157,7 +157,7 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = metrics::OpenConnection::new();
+        let _open = metrics::OpenConnection::open();
         let mut next = self.0.process_new(stream, shutdown).await;
         while let Some(stream) = next {
             next = self.0.process_new(stream, shutdown).await;

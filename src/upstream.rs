@@ -280,11 +280,9 @@ fn health_check(
             if let Some(t) = tls {
                 options.ca = t.ca.clone();
             }
-            if let Some(path) = &spec.path {
-                // The path was validated at compile time; a failure here leaves `/`.
-                let _ = check
-                    .req
-                    .set_uri(path.parse().unwrap_or(http::Uri::from_static("/")));
+            // The path was validated at compile time.
+            if let Some(uri) = spec.path.as_ref().and_then(|p| p.parse::<http::Uri>().ok()) {
+                check.req.set_uri(uri);
             }
             Box::new(check)
         }
