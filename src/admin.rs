@@ -21,7 +21,10 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => metrics_text(),
+            (Method::GET, "/metrics") => {
+                crate::metrics::publish_pool_health(&self.store.current());
+                metrics_text()
+            }
             (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (Method::GET, "/readyz") => {
                 let snapshot = self.store.current();

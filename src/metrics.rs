@@ -3,6 +3,8 @@
 
 use std::sync::LazyLock;
 
+use crate::config::Snapshot;
+
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -86,12 +88,15 @@ pub fn init() {
     LazyLock::force(&ACCESS_LOG_DROPPED);
 }
 
-pub fn set_healthy_targets(pool: &str, count: usize) {
-    HEALTHY_TARGETS.with_label_values(&[pool]).set(count as i64);
-}
-
-pub fn forget_pool(pool: &str) {
-    let _ = HEALTHY_TARGETS.remove_label_values(&[pool]);
+/// Sets the healthy-target gauge from the running snapshot, at scrape time: a pool removed by a
+/// reload disappears from the next scrape, whatever its health task was doing.
+pub fn publish_pool_health(snapshot: &Snapshot) {
+    HEALTHY_TARGETS.reset();
+    for (name, pool) in &snapshot.pools {
+        HEALTHY_TARGETS
+            .with_label_values(&[name.as_str()])
+            .set(pool.healthy_count() as i64);
+    }
 }
 
 /// Counts one open client connection for as long as it lives.

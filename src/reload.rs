@@ -68,9 +68,6 @@ impl ConfigStore {
         }
         let new = Arc::new(new);
         start_pools(&new);
-        for name in old.pools.keys().filter(|n| !new.pools.contains_key(*n)) {
-            metrics::forget_pool(name);
-        }
         self.current.store(new.clone());
         metrics::CONFIG_RELOADS
             .with_label_values(&["success"])

@@ -20,7 +20,6 @@ use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::file::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
-use crate::metrics;
 
 /// What the consistent hash is computed over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +174,6 @@ impl Pool {
     /// Start the active health check, once per pool, on the current runtime.
     pub fn start_health_checks(self: &Arc<Self>) {
         let Some(interval) = self.health_interval else {
-            metrics::set_healthy_targets(&self.name, self.target_count());
             return;
         };
         if self.health_started.swap(true, Ordering::AcqRel) {
@@ -191,7 +189,6 @@ impl Pool {
                     break;
                 };
                 pool.backends().run_health_check(true).await;
-                metrics::set_healthy_targets(&pool.name, pool.healthy_count());
             }
         });
     }

@@ -294,3 +294,61 @@ fn validate_accepts_the_shipped_config() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
+
+/// A TCP target that counts the connections made to it (health-check probes).
+fn counting_target() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_starts_health_checks_for_new_pools_and_stops_removed_ones() {
+    let (first_addr, first_probes) = counting_target();
+    let (second_addr, second_probes) = counting_target();
+    let pool = |name: &str, addr: &str| {
+        format!(
+            "upstreams:\n  {name}:\n    targets: [\"{addr}\"]\n    health_check:\n      kind: tcp\n      interval: 100ms\nroutes:\n  - name: r\n    match:\n      path_prefix: /\n    upstream: {name}\n"
+        )
+    };
+    let gw = Gateway::start(&[
+        ("gatehouse.yaml", main_file()),
+        ("routes.yaml", &pool("first", &first_addr)),
+    ]);
+    eventually("first pool probed", READY_TIMEOUT, || async {
+        first_probes.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert_eq!(second_probes.load(Ordering::Relaxed), 0);
+
+    gw.write("routes.yaml", &pool("second", &second_addr));
+    eventually("second pool probed", READY_TIMEOUT, || async {
+        second_probes.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"gatehouse_upstream_healthy_targets{pool="second"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"pool="first""#),
+        "removed pool still reported"
+    );
+
+    // The removed pool's probes stop (allow one probe that was already under way).
+    let after_reload = first_probes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        first_probes.load(Ordering::Relaxed) <= after_reload + 1,
+        "removed pool is still probed"
+    );
+}

@@ -251,3 +251,37 @@ routes:
         .unwrap();
     assert_eq!(resp.status(), 502);
 }
+
+#[test]
+fn a_broken_certificate_stops_startup_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.crt"),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let cfg = format!(
+        "{}listeners:\n  - address: 127.0.0.1:{}\n    tls: true\ntls:\n  certificates:\n    - cert: bad.crt\n      key: bad.key\n",
+        support::server_section(dir.path()),
+        support::free_port()
+    );
+    support::write(dir.path(), "gatehouse.yaml", &cfg);
+    let out = std::process::Command::new(support::BIN)
+        .arg("--config")
+        .arg(dir.path().join("gatehouse.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exits with an error, not a panic"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tls.certificates[0]"), "{stderr}");
+    assert!(
+        stderr.contains("bad.crt: not an X.509 certificate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,608 @@
+#!/usr/bin/env bash
+# Gatehouse benchmark runner: gatehouse vs nginx vs HAProxy as plain HTTP/1.1 reverse proxies in
+# front of the same nginx origin, driven by the same wrk command, interleaved over several rounds.
+# See benches/README.md for the protocol. Loopback (127.0.0.1) only.
+#
+# Knobs (environment):
+#   ROUNDS=3  DURATION=10s  CONNECTIONS=50  THREADS=1 (wrk)  GATEWAY_THREADS=1
+#   WARMUP=2s (per target, before round 1; 0 disables)  COOLDOWN=1 (seconds between runs)
+#   SMOKE=1   quick check that the runner works: ROUNDS=1 DURATION=2s WARMUP=1s
+#   GATEHOUSE_BIN=path (default target/release/gatehouse; built if missing)  BUILD=1 (always
+#   run `cargo build --release` first)  KEEP_WORKDIR=1 (keep configs, logs and raw wrk output)
+#
+# Exit status: 0 on success; 1 if a component fails to start, fails the pre-check (non-200), or
+# dies during the benchmark; 2 on bad options. Never non-zero because of the numbers measured.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---------------------------------------------------------------------------------------------
+# Options
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+GATEWAY_THREADS=${GATEWAY_THREADS:-1}
+WARMUP=${WARMUP:-2s}
+COOLDOWN=${COOLDOWN:-1}
+SMOKE=${SMOKE:-0}
+BUILD=${BUILD:-0}
+KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
+if [[ $SMOKE == 1 ]]; then
+    ROUNDS=1 DURATION=2s WARMUP=1s
+fi
+
+# Fixed loopback ports.
+PORT_ORIGIN=18000      # nginx origin ("hello\n")
+PORT_STATUS=18001      # nginx origin stub_status (connection counters)
+PORT_GATEHOUSE=18080
+PORT_ADMIN=19090       # gatehouse admin
+PORT_NGINX=18081
+PORT_HAPROXY=18082
+ALL_PORTS=($PORT_ORIGIN $PORT_STATUS $PORT_GATEHOUSE $PORT_ADMIN $PORT_NGINX $PORT_HAPROXY)
+
+# Targets in the order they run within a round (interleaved).
+TARGETS=(direct gatehouse nginx haproxy)
+declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [nginx]=$PORT_NGINX
+                    [haproxy]=$PORT_HAPROXY)
+
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+usage_err() { echo "run.sh: bad option: $*" >&2; exit 2; }
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+# "10s" / "2m" / "1h" / "10" -> seconds (integer). wrk accepts the same forms.
+to_seconds() {
+    local v=$1
+    [[ $v =~ ^([0-9]+)([smh]?)$ ]] || return 1
+    local n=${BASH_REMATCH[1]}
+    case ${BASH_REMATCH[2]} in
+        m) echo $((n * 60)) ;; h) echo $((n * 3600)) ;; *) echo "$n" ;;
+    esac
+}
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || usage_err "ROUNDS=$ROUNDS (want a positive integer)"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || usage_err "CONNECTIONS=$CONNECTIONS"
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "THREADS=$THREADS"
+[[ $GATEWAY_THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "GATEWAY_THREADS=$GATEWAY_THREADS"
+[[ $COOLDOWN =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "COOLDOWN=$COOLDOWN (seconds)"
+DUR_S=$(to_seconds "$DURATION") && ((DUR_S > 0)) || usage_err "DURATION=$DURATION (e.g. 10s, 1m)"
+WARMUP_S=$(to_seconds "$WARMUP") || usage_err "WARMUP=$WARMUP (e.g. 2s, 0)"
+((CONNECTIONS >= THREADS)) || usage_err "CONNECTIONS ($CONNECTIONS) must be >= THREADS ($THREADS)"
+
+for tool in wrk nginx haproxy curl ss python3 setsid; do
+    command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null 2>&1 \
+        || die "required tool '$tool' not found"
+done
+export PATH=$PATH:/usr/sbin:/sbin
+
+# Never let a proxy setting send the probes anywhere but loopback.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+CURL=(curl -sS --noproxy '*' --max-time 2)
+
+# ---------------------------------------------------------------------------------------------
+# Work dir, stale runs, cleanup
+TMPBASE=${TMPDIR:-/tmp}
+WORK_GLOB="$TMPBASE/gh-bench.*"
+
+# Kill the process group recorded in $1 (a *.pgid file) if every member is one of our servers.
+kill_recorded_group() {
+    local file=$1 pgid members
+    pgid=$(cat "$file" 2>/dev/null || true)
+    [[ $pgid =~ ^[0-9]+$ ]] || return 0
+    members=$(ps -e -o pgid=,comm= | awk -v g="$pgid" '$1 == g {print $2}')
+    [[ -n $members ]] || return 0
+    if grep -qvE '^(nginx|haproxy|gatehouse)$' <<<"$members"; then
+        echo "run.sh: not killing process group $pgid from $file: it holds unexpected processes" >&2
+        return 0
+    fi
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 30); do
+        kill -0 -- "-$pgid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+    sleep 0.2
+}
+
+# Previous runs that crashed (or were SIGKILLed) leave their work dir behind: stop what they
+# started (recorded process groups only), then remove the dir. A run still alive is an error.
+clean_stale_runs() {
+    local dir owner
+    for dir in $WORK_GLOB; do
+        [[ -d $dir && -f $dir/runner.pid ]] || continue
+        owner=$(cat "$dir/runner.pid" 2>/dev/null || true)
+        if [[ $owner =~ ^[0-9]+$ ]] && [[ $owner != $$ ]] && kill -0 "$owner" 2>/dev/null \
+            && grep -q 'run.sh' "/proc/$owner/cmdline" 2>/dev/null; then
+            die "another benchmark run is active (pid $owner, work dir $dir); wait for it or stop it"
+        fi
+        local f found=0
+        for f in "$dir"/*.pgid; do
+            [[ -f $f ]] || continue
+            found=1
+            kill_recorded_group "$f"
+        done
+        if ((found)); then echo "run.sh: cleaned up stale run in $dir" >&2; fi
+        rm -rf -- "$dir"
+    done
+}
+
+port_listening() { [[ -n $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
+
+check_ports_free() {
+    local p busy=()
+    for p in "${ALL_PORTS[@]}"; do
+        if port_listening "$p"; then busy+=("$p"); fi
+    done
+    if ((${#busy[@]})); then
+        echo "run.sh: error: port(s) ${busy[*]} on 127.0.0.1 already in use (not by a previous run of this script):" >&2
+        for p in "${busy[@]}"; do ss -Hltnp "( sport = :$p )" >&2 || true; done
+        echo "run.sh: stop those processes (or free the ports) and retry" >&2
+        exit 1
+    fi
+}
+
+clean_stale_runs
+check_ports_free
+
+WORK=$(mktemp -d "$TMPBASE/gh-bench.XXXXXX")
+echo $$ >"$WORK/runner.pid"
+COMPONENT_DIED=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    local f
+    for f in "$WORK"/*.pgid; do
+        [[ -f $f ]] && kill_recorded_group "$f"
+    done
+    if [[ $KEEP_WORKDIR == 1 ]]; then
+        rm -f "$WORK"/*.pgid "$WORK/runner.pid"
+        echo "work dir kept: $WORK"
+    else
+        rm -rf -- "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo; echo "run.sh: interrupted" >&2; exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# ---------------------------------------------------------------------------------------------
+# Build
+if [[ $BUILD == 1 || ! -x $GATEHOUSE_BIN ]]; then
+    log "building gatehouse (cargo build --release)"
+    (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+fi
+[[ -x $GATEHOUSE_BIN ]] || die "gatehouse binary not found at $GATEHOUSE_BIN"
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+NGINX_USER_LINE=""
+if [[ $(id -u) == 0 ]]; then
+    # As root, nginx workers would otherwise switch to 'nobody'; keep them as the invoking user.
+    NGINX_USER_LINE="user $(id -un) $(id -gn);"
+fi
+
+nginx_common() { # $1 = prefix dir
+    cat <<EOF
+$NGINX_USER_LINE
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events {
+    worker_connections $((CONNECTIONS * 2 + 512));
+}
+EOF
+}
+
+nginx_http_common() { # $1 = prefix dir
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $1/tmp/client_body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+EOF
+}
+
+mkdir -p "$WORK/origin/tmp" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" "$WORK/wrk"
+
+{
+    nginx_common "$WORK/origin"
+    cat <<EOF
+http {
+$(nginx_http_common "$WORK/origin")
+    server {
+        listen 127.0.0.1:$PORT_ORIGIN backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "hello\n";
+        }
+    }
+    server {
+        listen 127.0.0.1:$PORT_STATUS;
+        location = /status { stub_status; }
+    }
+}
+EOF
+} >"$WORK/origin/nginx.conf"
+
+{
+    nginx_common "$WORK/nginx"
+    cat <<EOF
+http {
+$(nginx_http_common "$WORK/nginx")
+    upstream origin {
+        server 127.0.0.1:$PORT_ORIGIN;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$PORT_NGINX backlog=4096;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+
+# HAProxy needs about 2 fds per connection; stay within the fd limit.
+FD_LIMIT=$(ulimit -n)
+[[ $FD_LIMIT =~ ^[0-9]+$ ]] || FD_LIMIT=65536
+HAPROXY_MAXCONN=$(((FD_LIMIT - 200) / 2))
+if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
+((HAPROXY_MAXCONN >= CONNECTIONS + 100)) || die "fd limit $FD_LIMIT too low for CONNECTIONS=$CONNECTIONS (raise ulimit -n)"
+
+cat >"$WORK/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+    pidfile $WORK/haproxy/haproxy.pid
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout http-request 10s
+
+frontend fe
+    bind 127.0.0.1:$PORT_HAPROXY
+    default_backend origin
+
+backend origin
+    server origin1 127.0.0.1:$PORT_ORIGIN
+EOF
+
+cat >"$WORK/gatehouse/gatehouse.yaml" <<EOF
+server:
+  threads: $GATEWAY_THREADS
+  work_stealing: false
+  grace_period: 0s
+  shutdown_timeout: 1s
+  upgrade_sock: $WORK/gatehouse/upgrade.sock
+  pid_file: $WORK/gatehouse/gatehouse.pid
+listeners:
+  - address: 127.0.0.1:$PORT_GATEHOUSE
+admin:
+  address: 127.0.0.1:$PORT_ADMIN
+access_log:
+  format: off
+upstreams:
+  origin:
+    targets: ["127.0.0.1:$PORT_ORIGIN"]
+routes:
+  - name: all
+    match:
+      path_prefix: /
+    upstream: origin
+EOF
+
+nginx -t -q -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" \
+    2>"$WORK/origin/configtest.log" || { cat "$WORK/origin/configtest.log" >&2; die "origin nginx config invalid"; }
+nginx -t -q -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
+    2>"$WORK/nginx/configtest.log" || { cat "$WORK/nginx/configtest.log" >&2; die "proxy nginx config invalid"; }
+haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/configtest.log" 2>&1 \
+    || { cat "$WORK/haproxy/configtest.log" >&2; die "haproxy config invalid"; }
+"$GATEHOUSE_BIN" validate --config "$WORK/gatehouse/gatehouse.yaml" >"$WORK/gatehouse/validate.log" 2>&1 \
+    || { cat "$WORK/gatehouse/validate.log" >&2; die "gatehouse config invalid"; }
+
+# ---------------------------------------------------------------------------------------------
+# Start components. Each runs in its own session/process group (setsid) so that cleanup can
+# stop it together with any children (nginx workers), and Ctrl-C reaches only this script.
+declare -A PID_OF
+
+start() { # name logfile cmd...
+    local name=$1 logf=$2
+    shift 2
+    setsid "$@" >"$logf" 2>&1 </dev/null &
+    local pid=$!
+    PID_OF[$name]=$pid
+    # setsid does not fork here (a background job is never a group leader), so pid == pgid.
+    echo "$pid" >"$WORK/$name.pgid"
+}
+
+wait_port() { # name port
+    local name=$1 port=$2 i
+    for i in $(seq 1 150); do
+        if "${CURL[@]}" -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+            echo "--- $name output ---" >&2
+            tail -n 30 "$WORK/$name.log" >&2 || true
+            die "$name exited during start-up"
+        fi
+        sleep 0.1
+    done
+    echo "--- $name output ---" >&2
+    tail -n 30 "$WORK/$name.log" >&2 || true
+    die "$name did not answer on 127.0.0.1:$port within 15s"
+}
+
+log "work dir $WORK"
+start origin "$WORK/origin.log" nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
+wait_port origin $PORT_ORIGIN
+start gatehouse "$WORK/gatehouse.log" "$GATEHOUSE_BIN" --config "$WORK/gatehouse/gatehouse.yaml"
+start nginx "$WORK/nginx.log" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+start haproxy "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy/haproxy.cfg"
+wait_port gatehouse $PORT_GATEHOUSE
+wait_port nginx $PORT_NGINX
+wait_port haproxy $PORT_HAPROXY
+log "all components up (origin :$PORT_ORIGIN, gatehouse :$PORT_GATEHOUSE, nginx :$PORT_NGINX, haproxy :$PORT_HAPROXY)"
+
+# ---------------------------------------------------------------------------------------------
+# Pre-check: every target answers GET / with 200 and the origin's body.
+for t in "${TARGETS[@]}"; do
+    port=${PORT_OF[$t]}
+    code=$("${CURL[@]}" -o "$WORK/precheck.$t" -w '%{http_code}' "http://127.0.0.1:$port/" 2>"$WORK/precheck.$t.err") || true
+    if [[ $code != 200 ]]; then
+        cat "$WORK/precheck.$t.err" >&2 || true
+        die "pre-check: $t (127.0.0.1:$port) answered HTTP ${code:-none}, expected 200"
+    fi
+    if [[ $(cat "$WORK/precheck.$t") != hello ]]; then
+        die "pre-check: $t (127.0.0.1:$port) answered 200 but not the origin's body"
+    fi
+done
+log "pre-check: all 4 targets answer 200 \"hello\""
+
+# ---------------------------------------------------------------------------------------------
+# Measurement helpers
+
+established_upstream() { ss -Htn state established "( dport = :$PORT_ORIGIN )" 2>/dev/null | wc -l; }
+
+# TIME-WAIT sockets on either end of an origin connection that entered TIME-WAIT less than $1
+# seconds ago (TIME-WAIT lasts 60 s on Linux; ss -o shows the time left).
+recent_time_wait() {
+    ss -Htno state time-wait "( sport = :$PORT_ORIGIN or dport = :$PORT_ORIGIN )" 2>/dev/null |
+        awk -v age="$1" '
+            match($0, /timewait,[0-9.]+(ms|sec|min)/) {
+                t = substr($0, RSTART + 9, RLENGTH - 9); v = t + 0
+                if (t ~ /ms$/) v /= 1000; else if (t ~ /min$/) v *= 60
+                if (60 - v <= age) n++
+            }
+            END { print n + 0 }'
+}
+
+# Sample established origin connections at 25%, 50%, 75% of the run.
+sample_established() { # seconds outfile
+    local step
+    step=$(awk -v d="$1" 'BEGIN {printf "%.2f", d / 4}')
+    for _ in 1 2 3; do
+        sleep "$step"
+        established_upstream >>"$2"
+    done
+}
+
+# Parse wrk --latency output: "rps p99_ms non2xx socket_errors" (NA when missing).
+parse_wrk() {
+    awk '
+        function ms(s,   v) {
+            v = s + 0
+            if (s ~ /us$/) return v / 1000
+            if (s ~ /ms$/) return v
+            if (s ~ /m$/) return v * 60000
+            if (s ~ /h$/) return v * 3600000
+            if (s ~ /s$/) return v * 1000
+            return v
+        }
+        $1 == "Requests/sec:" { rps = $2 }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ {
+            line = $0; sub(/.*Socket errors:/, "", line); n = split(line, a, ",")
+            for (i = 1; i <= n; i++) { split(a[i], kv, " "); sockerr += kv[2] }
+        }
+        END {
+            printf "%s %s %d %d\n", (rps == "" ? "NA" : rps), (p99 == "" ? "NA" : sprintf("%.3f", p99)),
+                non2xx, sockerr
+        }' "$1"
+}
+
+check_alive() {
+    local name
+    for name in origin gatehouse nginx haproxy; do
+        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+            if ((COMPONENT_DIED == 0)); then
+                echo "run.sh: ERROR: $name (pid ${PID_OF[$name]}) died during the benchmark; last output:" >&2
+                tail -n 20 "$WORK/$name.log" >&2 || true
+            fi
+            COMPONENT_DIED=1
+        fi
+    done
+}
+
+RESULTS="$WORK/results.tsv"
+REUSE="$WORK/reuse.tsv"
+printf 'round\ttarget\trps\tp99_ms\tnon2xx\tsocket_errors\n' >"$RESULTS"
+printf 'round\ttarget\testablished_samples\tnew_origin_conns\torigin_requests\tnew_time_wait\n' >"$REUSE"
+
+run_one() { # round target
+    local round=$1 t=$2 port=${PORT_OF[$2]}
+    local out="$WORK/wrk/r$1-$2.txt" samples="$WORK/wrk/r$1-$2.est"
+    : >"$samples"
+    local acc0 req0 acc1 req1 start end
+    read -r acc0 req0 < <("${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1, $3}') || true
+    start=$(date +%s.%N)
+    sample_established "$DUR_S" "$samples" &
+    local sampler=$!
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 \
+        || echo "run.sh: warning: wrk exited non-zero for $t (round $round)" >&2
+    wait "$sampler" 2>/dev/null || true
+    sleep 0.2   # let closes at the end of the run reach TIME-WAIT
+    end=$(date +%s.%N)
+    read -r acc1 req1 < <("${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1, $3}') || true
+
+    local rps p99 non2xx sockerr
+    read -r rps p99 non2xx sockerr < <(parse_wrk "$out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p99" "$non2xx" "$sockerr" >>"$RESULTS"
+
+    local est new_conns origin_reqs tw age
+    est=$(paste -sd/ "$samples")
+    age=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%d", b - a + 0.999}')
+    tw=$(recent_time_wait "$age")
+    if [[ ${acc0:-} =~ ^[0-9]+$ && ${acc1:-} =~ ^[0-9]+$ ]]; then
+        new_conns=$((acc1 - acc0 - 1))         # minus the stub_status request's own connection
+        origin_reqs=$((req1 - req0 - 1))
+    else
+        new_conns=NA origin_reqs=NA
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "${est:-NA}" "$new_conns" "$origin_reqs" "$tw" >>"$REUSE"
+
+    local errs=""
+    if ((non2xx > 0)); then errs+=" non-2xx/3xx=$non2xx"; fi
+    if ((sockerr > 0)); then errs+=" [$(grep -m1 'Socket errors' "$out" | sed 's/^ *//')]"; fi
+    printf '  %-9s %10s req/s   p99 %8s ms%s\n' "$t" "$rps" "$p99" "$errs"
+    if [[ $t == direct ]]; then
+        printf '            origin connections: established≈%s (wrk itself), new origin connections: %s\n' \
+            "${est:-NA}" "$new_conns"
+    else
+        printf '            %s upstream connections: established≈%s, new TIME-WAIT during run: %s, new origin connections: %s (%s requests)\n' \
+            "$t" "${est:-NA}" "$tw" "$new_conns" "$origin_reqs"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Run
+GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT_REV+="+dirty"
+echo
+echo "Gatehouse benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $GIT_REV  $(nproc) CPUs  $(uname -r)"
+echo "  gatehouse: $GATEHOUSE_BIN ($(date -r "$GATEHOUSE_BIN" '+built %Y-%m-%d %H:%M'), $GATEWAY_THREADS thread(s))"
+echo "  $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -1 | awk '{print "haproxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
+echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency   rounds=$ROUNDS  warmup=$WARMUP  smoke=$SMOKE"
+echo
+
+if ((WARMUP_S > 0)); then
+    log "warm-up: ${WARMUP} per target"
+    for t in "${TARGETS[@]}"; do
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:${PORT_OF[$t]}/" >"$WORK/wrk/warmup-$t.txt" 2>&1 || true
+        sleep "$COOLDOWN"
+    done
+    check_alive
+fi
+
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round/$ROUNDS"
+    for t in "${TARGETS[@]}"; do
+        run_one "$round" "$t"
+        sleep "$COOLDOWN"
+    done
+    check_alive
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+echo
+python3 - "$RESULTS" "$REUSE" "$CONNECTIONS" <<'EOF'
+import csv, statistics, sys
+
+results, reuse, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+order = ["direct", "gatehouse", "nginx", "haproxy"]
+label = {"direct": "upstream direct", "gatehouse": "gatehouse", "nginx": "nginx proxy", "haproxy": "haproxy proxy"}
+
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+rows = list(csv.DictReader(open(results), delimiter="\t"))
+rps, p99, non2xx, sockerr = {}, {}, {}, {}
+for r in rows:
+    t = r["target"]
+    if num(r["rps"]) is not None:
+        rps.setdefault(t, []).append(num(r["rps"]))
+    if num(r["p99_ms"]) is not None:
+        p99.setdefault(t, []).append(num(r["p99_ms"]))
+    non2xx[t] = non2xx.get(t, 0) + int(r["non2xx"])
+    sockerr[t] = sockerr.get(t, 0) + int(r["socket_errors"])
+
+med = {t: statistics.median(v) for t, v in rps.items() if v}
+medp = {t: statistics.median(v) for t, v in p99.items() if v}
+
+def ratio(a, b):
+    return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] > 0 else "n/a"
+
+hdr = ["target", "median req/s", "median p99 ms", "vs haproxy", "vs direct", "req/s min..max", "errors"]
+table = []
+for t in order:
+    spread = f"{min(rps[t]):.0f}..{max(rps[t]):.0f}" if rps.get(t) else "n/a"
+    errs = []
+    if non2xx.get(t):
+        errs.append(f"non2xx={non2xx[t]}")
+    if sockerr.get(t):
+        errs.append(f"sock={sockerr[t]}")
+    table.append([label[t],
+                  f"{med[t]:.0f}" if t in med else "n/a",
+                  f"{medp[t]:.2f}" if t in medp else "n/a",
+                  ratio(t, "haproxy"), ratio(t, "direct"), spread, ",".join(errs) or "0"])
+w = [max(len(str(x)) for x in col) for col in zip(hdr, *table)]
+fmt = lambda cells: " | ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(cells))
+print(fmt(hdr))
+print("-+-".join("-" * x for x in w))
+for line in table:
+    print(fmt(line))
+
+# Upstream connection reuse, per proxy: established samples and new origin connections per run.
+print()
+print(f"upstream connection reuse (per run; a reusing proxy holds ~{conns} established and opens few new):")
+ru = list(csv.DictReader(open(reuse), delimiter="\t"))
+for t in order[1:]:
+    runs = [r for r in ru if r["target"] == t]
+    est = [int(x) for r in runs for x in r["established_samples"].split("/") if x.isdigit()]
+    newc = [r["new_origin_conns"] for r in runs]
+    tw = [r["new_time_wait"] for r in runs]
+    reqs = [int(r["origin_requests"]) for r in runs if r["origin_requests"].lstrip("-").isdigit()]
+    nc = [int(x) for x in newc if x.lstrip("-").isdigit()]
+    per = f", ~{sum(reqs) / max(sum(nc), 1):.0f} origin requests per new connection" if reqs and nc else ""
+    est_s = f"{min(est)}..{max(est)}" if est else "n/a"
+    print(f"  {label[t]:<14} established {est_s}; new origin connections per run: {'/'.join(newc)}; "
+          f"new TIME-WAIT per run: {'/'.join(tw)}{per}")
+
+print()
+print(f"gatehouse/haproxy = {ratio('gatehouse', 'haproxy')}")
+EOF
+
+if [[ $KEEP_WORKDIR == 1 ]]; then
+    echo "raw results: $RESULTS, $REUSE, $WORK/wrk/"
+fi
+
+if ((COMPONENT_DIED)); then
+    die "a component died during the benchmark (see above); numbers after that point are not valid"
+fi
+exit 0
