@@ -25,6 +25,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{self, AccessLog};
+use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
@@ -49,6 +50,8 @@ pub struct Gateway {
 pub struct RequestCtx {
     started: Instant,
     request_id: String,
+    /// The host the client asked for: lower case, no port.
+    host: String,
     /// The snapshot this request uses from start to end, whatever reloads happen meanwhile.
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<Route>>,
@@ -70,6 +73,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
+            host: String::new(),
             snapshot: None,
             route: None,
             captures: Vec::new(),
@@ -106,16 +110,16 @@ impl ProxyHttp for Gateway {
                 .reject(session, ctx, Rejection::HeaderTooLarge, &message, &[])
                 .await;
         }
-        let host = request_host(req);
+        ctx.host = request_host(req);
 
         if let Some(port) = self.role.redirect_https_port {
-            let location = https_location(&host, port, req);
+            let location = https_location(&ctx.host, port, req);
             respond::redirect(session, &location, &ctx.request_id).await?;
             return Ok(true);
         }
 
         let path = req.uri.path();
-        let (route, captures) = match snapshot.routes.lookup(&host, path, &req.method) {
+        let (route, captures) = match snapshot.routes.lookup(&ctx.host, path, &req.method) {
             RouteLookup::Found { route, captures } => (route.clone(), captures),
             RouteLookup::MethodNotAllowed { allowed } => {
                 let allow = allowed
@@ -135,7 +139,7 @@ impl ProxyHttp for Gateway {
                     .await;
             }
             RouteLookup::NotFound => {
-                let message = format!("no route for {} {host}{path}", req.method);
+                let message = format!("no route for {} {}{path}", req.method, ctx.host);
                 return self
                     .reject(session, ctx, Rejection::NoRoute, &message, &[])
                     .await;
@@ -192,7 +196,6 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
-        let original_host = request_host(session.req_header());
         if let Some(host) = &route.host_override {
             upstream.insert_header(http::header::HOST, host.as_str())?;
         }
@@ -205,8 +208,8 @@ impl ProxyHttp for Gateway {
             "x-forwarded-proto",
             if self.role.tls { "https" } else { "http" },
         )?;
-        if !original_host.is_empty() {
-            upstream.insert_header("x-forwarded-host", original_host)?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
         upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         Ok(())
@@ -344,13 +347,15 @@ impl ProxyHttp for Gateway {
         let Some(snapshot) = &ctx.snapshot else {
             return;
         };
-        let host = request_host(req);
+        if snapshot.access_log == AccessLogFormat::Off {
+            return;
+        }
         let entry = access_log::Entry {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             request_id: &ctx.request_id,
             client_ip: client_ip(session).map_or_else(|| "-".into(), |ip| ip.to_string()),
             method,
-            host: &host,
+            host: &ctx.host,
             path: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             route: route_name,
             upstream: ctx.target.map(|t| t.to_string()),
