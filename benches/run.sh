@@ -40,7 +40,7 @@ PORT_GATEHOUSE=18080
 PORT_ADMIN=19090       # gatehouse admin
 PORT_NGINX=18081
 PORT_HAPROXY=18082
-ALL_PORTS=($PORT_ORIGIN $PORT_STATUS $PORT_GATEHOUSE $PORT_ADMIN $PORT_NGINX $PORT_HAPROXY)
+ALL_PORTS=("$PORT_ORIGIN" "$PORT_STATUS" "$PORT_GATEHOUSE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY")
 
 # Targets in the order they run within a round (interleaved).
 TARGETS=(direct gatehouse nginx haproxy)
@@ -66,15 +66,15 @@ to_seconds() {
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "THREADS=$THREADS"
 [[ $GATEWAY_THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "GATEWAY_THREADS=$GATEWAY_THREADS"
 [[ $COOLDOWN =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "COOLDOWN=$COOLDOWN (seconds)"
-DUR_S=$(to_seconds "$DURATION") && ((DUR_S > 0)) || usage_err "DURATION=$DURATION (e.g. 10s, 1m)"
+DUR_S=$(to_seconds "$DURATION") || usage_err "DURATION=$DURATION (e.g. 10s, 1m)"
+((DUR_S > 0)) || usage_err "DURATION=$DURATION (must be at least 1s)"
 WARMUP_S=$(to_seconds "$WARMUP") || usage_err "WARMUP=$WARMUP (e.g. 2s, 0)"
 ((CONNECTIONS >= THREADS)) || usage_err "CONNECTIONS ($CONNECTIONS) must be >= THREADS ($THREADS)"
 
-for tool in wrk nginx haproxy curl ss python3 setsid; do
-    command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null 2>&1 \
-        || die "required tool '$tool' not found"
-done
 export PATH=$PATH:/usr/sbin:/sbin
+for tool in wrk nginx haproxy curl ss python3 setsid awk; do
+    command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
+done
 
 # Never let a proxy setting send the probes anywhere but loopback.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
@@ -97,8 +97,8 @@ kill_recorded_group() {
         return 0
     fi
     kill -TERM -- "-$pgid" 2>/dev/null || true
-    local i
-    for i in $(seq 1 30); do
+    local _
+    for _ in $(seq 1 30); do
         kill -0 -- "-$pgid" 2>/dev/null || return 0
         sleep 0.1
     done
@@ -113,7 +113,7 @@ clean_stale_runs() {
     for dir in $WORK_GLOB; do
         [[ -d $dir && -f $dir/runner.pid ]] || continue
         owner=$(cat "$dir/runner.pid" 2>/dev/null || true)
-        if [[ $owner =~ ^[0-9]+$ ]] && [[ $owner != $$ ]] && kill -0 "$owner" 2>/dev/null \
+        if [[ $owner =~ ^[0-9]+$ ]] && [[ $owner != "$$" ]] && kill -0 "$owner" 2>/dev/null \
             && grep -q 'run.sh' "/proc/$owner/cmdline" 2>/dev/null; then
             die "another benchmark run is active (pid $owner, work dir $dir); wait for it or stop it"
         fi
@@ -150,12 +150,13 @@ WORK=$(mktemp -d "$TMPBASE/gh-bench.XXXXXX")
 echo $$ >"$WORK/runner.pid"
 COMPONENT_DIED=0
 
+# shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     local f
     for f in "$WORK"/*.pgid; do
-        [[ -f $f ]] && kill_recorded_group "$f"
+        if [[ -f $f ]]; then kill_recorded_group "$f"; fi
     done
     if [[ $KEEP_WORKDIR == 1 ]]; then
         rm -f "$WORK"/*.pgid "$WORK/runner.pid"
@@ -177,6 +178,10 @@ if [[ $BUILD == 1 || ! -x $GATEHOUSE_BIN ]]; then
     (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
 fi
 [[ -x $GATEHOUSE_BIN ]] || die "gatehouse binary not found at $GATEHOUSE_BIN"
+STALE_NOTE=""
+if [[ -n $(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$GATEHOUSE_BIN" -type f 2>/dev/null | head -1) ]]; then
+    STALE_NOTE="  WARNING: sources are newer than the binary; numbers may not reflect the current tree (BUILD=1 rebuilds)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Configs
@@ -337,8 +342,8 @@ start() { # name logfile cmd...
 }
 
 wait_port() { # name port
-    local name=$1 port=$2 i
-    for i in $(seq 1 150); do
+    local name=$1 port=$2
+    for _ in $(seq 1 150); do
         if "${CURL[@]}" -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
             return 0
         fi
@@ -383,28 +388,51 @@ log "pre-check: all 4 targets answer 200 \"hello\""
 # ---------------------------------------------------------------------------------------------
 # Measurement helpers
 
-established_upstream() { ss -Htn state established "( dport = :$PORT_ORIGIN )" 2>/dev/null | wc -l; }
+# Connections to the origin port held by processes named $1 (ss -p shows the owner).
+established_upstream() {
+    ss -Htnp state established "( dport = :$PORT_ORIGIN )" 2>/dev/null | { grep -c "((\"$1\"," || true; }
+}
 
-# TIME-WAIT sockets on either end of an origin connection that entered TIME-WAIT less than $1
-# seconds ago (TIME-WAIT lasts 60 s on Linux; ss -o shows the time left).
+# "accepts requests" counters of the origin nginx (stub_status); empty if unavailable.
+origin_counters() {
+    "${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1, $3}' || true
+}
+
+# Client-side ports of established origin connections owned by processes other than $1 (one a
+# line). Taken before a run, it tells TIME-WAIT left by another proxy closing its idle pooled
+# connections apart from TIME-WAIT caused by the target of the run.
+foreign_origin_ports() {
+    ss -Htnp state established "( dport = :$PORT_ORIGIN )" 2>/dev/null |
+        awk -v me="((\"$1\"," 'index($0, me) == 0 { n = split($3, a, ":"); print a[n] }'
+}
+
+# TIME-WAIT sockets on either end of an origin connection that entered TIME-WAIT at most $1
+# seconds ago (TIME-WAIT lasts 60 s on Linux; ss -o shows the time left, in whole seconds).
+# Prints "mine other": other = client port listed in file $2 (see foreign_origin_ports).
 recent_time_wait() {
     ss -Htno state time-wait "( sport = :$PORT_ORIGIN or dport = :$PORT_ORIGIN )" 2>/dev/null |
-        awk -v age="$1" '
+        awk -v age="$1" -v origin="$PORT_ORIGIN" -v ports="$(paste -sd, "$2")" '
+            BEGIN { n = split(ports, p, ","); for (i = 1; i <= n; i++) foreign[p[i]] = 1 }
             match($0, /timewait,[0-9.]+(ms|sec|min)/) {
                 t = substr($0, RSTART + 9, RLENGTH - 9); v = t + 0
                 if (t ~ /ms$/) v /= 1000; else if (t ~ /min$/) v *= 60
-                if (60 - v <= age) n++
+                if (60 - v > age) next
+                n = split($3, l, ":"); m = split($4, r, ":")
+                port = (l[n] == origin) ? r[m] : l[n]
+                if (port in foreign) other++; else mine++
             }
-            END { print n + 0 }'
+            END { print mine + 0, other + 0 }'
 }
 
-# Sample established origin connections at 25%, 50%, 75% of the run.
-sample_established() { # seconds outfile
-    local step
+# While wrk runs: at 25%, 50% and 75% of the run write "established accepts" lines, where
+# established counts origin connections owned by process $2 and accepts is the origin's counter.
+sample_during_run() { # seconds procname outfile
+    local step acc
     step=$(awk -v d="$1" 'BEGIN {printf "%.2f", d / 4}')
     for _ in 1 2 3; do
         sleep "$step"
-        established_upstream >>"$2"
+        acc=$(origin_counters | awk '{print $1}')
+        echo "$(established_upstream "$2") ${acc:-NA}" >>"$3"
     done
 }
 
@@ -449,50 +477,61 @@ check_alive() {
 RESULTS="$WORK/results.tsv"
 REUSE="$WORK/reuse.tsv"
 printf 'round\ttarget\trps\tp99_ms\tnon2xx\tsocket_errors\n' >"$RESULTS"
-printf 'round\ttarget\testablished_samples\tnew_origin_conns\torigin_requests\tnew_time_wait\n' >"$REUSE"
+printf 'round\ttarget\testablished_samples\tnew_origin_conns\tmid_run_new_conns\torigin_requests\tnew_time_wait\tother_time_wait\n' >"$REUSE"
+
+declare -A PROC_OF=([direct]=wrk [gatehouse]=gatehouse [nginx]=nginx [haproxy]=haproxy)
 
 run_one() { # round target
     local round=$1 t=$2 port=${PORT_OF[$2]}
-    local out="$WORK/wrk/r$1-$2.txt" samples="$WORK/wrk/r$1-$2.est"
+    local out="$WORK/wrk/r$1-$2.txt" samples="$WORK/wrk/r$1-$2.samples"
     : >"$samples"
     local acc0 req0 acc1 req1 start end
-    read -r acc0 req0 < <("${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1, $3}') || true
+    foreign_origin_ports "${PROC_OF[$t]}" >"$WORK/wrk/r$1-$2.foreign"
+    read -r acc0 req0 < <(origin_counters) || true
     start=$(date +%s.%N)
-    sample_established "$DUR_S" "$samples" &
+    sample_during_run "$DUR_S" "${PROC_OF[$t]}" "$samples" &
     local sampler=$!
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" 2>&1 \
         || echo "run.sh: warning: wrk exited non-zero for $t (round $round)" >&2
     wait "$sampler" 2>/dev/null || true
     sleep 0.2   # let closes at the end of the run reach TIME-WAIT
     end=$(date +%s.%N)
-    read -r acc1 req1 < <("${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1, $3}') || true
+    read -r acc1 req1 < <(origin_counters) || true
 
     local rps p99 non2xx sockerr
     read -r rps p99 non2xx sockerr < <(parse_wrk "$out")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p99" "$non2xx" "$sockerr" >>"$RESULTS"
 
-    local est new_conns origin_reqs tw age
-    est=$(paste -sd/ "$samples")
+    # Each stub_status read is itself one accepted connection and one request: subtract them.
+    local est new_conns mid_conns origin_reqs tw tw_other age
+    est=$(awk '{print $1}' "$samples" | paste -sd/)
+    mid_conns=$(awk 'NR == 1 {a = $2} NR == 3 {b = $2} END {
+        if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) print b - a - 2; else print "NA" }' "$samples")
     age=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%d", b - a + 0.999}')
-    tw=$(recent_time_wait "$age")
+    read -r tw tw_other < <(recent_time_wait "$age" "$WORK/wrk/r$1-$2.foreign")
     if [[ ${acc0:-} =~ ^[0-9]+$ && ${acc1:-} =~ ^[0-9]+$ ]]; then
-        new_conns=$((acc1 - acc0 - 1))         # minus the stub_status request's own connection
-        origin_reqs=$((req1 - req0 - 1))
+        local reads
+        reads=$(awk '$2 ~ /^[0-9]+$/ {n++} END {print n + 1}' "$samples")
+        new_conns=$((acc1 - acc0 - reads))
+        origin_reqs=$((req1 - req0 - reads))
     else
         new_conns=NA origin_reqs=NA
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "${est:-NA}" "$new_conns" "$origin_reqs" "$tw" >>"$REUSE"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "${est:-NA}" "$new_conns" "$mid_conns" \
+        "$origin_reqs" "$tw" "$tw_other" >>"$REUSE"
 
     local errs=""
     if ((non2xx > 0)); then errs+=" non-2xx/3xx=$non2xx"; fi
     if ((sockerr > 0)); then errs+=" [$(grep -m1 'Socket errors' "$out" | sed 's/^ *//')]"; fi
     printf '  %-9s %10s req/s   p99 %8s ms%s\n' "$t" "$rps" "$p99" "$errs"
     if [[ $t == direct ]]; then
-        printf '            origin connections: established≈%s (wrk itself), new origin connections: %s\n' \
+        printf '            wrk connections to origin: established≈%s; new origin connections: %s\n' \
             "${est:-NA}" "$new_conns"
     else
-        printf '            %s upstream connections: established≈%s, new TIME-WAIT during run: %s, new origin connections: %s (%s requests)\n' \
-            "$t" "${est:-NA}" "$tw" "$new_conns" "$origin_reqs"
+        local other=""
+        if ((tw_other > 0)); then other=" (+$tw_other from other proxies' idle connections)"; fi
+        printf '            %s upstream connections: established≈%s, new TIME-WAIT during run: %s%s; new origin connections: %s (%s mid-run), %s origin requests\n' \
+            "$t" "${est:-NA}" "$tw" "$other" "$new_conns" "$mid_conns" "$origin_reqs"
     fi
 }
 
@@ -503,6 +542,7 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT
 echo
 echo "Gatehouse benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $GIT_REV  $(nproc) CPUs  $(uname -r)"
 echo "  gatehouse: $GATEHOUSE_BIN ($(date -r "$GATEHOUSE_BIN" '+built %Y-%m-%d %H:%M'), $GATEWAY_THREADS thread(s))"
+if [[ -n $STALE_NOTE ]]; then echo "$STALE_NOTE"; fi
 echo "  $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -1 | awk '{print "haproxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
 echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency   rounds=$ROUNDS  warmup=$WARMUP  smoke=$SMOKE"
 echo
@@ -578,21 +618,21 @@ print("-+-".join("-" * x for x in w))
 for line in table:
     print(fmt(line))
 
-# Upstream connection reuse, per proxy: established samples and new origin connections per run.
+# Upstream connection reuse, per proxy.
 print()
-print(f"upstream connection reuse (per run; a reusing proxy holds ~{conns} established and opens few new):")
+print(f"upstream connection reuse (per run; a reusing proxy holds <= ~{conns} connections and opens none mid-run):")
 ru = list(csv.DictReader(open(reuse), delimiter="\t"))
+ints = lambda xs: [int(x) for x in xs if x.lstrip("-").isdigit()]
 for t in order[1:]:
     runs = [r for r in ru if r["target"] == t]
-    est = [int(x) for r in runs for x in r["established_samples"].split("/") if x.isdigit()]
-    newc = [r["new_origin_conns"] for r in runs]
-    tw = [r["new_time_wait"] for r in runs]
-    reqs = [int(r["origin_requests"]) for r in runs if r["origin_requests"].lstrip("-").isdigit()]
-    nc = [int(x) for x in newc if x.lstrip("-").isdigit()]
-    per = f", ~{sum(reqs) / max(sum(nc), 1):.0f} origin requests per new connection" if reqs and nc else ""
+    est = ints(x for r in runs for x in r["established_samples"].split("/"))
+    newc = ints(r["new_origin_conns"] for r in runs)
+    reqs = ints(r["origin_requests"] for r in runs)
     est_s = f"{min(est)}..{max(est)}" if est else "n/a"
-    print(f"  {label[t]:<14} established {est_s}; new origin connections per run: {'/'.join(newc)}; "
-          f"new TIME-WAIT per run: {'/'.join(tw)}{per}")
+    per = f"{sum(reqs) / sum(newc):.0f}" if newc and sum(newc) > 0 else "all"
+    print(f"  {label[t]:<14} established {est_s}; new origin connections/run "
+          f"{'/'.join(r['new_origin_conns'] for r in runs)} (mid-run {'/'.join(r['mid_run_new_conns'] for r in runs)}); "
+          f"new TIME-WAIT/run {'/'.join(r['new_time_wait'] for r in runs)}; origin requests per new connection: {per}")
 
 print()
 print(f"gatehouse/haproxy = {ratio('gatehouse', 'haproxy')}")
