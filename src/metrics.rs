@@ -1,13 +1,17 @@
 //! Prometheus metrics, registered once in the default registry (the one pingora-prometheus and
 //! the admin `/metrics` endpoint gather from).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use http::Method;
 
 use crate::config::Snapshot;
 
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 
 // Registering a metric only fails on a name clash, which is a programming error caught by the
@@ -115,13 +119,69 @@ impl Drop for OpenConnection {
     }
 }
 
-pub fn status_class(status: u16) -> &'static str {
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::OPTIONS,
+];
+
+fn status_class(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "other",
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
     }
 }
+
+/// One route's metric handles, resolved when the route is compiled so that recording a request
+/// is an array index and an atomic add, not a label hash under a lock.
+pub struct RouteMetrics {
+    route: Arc<str>,
+    duration: Histogram,
+    /// `[method][status class]`, created on first use so unused series are never exported.
+    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.into(),
+            duration: REQUEST_DURATION.with_label_values(&[route]),
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    pub fn record(&self, method: &Method, status: u16, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let class = status_class(status);
+        match METHODS.iter().position(|m| m == method) {
+            Some(m) => self.requests[m][class]
+                .get_or_init(|| {
+                    REQUESTS.with_label_values(&[
+                        &self.route,
+                        method.as_str(),
+                        STATUS_CLASSES[class],
+                    ])
+                })
+                .inc(),
+            None => REQUESTS
+                .with_label_values(&[&self.route, method.as_str(), STATUS_CLASSES[class]])
+                .inc(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+/// Requests that matched no route.
+pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("-"));

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::metrics::RouteMetrics;
 use crate::upstream::Pool;
 
 /// One segment of a path template.
@@ -179,6 +180,7 @@ pub struct Route {
     pub host_override: Option<String>,
     /// Position in the files, for the final tie-break.
     pub order: usize,
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -287,6 +289,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::RouteMetrics;
     use crate::upstream::Pool;
 
     fn route(name: &str, hosts: &[&str], path: PathMatch, methods: &[&str], order: usize) -> Route {
@@ -299,6 +302,7 @@ mod tests {
             strip_prefix: None,
             host_override: None,
             order,
+            metrics: RouteMetrics::new(name),
         }
     }
 

@@ -18,6 +18,7 @@ use super::file::{
     BalanceSpec, CertificateSpec, HealthCheckKind, MainFile, RouteSpec, RoutesFile, UpstreamSpec,
 };
 use super::{ConfigError, ConfigErrors, LoadMode, Snapshot};
+use crate::metrics::RouteMetrics;
 use crate::routing::{HostMatch, PathMatch, Route, RouteTable};
 use crate::tls::{self, CertStore};
 use crate::upstream::{HashKey, Pool, PoolParts, UpstreamTls};
@@ -565,6 +566,7 @@ impl Compiler {
             }
             if let (Some(pool), Some(path)) = (pool, path) {
                 compiled.push(Route {
+                    metrics: RouteMetrics::new(&spec.name),
                     name: spec.name.as_str().into(),
                     hosts,
                     path,

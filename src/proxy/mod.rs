@@ -69,6 +69,10 @@ const MAX_CONNECT_RETRIES: u8 = 1;
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default adds a response-compression module (disabled)
+    /// whose per-request context is pure overhead for a gateway that does not compress.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -337,12 +341,11 @@ impl ProxyHttp for Gateway {
         let method = req.method.as_str();
         let elapsed = ctx.started.elapsed();
 
-        metrics::REQUESTS
-            .with_label_values(&[route_name, method, metrics::status_class(status)])
-            .inc();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[route_name])
-            .observe(elapsed.as_secs_f64());
+        let route_metrics = ctx
+            .route
+            .as_ref()
+            .map_or(&*metrics::UNROUTED, |r| &r.metrics);
+        route_metrics.record(&req.method, status, elapsed);
 
         let Some(snapshot) = &ctx.snapshot else {
             return;
