@@ -276,6 +276,16 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A client that hangs up mid-request is routine (every load test ends that way) and is already
+    /// in the access log; logging each one as an error would bury the errors that matter.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     /// Answers proxy failures with the same JSON shape as the gateway's own rejections.
     async fn fail_to_proxy(
         &self,
