@@ -48,6 +48,7 @@ pub struct Gateway {
 
 /// Per-request state. Each part is set by one phase and read by later ones.
 pub struct RequestCtx {
+    /// Set by `new_ctx`, which Pingora calls once the request header has been read.
     started: Instant,
     request_id: String,
     /// The host the client asked for: lower case, no port.
@@ -89,7 +90,6 @@ impl ProxyHttp for Gateway {
 
     /// Owns every rejection made before the upstream: redirect, 404, 405, 503.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.started = Instant::now();
         ctx.request_id = request_id::from_client(
             session
                 .req_header()
