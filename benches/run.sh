@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Gatehouse benchmark runner: gatehouse vs nginx vs HAProxy as plain HTTP/1.1 reverse proxies in
-# front of the same nginx origin, driven by the same wrk command, interleaved over several rounds.
+# Gatehouse benchmark runner: gatehouse vs a bare Pingora proxy vs nginx vs HAProxy as plain
+# HTTP/1.1 reverse proxies in front of the same nginx origin, driven by the same wrk command,
+# interleaved over several rounds.
 # See benches/README.md for the protocol. Loopback (127.0.0.1) only.
 #
 # Knobs (environment):
@@ -8,7 +9,10 @@
 #   WARMUP=2s (per target, before round 1; 0 disables)  COOLDOWN=1 (seconds between runs)
 #   SMOKE=1   quick check that the runner works: ROUNDS=1 DURATION=2s WARMUP=1s
 #   GATEHOUSE_BIN=path (default target/release/gatehouse; built if missing)  BUILD=1 (always
-#   run `cargo build --release` first)  KEEP_WORKDIR=1 (keep configs, logs and raw wrk output)
+#   run `cargo build --release` and `cargo build --release --bench bare_pingora` first)
+#   PINGORA_BIN=path (bare Pingora proxy; default: the newest target/release/deps/bare_pingora-*,
+#   built if missing or whenever gatehouse is built; an explicit path is used as is, never built)
+#   KEEP_WORKDIR=1 (keep configs, logs and raw wrk output)
 #
 # Exit status: 0 on success; 1 if a component fails to start, fails the pre-check (non-200), or
 # dies during the benchmark; 2 on bad options. Never non-zero because of the numbers measured.
@@ -29,6 +33,7 @@ SMOKE=${SMOKE:-0}
 BUILD=${BUILD:-0}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
+PINGORA_BIN=${PINGORA_BIN:-}
 if [[ $SMOKE == 1 ]]; then
     ROUNDS=1 DURATION=2s WARMUP=1s
 fi
@@ -40,12 +45,19 @@ PORT_GATEHOUSE=18080
 PORT_ADMIN=19090       # gatehouse admin
 PORT_NGINX=18081
 PORT_HAPROXY=18082
-ALL_PORTS=("$PORT_ORIGIN" "$PORT_STATUS" "$PORT_GATEHOUSE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY")
+PORT_PINGORA=18083     # bare Pingora proxy (benches/bare_pingora.rs)
+ALL_PORTS=("$PORT_ORIGIN" "$PORT_STATUS" "$PORT_GATEHOUSE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY"
+           "$PORT_PINGORA")
 
 # Targets in the order they run within a round (interleaved).
-TARGETS=(direct gatehouse nginx haproxy)
-declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [nginx]=$PORT_NGINX
-                    [haproxy]=$PORT_HAPROXY)
+TARGETS=(direct gatehouse pingora nginx haproxy)
+declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [pingora]=$PORT_PINGORA
+                    [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
+
+# The bare Pingora binary is started through a symlink with this name in the work dir, so its
+# process name (/proc/PID/comm, what ps and ss -p show) is this fixed string whatever the real
+# file is called (cargo names it bare_pingora-<hash>, which comm would truncate to 15 chars).
+PINGORA_PROC=bare_pingora
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 usage_err() { echo "run.sh: bad option: $*" >&2; exit 2; }
@@ -85,14 +97,15 @@ CURL=(curl -sS --noproxy '*' --max-time 2)
 TMPBASE=${TMPDIR:-/tmp}
 WORK_GLOB="$TMPBASE/gh-bench.*"
 
-# Kill the process group recorded in $1 (a *.pgid file) if every member is one of our servers.
+# Kill the process group recorded in $1 (a *.pgid file) if every member is one of our servers
+# (process names as in /proc/PID/comm).
 kill_recorded_group() {
     local file=$1 pgid members
     pgid=$(cat "$file" 2>/dev/null || true)
     [[ $pgid =~ ^[0-9]+$ ]] || return 0
     members=$(ps -e -o pgid=,comm= | awk -v g="$pgid" '$1 == g {print $2}')
     [[ -n $members ]] || return 0
-    if grep -qvE '^(nginx|haproxy|gatehouse)$' <<<"$members"; then
+    if grep -qvE "^(nginx|haproxy|gatehouse|$PINGORA_PROC)\$" <<<"$members"; then
         echo "run.sh: not killing process group $pgid from $file: it holds unexpected processes" >&2
         return 0
     fi
@@ -173,15 +186,72 @@ trap 'exit 129' HUP
 
 # ---------------------------------------------------------------------------------------------
 # Build
+BUILT_GATEHOUSE=0
 if [[ $BUILD == 1 || ! -x $GATEHOUSE_BIN ]]; then
     log "building gatehouse (cargo build --release)"
     (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+    BUILT_GATEHOUSE=1
 fi
 [[ -x $GATEHOUSE_BIN ]] || die "gatehouse binary not found at $GATEHOUSE_BIN"
 STALE_NOTE=""
 if [[ -n $(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$GATEHOUSE_BIN" -type f 2>/dev/null | head -1) ]]; then
     STALE_NOTE="  WARNING: sources are newer than the binary; numbers may not reflect the current tree (BUILD=1 rebuilds)"
 fi
+
+# The bare Pingora proxy is the `bare_pingora` bench target (harness = false); cargo writes it to
+# target/release/deps/bare_pingora-<hash>. After a build, the exact path comes from cargo's JSON
+# messages; without a build, the newest such file is used.
+newest_bare_pingora() {
+    local f best=""
+    for f in "$ROOT"/target/release/deps/bare_pingora-*; do
+        [[ ${f##*/} =~ ^bare_pingora-[0-9a-f]+$ && -f $f && -x $f ]] || continue
+        if [[ -z $best || $f -nt $best ]]; then best=$f; fi
+    done
+    echo "$best"
+}
+
+# Path of the executable that cargo's JSON messages in file $1 report for the bare_pingora target.
+cargo_bare_pingora_exe() {
+    python3 - "$1" <<'EOF'
+import json, sys
+exe = ""
+for line in open(sys.argv[1]):
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if (msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "bare_pingora"
+            and msg.get("executable")):
+        exe = msg["executable"]
+print(exe)
+EOF
+}
+
+build_bare_pingora() {
+    log "building bare_pingora (cargo build --release --bench bare_pingora)"
+    local json="$WORK/cargo-bare_pingora.json"
+    # JSON messages on stdout; compiler warnings and errors still rendered on stderr.
+    (cd "$ROOT" && cargo build --release --bench bare_pingora --message-format=json-render-diagnostics) \
+        >"$json" || die "cargo build --release --bench bare_pingora failed"
+    PINGORA_BIN=$(cargo_bare_pingora_exe "$json") || die "could not parse cargo's JSON output"
+    [[ -n $PINGORA_BIN ]] || die "cargo reported no executable for the bare_pingora bench target"
+}
+
+PINGORA_STALE_NOTE=""
+if [[ -n $PINGORA_BIN ]]; then
+    # Explicit PINGORA_BIN: used as is, never built.
+    [[ -f $PINGORA_BIN && -x $PINGORA_BIN ]] || die "PINGORA_BIN=$PINGORA_BIN is not an executable file"
+else
+    PINGORA_BIN=$(newest_bare_pingora)
+    if [[ $BUILD == 1 || $BUILT_GATEHOUSE == 1 || -z $PINGORA_BIN ]]; then
+        build_bare_pingora
+    fi
+    [[ -x $PINGORA_BIN ]] || die "bare_pingora binary not found at $PINGORA_BIN"
+    if [[ -n $(find "$ROOT/benches/bare_pingora.rs" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$PINGORA_BIN" -type f 2>/dev/null | head -1) ]]; then
+        PINGORA_STALE_NOTE="  WARNING: benches/bare_pingora.rs or Cargo.toml/Cargo.lock is newer than the bare_pingora binary (BUILD=1 rebuilds)"
+    fi
+fi
+PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN")   # absolute, for the symlink
 
 # ---------------------------------------------------------------------------------------------
 # Configs
@@ -217,7 +287,8 @@ nginx_http_common() { # $1 = prefix dir
 EOF
 }
 
-mkdir -p "$WORK/origin/tmp" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" "$WORK/wrk"
+mkdir -p "$WORK/origin/tmp" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" "$WORK/pingora" "$WORK/wrk"
+ln -s "$PINGORA_BIN" "$WORK/pingora/$PINGORA_PROC"   # see PINGORA_PROC
 
 {
     nginx_common "$WORK/origin"
@@ -365,10 +436,12 @@ wait_port origin $PORT_ORIGIN
 start gatehouse "$WORK/gatehouse.log" "$GATEHOUSE_BIN" --config "$WORK/gatehouse/gatehouse.yaml"
 start nginx "$WORK/nginx.log" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
 start haproxy "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy/haproxy.cfg"
+start pingora "$WORK/pingora.log" "$WORK/pingora/$PINGORA_PROC" "127.0.0.1:$PORT_PINGORA" "127.0.0.1:$PORT_ORIGIN"
 wait_port gatehouse $PORT_GATEHOUSE
+wait_port pingora $PORT_PINGORA
 wait_port nginx $PORT_NGINX
 wait_port haproxy $PORT_HAPROXY
-log "all components up (origin :$PORT_ORIGIN, gatehouse :$PORT_GATEHOUSE, nginx :$PORT_NGINX, haproxy :$PORT_HAPROXY)"
+log "all components up (origin :$PORT_ORIGIN, gatehouse :$PORT_GATEHOUSE, pingora :$PORT_PINGORA, nginx :$PORT_NGINX, haproxy :$PORT_HAPROXY)"
 
 # ---------------------------------------------------------------------------------------------
 # Pre-check: every target answers GET / with 200 and the origin's body.
@@ -383,7 +456,7 @@ for t in "${TARGETS[@]}"; do
         die "pre-check: $t (127.0.0.1:$port) answered 200 but not the origin's body"
     fi
 done
-log "pre-check: all 4 targets answer 200 \"hello\""
+log "pre-check: all ${#TARGETS[@]} targets answer 200 \"hello\""
 
 # ---------------------------------------------------------------------------------------------
 # Measurement helpers
@@ -463,7 +536,7 @@ parse_wrk() {
 
 check_alive() {
     local name
-    for name in origin gatehouse nginx haproxy; do
+    for name in origin gatehouse pingora nginx haproxy; do
         if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
             if ((COMPONENT_DIED == 0)); then
                 echo "run.sh: ERROR: $name (pid ${PID_OF[$name]}) died during the benchmark; last output:" >&2
@@ -479,7 +552,7 @@ REUSE="$WORK/reuse.tsv"
 printf 'round\ttarget\trps\tp99_ms\tnon2xx\tsocket_errors\n' >"$RESULTS"
 printf 'round\ttarget\testablished_samples\tnew_origin_conns\tmid_run_new_conns\torigin_requests\tnew_time_wait\tother_time_wait\n' >"$REUSE"
 
-declare -A PROC_OF=([direct]=wrk [gatehouse]=gatehouse [nginx]=nginx [haproxy]=haproxy)
+declare -A PROC_OF=([direct]=wrk [gatehouse]=gatehouse [pingora]=$PINGORA_PROC [nginx]=nginx [haproxy]=haproxy)
 
 run_one() { # round target
     local round=$1 t=$2 port=${PORT_OF[$2]}
@@ -538,11 +611,13 @@ run_one() { # round target
 # ---------------------------------------------------------------------------------------------
 # Run
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || GIT_REV+="+dirty"
+git -C "$ROOT" diff --quiet HEAD -- src benches/bare_pingora.rs Cargo.toml Cargo.lock 2>/dev/null || GIT_REV+="+dirty"
 echo
 echo "Gatehouse benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $GIT_REV  $(nproc) CPUs  $(uname -r)"
 echo "  gatehouse: $GATEHOUSE_BIN ($(date -r "$GATEHOUSE_BIN" '+built %Y-%m-%d %H:%M'), $GATEWAY_THREADS thread(s))"
 if [[ -n $STALE_NOTE ]]; then echo "$STALE_NOTE"; fi
+echo "  pingora (bare): $PINGORA_BIN ($(date -r "$PINGORA_BIN" '+built %Y-%m-%d %H:%M'), 1 thread)"
+if [[ -n $PINGORA_STALE_NOTE ]]; then echo "$PINGORA_STALE_NOTE"; fi
 echo "  $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -1 | awk '{print "haproxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
 echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency   rounds=$ROUNDS  warmup=$WARMUP  smoke=$SMOKE"
 echo
@@ -572,8 +647,9 @@ python3 - "$RESULTS" "$REUSE" "$CONNECTIONS" <<'EOF'
 import csv, statistics, sys
 
 results, reuse, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
-order = ["direct", "gatehouse", "nginx", "haproxy"]
-label = {"direct": "upstream direct", "gatehouse": "gatehouse", "nginx": "nginx proxy", "haproxy": "haproxy proxy"}
+order = ["direct", "gatehouse", "pingora", "nginx", "haproxy"]
+label = {"direct": "upstream direct", "gatehouse": "gatehouse", "pingora": "pingora (bare)",
+         "nginx": "nginx proxy", "haproxy": "haproxy proxy"}
 
 def num(s):
     try:
@@ -636,6 +712,7 @@ for t in order[1:]:
 
 print()
 print(f"gatehouse/haproxy = {ratio('gatehouse', 'haproxy')}")
+print(f"gatehouse/pingora = {ratio('gatehouse', 'pingora')}")
 EOF
 
 if [[ $KEEP_WORKDIR == 1 ]]; then

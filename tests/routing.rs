@@ -300,15 +300,23 @@ async fn a_client_hanging_up_is_access_logged_but_not_an_error_log() {
     let gw = Gateway::start(&[("gatehouse.yaml", &config(&a, &b))]);
     {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http_port)).unwrap();
-        s.write_all(b"GET /delay/500 HTTP/1.1\r\nHost: x\r\nX-Request-Id: hung-up\r\n\r\n").unwrap();
+        s.write_all(b"GET /delay/500 HTTP/1.1\r\nHost: x\r\nX-Request-Id: hung-up\r\n\r\n")
+            .unwrap();
         // Dropped here: the client goes away before the upstream answers.
     }
-    support::eventually("the request reaches the access log", support::READY_TIMEOUT, || {
-        let log = gw.access_log();
-        async move { log.contains("\"request_id\":\"hung-up\"") }
-    })
+    support::eventually(
+        "the request reaches the access log",
+        support::READY_TIMEOUT,
+        || {
+            let log = gw.access_log();
+            async move { log.contains("\"request_id\":\"hung-up\"") }
+        },
+    )
     .await;
     let stderr = gw.stderr();
     assert!(!stderr.contains("Downstream ConnectionClosed"), "{stderr}");
-    assert!(!stderr.contains("\u{1b}["), "no colour codes when stderr is a file");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "no colour codes when stderr is a file"
+    );
 }

@@ -285,3 +285,23 @@ fn a_broken_certificate_stops_startup_with_a_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
+    let echo = Echo::start("a");
+    let cfg = format!(
+        "{{SERVER}}listeners:\n  - address: 127.0.0.1:{{HTTP}}\n    h2c: true\nadmin:\n  address: 127.0.0.1:{{ADMIN}}\nupstreams:\n  echo:\n    targets: [\"{}\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: echo\n",
+        echo.addr()
+    );
+    let gw = Gateway::start(&[("gatehouse.yaml", &cfg)]);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(gw.url("/h2c")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let resp = support::client().get(gw.url("/h1")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
