@@ -407,7 +407,9 @@ impl Compiler {
                 _ => {}
             }
         }
-        let mut fingerprint = format!("{spec:?}");
+        // Resolved addresses are part of the identity: a name that now resolves elsewhere makes a
+        // new pool even when the file did not change.
+        let mut fingerprint = format!("{spec:?} {targets:?}");
         let tls = match &spec.tls {
             None => None,
             Some(t) => {
