@@ -40,13 +40,11 @@ pub struct LoadedCert {
     pub names: Vec<String>,
 }
 
-pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+/// Parses a PEM certificate bundle read from `path` (named in errors only: the caller reads the
+/// file once, for both the snapshot hash and this).
+pub fn parse_pem_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let display = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| CertError::Read {
-        path: display.clone(),
-        source,
-    })?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::Invalid {
             path: display.clone(),
@@ -65,18 +63,17 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertE
 }
 
 /// Loads a certificate chain and its key, checks that they belong together, and finds its names.
+/// The paths name the files in errors; the caller has read them.
 pub fn load_cert(
     cert_path: &Path,
+    cert_pem: &[u8],
     key_path: &Path,
+    key_pem: &[u8],
     names: &[String],
 ) -> Result<LoadedCert, CertError> {
-    let chain = read_pem_certs(cert_path)?;
+    let chain = parse_pem_certs(cert_path, cert_pem)?;
     let key_display = key_path.display().to_string();
-    let key_bytes = std::fs::read(key_path).map_err(|source| CertError::Read {
-        path: key_display.clone(),
-        source,
-    })?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_bytes.as_slice())
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| CertError::Invalid {
             path: key_display.clone(),
             reason: format!("bad PEM: {e}"),

@@ -20,7 +20,7 @@ use super::file::{
 use super::{ConfigError, ConfigErrors, LoadMode, Snapshot};
 use crate::metrics::RouteMetrics;
 use crate::routing::{HostMatch, PathMatch, Route, RouteTable};
-use crate::tls::{self, CertStore};
+use crate::tls::{self, CertError, CertStore};
 use crate::upstream::{HashKey, Pool, PoolParts, UpstreamTls};
 
 pub struct Compiler {
@@ -269,10 +269,22 @@ impl Compiler {
                     }
                 }
             }
-            // Hash and watch both files even when loading fails, so fixing them triggers a reload.
-            let _ = self.read(&cert_path);
-            let _ = self.read(&key_path);
-            match tls::load_cert(&cert_path, &key_path, &spec.names) {
+            // Read both before judging either, so both are hashed and watched.
+            let (cert_pem, key_pem) = (self.read(&cert_path), self.read(&key_path));
+            let loaded_cert = match (cert_pem, key_pem) {
+                (Ok(cert), Ok(key)) => {
+                    tls::load_cert(&cert_path, &cert, &key_path, &key, &spec.names)
+                }
+                (Err(source), _) => Err(CertError::Read {
+                    path: cert_path.display().to_string(),
+                    source,
+                }),
+                (_, Err(source)) => Err(CertError::Read {
+                    path: key_path.display().to_string(),
+                    source,
+                }),
+            };
+            match loaded_cert {
                 Ok(cert) => loaded.push(cert),
                 Err(e) => {
                     let hint = (!spec.generate_if_missing && !cert_path.exists()).then(|| {
@@ -421,10 +433,14 @@ impl Compiler {
                     None => None,
                     Some(ca) => {
                         let path = self.resolve(ca);
-                        if let Ok(bytes) = self.read(&path) {
-                            fingerprint.push_str(&hex::encode(Sha256::digest(&bytes)));
+                        let certs = self.read(&path).map_err(|source| CertError::Read {
+                            path: path.display().to_string(),
+                            source,
+                        });
+                        if let Ok(bytes) = &certs {
+                            fingerprint.push_str(&hex::encode(Sha256::digest(bytes)));
                         }
-                        match tls::read_pem_certs(&path) {
+                        match certs.and_then(|bytes| tls::parse_pem_certs(&path, &bytes)) {
                             Ok(certs) => {
                                 let wrapped: Vec<WrappedX509> = certs
                                     .into_iter()
