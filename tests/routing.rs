@@ -244,17 +244,12 @@ routes:
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "no_route");
+    let body = support::error_body(resp, 404, "no_route").await;
     assert_eq!(body["request_id"], "rid-404");
 
     let resp = c.get(gw.url("/submit")).send().await.unwrap();
-    assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "POST, PUT");
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "method_not_allowed");
+    let body = support::error_body(resp, 405, "method_not_allowed").await;
     assert_eq!(body["request_id"].as_str().map(str::len), Some(32));
 
     let resp = c.post(gw.url("/submit")).send().await.unwrap();

@@ -249,7 +249,7 @@ routes:
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 502);
+    support::error_body(resp, 502, "upstream_unreachable").await;
 }
 
 #[test]

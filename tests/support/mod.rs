@@ -348,3 +348,12 @@ impl TestCa {
         reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("ca pem")
     }
 }
+
+/// Checks one of the gateway's own answers (status, JSON, `error` code) and returns its body.
+pub async fn error_body(resp: reqwest::Response, status: u16, error: &str) -> serde_json::Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: serde_json::Value = resp.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], error);
+    body
+}
