@@ -1,7 +1,23 @@
-//! gatehouse-identity: the token issuer (OIDC-style IdP).
+//! gatehouse-identity: the token issuer (an OpenID Connect provider) that the gateway trusts.
 //!
-//! Skeleton only: the issuer (keys, JWKS, token endpoint, SSO) is issue #3. The crate exists now so
-//! the workspace layout, CI and the gateway's future in-process embedding are fixed from the start.
+//! [`Issuer`] holds the state and answers requests as plain functions of a buffered
+//! [`http::Request`]; [`server`] carries it over Pingora, stand-alone or inside the gateway.
 
-/// What this service is, for `--version` output and the gateway's `/config`.
+pub mod audit;
+pub mod config;
+mod endpoints;
+pub mod grants;
+pub mod http;
+pub mod issuer;
+pub mod keys;
+pub mod lockout;
+pub mod metrics;
+mod pages;
+pub mod password;
+pub mod server;
+pub mod tokens;
+
+pub use issuer::Issuer;
+
+/// What this service is, for `--version` output and logs.
 pub const SERVICE: &str = "gatehouse-identity";

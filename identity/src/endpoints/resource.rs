@@ -1,0 +1,121 @@
+//! Endpoints that take a token: `/userinfo` (OIDC Core §5.3), `POST /introspect` (RFC 7662) and
+//! `POST /revoke` (RFC 7009).
+
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use crate::audit::Event;
+use crate::http::{json, OAuthError, Reply, Request};
+use crate::issuer::{now, Issuer};
+use crate::tokens;
+
+pub fn userinfo(issuer: &Issuer, req: &Request) -> Reply {
+    let settings = issuer.settings();
+    let Some(token) = req.bearer() else {
+        let mut e = OAuthError::invalid_token("a Bearer access token is required");
+        e.challenge = Some(r#"Bearer realm="gatehouse-identity""#.into());
+        return e.reply();
+    };
+    let claims = match tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
+        issuer.grants.is_jti_revoked(jti)
+    }) {
+        Ok(c) => c,
+        Err(why) => return OAuthError::invalid_token(why).reply(),
+    };
+    let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("");
+    if !scope.split(' ').any(|s| s == "openid") {
+        return OAuthError::insufficient_scope("the token lacks the openid scope").reply();
+    }
+    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
+    match settings.users.get(sub) {
+        Some(user) => json(StatusCode::OK, &tokens::userinfo(user)),
+        None => OAuthError::invalid_token("the token's subject is not a user").reply(),
+    }
+}
+
+pub async fn introspect(issuer: &Issuer, req: &Request) -> Reply {
+    let settings = issuer.settings();
+    let result = async {
+        let params = req.form()?;
+        let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
+        if auth == crate::issuer::ClientAuth::None {
+            return Err(OAuthError::invalid_client("client authentication required", false));
+        }
+        let token = params.require("token")?;
+        let now = now();
+        if let Ok(claims) = tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
+            issuer.grants.is_jti_revoked(jti)
+        }) {
+            let mut body = Map::new();
+            body.insert("active".into(), true.into());
+            body.insert("token_type".into(), "Bearer".into());
+            for k in ["scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"] {
+                if let Some(v) = claims.get(k) {
+                    body.insert(k.into(), v.clone());
+                }
+            }
+            body.insert("username".into(), claims.get("sub").cloned().unwrap_or(Value::Null));
+            tracing::debug!(client = %client.id, "introspected an access token");
+            return Ok(json(StatusCode::OK, &Value::Object(body)));
+        }
+        if let Some(grant) = issuer.grants.peek_refresh(token, now) {
+            return Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "scope": grant.scope.join(" "),
+                    "client_id": grant.client_id,
+                    "sub": grant.username,
+                    "username": grant.username,
+                    "aud": grant.audience,
+                    "iss": settings.process.issuer,
+                    "exp": grant.expires_at,
+                }),
+            ));
+        }
+        Ok(json(StatusCode::OK, &json!({"active": false})))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.reply())
+}
+
+pub async fn revoke(issuer: &Issuer, req: &Request) -> Reply {
+    let settings = issuer.settings();
+    let result = async {
+        let params = req.form()?;
+        let (client, _) = issuer.authenticate_client(&settings, req, &params).await?;
+        let token = params.require("token")?;
+        let audit = |kind: &str, jti: Option<&str>| {
+            issuer.audit.record(Event {
+                event: "revocation",
+                outcome: "success",
+                client: Some(&client.id),
+                ip: req.peer_ip.map(|ip| ip.to_string()),
+                user_agent: req.user_agent(),
+                reason: Some(kind),
+                jti,
+                ..Event::default()
+            })
+        };
+        if let Ok(claims) = tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |_| false) {
+            if claims.get("client_id").and_then(Value::as_str) != Some(client.id.as_str()) {
+                return Err(OAuthError::unauthorized_client("the token was issued to another client"));
+            }
+            let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
+            let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+            issuer.grants.revoke_jti(jti, exp);
+            audit("access_token", Some(jti));
+        } else if let Some(grant) = issuer.grants.peek_refresh(token, now()) {
+            if grant.client_id != client.id {
+                return Err(OAuthError::unauthorized_client("the token was issued to another client"));
+            }
+            issuer.grants.revoke_family(&grant.family);
+            audit("refresh_token", None);
+        }
+        // Unknown and already-invalid tokens get 200 too (RFC 7009 §2.2).
+        Ok(json(StatusCode::OK, &json!({})))
+    }
+    .await;
+    result.unwrap_or_else(|e| e.reply())
+}

@@ -1,0 +1,322 @@
+//! `POST /token` (RFC 6749 §3.2): client_credentials, authorization_code with PKCE (RFC 7636),
+//! refresh_token with rotation and reuse detection, and the opt-in password grant.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::StatusCode;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{resolve_audience, resolve_scope};
+use crate::audit::Event;
+use crate::config::{Client, GrantType, Settings, User};
+use crate::grants::{random_value, RefreshGrant, Redemption};
+use crate::http::{json, OAuthError, Params, Reply, Request};
+use crate::issuer::{now, ClientAuth, Issuer, LoginFailure};
+use crate::metrics;
+use crate::tokens::{Minter, Subject};
+
+pub async fn handle(issuer: &Issuer, req: &Request) -> Reply {
+    match grant(issuer, req).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            metrics::TOKEN_ERRORS.with_label_values(&[e.error]).inc();
+            e.reply()
+        }
+    }
+}
+
+async fn grant(issuer: &Issuer, req: &Request) -> Result<Reply, OAuthError> {
+    let settings = issuer.settings();
+    if req.body.len() > settings.max_body_bytes {
+        return Err(OAuthError::payload_too_large(settings.max_body_bytes));
+    }
+    let params = req.form()?;
+    let grant_type = params.require("grant_type")?;
+    let grant = GrantType::parse(grant_type).ok_or_else(|| {
+        OAuthError::unsupported_grant_type(format!("grant_type `{grant_type}` is not supported"))
+    })?;
+    let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
+    if !client.grant_types.contains(&grant) {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use this grant type",
+        ));
+    }
+    let ctx = Grant {
+        issuer,
+        settings: &settings,
+        req,
+        params: &params,
+        client: &client,
+    };
+    match grant {
+        GrantType::ClientCredentials => ctx.client_credentials(auth),
+        GrantType::AuthorizationCode => ctx.authorization_code(),
+        GrantType::RefreshToken => ctx.refresh_token(),
+        GrantType::Password => ctx.password().await,
+    }
+}
+
+struct Grant<'a> {
+    issuer: &'a Issuer,
+    settings: &'a Settings,
+    req: &'a Request,
+    params: &'a Params,
+    client: &'a Arc<Client>,
+}
+
+/// What a successful grant issues, before it is signed.
+struct Issue<'a> {
+    grant: GrantType,
+    subject: Subject<'a>,
+    audience: String,
+    scope: Vec<String>,
+    nonce: Option<String>,
+    /// `Some(family)` issues a refresh token in that family; its absolute expiry comes along.
+    refresh: Option<(String, u64)>,
+}
+
+impl Grant<'_> {
+    fn client_credentials(&self, auth: ClientAuth) -> Result<Reply, OAuthError> {
+        if auth == ClientAuth::None {
+            return Err(OAuthError::invalid_client("client authentication required", false));
+        }
+        let scope = resolve_scope(self.client, self.params)?;
+        let audience = resolve_audience(self.client, self.params)?;
+        self.issue(Issue {
+            grant: GrantType::ClientCredentials,
+            subject: Subject::Service(self.client),
+            audience,
+            scope,
+            nonce: None,
+            refresh: None,
+        })
+    }
+
+    fn authorization_code(&self) -> Result<Reply, OAuthError> {
+        let code_value = self.params.require("code")?;
+        let redirect_uri = self.params.require("redirect_uri")?;
+        let family = random_value();
+        let code = match self.issuer.grants.redeem_code(code_value, now(), &family) {
+            Redemption::Ok(code) => code,
+            Redemption::Reused { .. } => {
+                self.audit_reuse("code_reuse", "authorization code used twice; tokens from it revoked");
+                return Err(OAuthError::invalid_grant("authorization code already used"));
+            }
+            Redemption::Expired => return Err(OAuthError::invalid_grant("authorization code expired")),
+            Redemption::Unknown => return Err(OAuthError::invalid_grant("unknown authorization code")),
+        };
+        if code.client_id != self.client.id {
+            return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
+        }
+        if code.redirect_uri != redirect_uri {
+            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        verify_pkce(code.code_challenge.as_deref(), self.params.get("code_verifier"))?;
+        let user = self.user(&code.username)?;
+        let refresh = self.refresh_for_new_family(family);
+        self.issue(Issue {
+            grant: GrantType::AuthorizationCode,
+            subject: Subject::User { user: &user, auth_time: code.auth_time },
+            audience: code.audience,
+            scope: code.scope,
+            nonce: code.nonce,
+            refresh,
+        })
+    }
+
+    fn refresh_token(&self) -> Result<Reply, OAuthError> {
+        let value = self.params.require("refresh_token")?;
+        let grant = match self.issuer.grants.use_refresh(value, now()) {
+            Redemption::Ok(g) => g,
+            Redemption::Reused { .. } => {
+                self.audit_reuse("refresh_token_reuse", "refresh token used twice; its family is revoked");
+                return Err(OAuthError::invalid_grant("refresh token already used"));
+            }
+            Redemption::Expired => return Err(OAuthError::invalid_grant("refresh token expired")),
+            Redemption::Unknown => return Err(OAuthError::invalid_grant("unknown or revoked refresh token")),
+        };
+        if grant.client_id != self.client.id {
+            self.issuer.grants.revoke_family(&grant.family);
+            return Err(OAuthError::invalid_grant("refresh token was issued to another client"));
+        }
+        // A refresh may narrow the scope, never widen it (RFC 6749 §6).
+        let scope = match self.params.get("scope") {
+            None => grant.scope.clone(),
+            Some(requested) => {
+                let asked: Vec<String> = requested.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+                if let Some(extra) = asked.iter().find(|s| !grant.scope.contains(s)) {
+                    return Err(OAuthError::invalid_scope(format!("scope `{extra}` was not granted originally")));
+                }
+                asked
+            }
+        };
+        let user = self.user(&grant.username)?;
+        self.issue(Issue {
+            grant: GrantType::RefreshToken,
+            subject: Subject::User { user: &user, auth_time: grant.auth_time },
+            audience: grant.audience,
+            scope,
+            nonce: None,
+            refresh: Some((grant.family, grant.expires_at)),
+        })
+    }
+
+    async fn password(&self) -> Result<Reply, OAuthError> {
+        let username = self.params.require("username")?;
+        let password = self.params.require("password")?;
+        let scope = resolve_scope(self.client, self.params)?;
+        let audience = resolve_audience(self.client, self.params)?;
+        let user = match self
+            .issuer
+            .check_password(self.settings, self.req, &self.client.id, username, password)
+            .await
+        {
+            Ok(user) => user,
+            Err(LoginFailure::Locked(wait)) => return Err(OAuthError::too_many_attempts(wait)),
+            Err(LoginFailure::Invalid) => return Err(OAuthError::invalid_grant("invalid username or password")),
+        };
+        let refresh = self.refresh_for_new_family(random_value());
+        self.issue(Issue {
+            grant: GrantType::Password,
+            subject: Subject::User { user: &user, auth_time: now() },
+            audience,
+            scope,
+            nonce: None,
+            refresh,
+        })
+    }
+
+    fn refresh_for_new_family(&self, family: String) -> Option<(String, u64)> {
+        self.client
+            .grant_types
+            .contains(&GrantType::RefreshToken)
+            .then(|| (family, now() + self.settings.tokens.refresh_token_ttl.as_secs()))
+    }
+
+    fn user(&self, username: &str) -> Result<Arc<User>, OAuthError> {
+        // The user may have been removed from identity.yaml since logging in.
+        self.settings
+            .users
+            .get(username)
+            .cloned()
+            .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))
+    }
+
+    fn issue(&self, issue: Issue<'_>) -> Result<Reply, OAuthError> {
+        let t = &self.settings.tokens;
+        let now = now();
+        let minter = Minter {
+            keys: &self.issuer.keys,
+            issuer: &self.settings.process.issuer,
+            now,
+        };
+        let failed = |e: crate::keys::KeyError| {
+            tracing::error!(error = %e, "signing failed");
+            OAuthError::server_error()
+        };
+        let access = minter
+            .access_token(self.client, &issue.subject, &issue.audience, &issue.scope, t.access_token_ttl.as_secs())
+            .map_err(failed)?;
+        let mut body = Map::new();
+        body.insert("access_token".into(), access.token.into());
+        body.insert("token_type".into(), "Bearer".into());
+        body.insert("expires_in".into(), t.access_token_ttl.as_secs().into());
+        body.insert("scope".into(), issue.scope.join(" ").into());
+        if let Subject::User { user, auth_time } = &issue.subject {
+            if issue.scope.iter().any(|s| s == "openid") {
+                let id = minter
+                    .id_token(self.client, user, *auth_time, issue.nonce.as_deref(), t.id_token_ttl.as_secs())
+                    .map_err(failed)?;
+                body.insert("id_token".into(), id.into());
+            }
+            if let Some((family, expires_at)) = issue.refresh {
+                let refresh = self.issuer.grants.put_refresh(RefreshGrant {
+                    family,
+                    client_id: self.client.id.clone(),
+                    username: user.username.clone(),
+                    scope: issue.scope.clone(),
+                    audience: issue.audience.clone(),
+                    auth_time: *auth_time,
+                    expires_at,
+                });
+                body.insert("refresh_token".into(), refresh.into());
+            }
+        }
+        let grant = issue.grant.as_str();
+        metrics::TOKENS_ISSUED.with_label_values(&[grant, &self.client.id]).inc();
+        let user = match &issue.subject {
+            Subject::User { user, .. } => Some(user.username.as_str()),
+            Subject::Service(_) => None,
+        };
+        self.issuer.audit.record(Event {
+            event: if issue.grant == GrantType::RefreshToken { "token_refresh" } else { "token_issued" },
+            outcome: "success",
+            user,
+            client: Some(&self.client.id),
+            ip: self.req.peer_ip.map(|ip| ip.to_string()),
+            user_agent: self.req.user_agent(),
+            grant: Some(grant),
+            audience: Some(&issue.audience),
+            scope: Some(issue.scope.join(" ")),
+            jti: Some(&access.jti),
+            kid: Some(&access.kid),
+            ..Event::default()
+        });
+        Ok(json(StatusCode::OK, &Value::Object(body)))
+    }
+
+    /// Audits a replayed code or refresh token: the sign of a stolen one.
+    fn audit_reuse(&self, event: &str, reason: &str) {
+        self.issuer.audit.record(Event {
+            event,
+            outcome: "failure",
+            client: Some(&self.client.id),
+            ip: self.req.peer_ip.map(|ip| ip.to_string()),
+            user_agent: self.req.user_agent(),
+            reason: Some(reason),
+            ..Event::default()
+        });
+    }
+}
+
+/// RFC 7636 §4.6: `BASE64URL(SHA256(code_verifier)) == code_challenge`. A verifier without a
+/// challenge is refused too: accepting it would let PKCE be stripped (RFC 9700 §2.1.1).
+fn verify_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(OAuthError::invalid_grant("code_verifier sent but no code_challenge was")),
+        (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is required")),
+        (Some(challenge), Some(verifier)) => {
+            let well_formed = (43..=128).contains(&verifier.len())
+                && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !well_formed {
+                return Err(OAuthError::invalid_grant("code_verifier must be 43-128 unreserved characters"));
+            }
+            let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+            if subtle::ConstantTimeEq::ct_eq(computed.as_bytes(), challenge.as_bytes()).into() {
+                Ok(())
+            } else {
+                Err(OAuthError::invalid_grant("PKCE verification failed"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(verify_pkce(Some(challenge), Some(verifier)).is_ok());
+        assert!(verify_pkce(Some(challenge), Some(&verifier.replace('d', "e"))).is_err());
+        assert!(verify_pkce(Some(challenge), None).is_err());
+        assert!(verify_pkce(None, Some(verifier)).is_err());
+        assert!(verify_pkce(None, None).is_ok());
+    }
+}

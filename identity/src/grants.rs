@@ -1,0 +1,295 @@
+//! Server-side state behind opaque values: authorization codes, refresh tokens (in families),
+//! SSO sessions, pending authorization requests and revoked access-token ids.
+//!
+//! Opaque values are 256-bit random strings; only their SHA-256 is stored, so a memory dump
+//! yields nothing a client could present. Everything lives in memory: a restart signs every user
+//! out and invalidates refresh tokens (see the README).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// A fresh 256-bit random value, base64url without padding.
+pub fn random_value() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+type Digest32 = [u8; 32];
+
+fn digest(value: &str) -> Digest32 {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub username: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub auth_time: u64,
+    pub expires_at: u64,
+}
+
+/// Who a refresh token speaks for and what it may renew.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    pub family: String,
+    pub client_id: String,
+    pub username: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub auth_time: u64,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub username: String,
+    pub auth_time: u64,
+    pub expires_at: u64,
+}
+
+/// An `/authorize` request waiting for the user to log in; the login form carries its id.
+#[derive(Debug, Clone)]
+pub struct PendingAuthorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub expires_at: u64,
+}
+
+struct CodeEntry {
+    code: AuthorizationCode,
+    /// Set once redeemed; a second redemption revokes the family it started (RFC 6749 §4.1.2).
+    redeemed_family: Option<String>,
+}
+
+struct RefreshEntry {
+    grant: RefreshGrant,
+    used: bool,
+}
+
+#[derive(Default)]
+struct State {
+    codes: HashMap<Digest32, CodeEntry>,
+    refresh: HashMap<Digest32, RefreshEntry>,
+    revoked_families: HashSet<String>,
+    sessions: HashMap<Digest32, Session>,
+    pending: HashMap<Digest32, PendingAuthorization>,
+    revoked_jti: HashMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct Grants {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redemption<T> {
+    Ok(T),
+    Unknown,
+    Expired,
+    /// Presented a second time: the family it belonged to is now revoked.
+    Reused { family: Option<String> },
+}
+
+impl Grants {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn put_code(&self, code: AuthorizationCode) -> String {
+        let value = random_value();
+        self.state().codes.insert(
+            digest(&value),
+            CodeEntry {
+                code,
+                redeemed_family: None,
+            },
+        );
+        value
+    }
+
+    /// Redeems a code once; `family` names the refresh family the redemption starts.
+    pub fn redeem_code(
+        &self,
+        value: &str,
+        now: u64,
+        family: &str,
+    ) -> Redemption<AuthorizationCode> {
+        let mut state = self.state();
+        let Some(entry) = state.codes.get_mut(&digest(value)) else {
+            return Redemption::Unknown;
+        };
+        if let Some(previous) = entry.redeemed_family.clone() {
+            state.revoked_families.insert(previous.clone());
+            return Redemption::Reused {
+                family: Some(previous),
+            };
+        }
+        if now >= entry.code.expires_at {
+            return Redemption::Expired;
+        }
+        entry.redeemed_family = Some(family.to_string());
+        Redemption::Ok(entry.code.clone())
+    }
+
+    pub fn put_refresh(&self, grant: RefreshGrant) -> String {
+        let value = random_value();
+        self.state()
+            .refresh
+            .insert(digest(&value), RefreshEntry { grant, used: false });
+        value
+    }
+
+    /// Uses a refresh token once. A second use revokes its whole family (RFC 9700 §4.14.2).
+    pub fn use_refresh(&self, value: &str, now: u64) -> Redemption<RefreshGrant> {
+        let mut state = self.state();
+        let Some(entry) = state.refresh.get_mut(&digest(value)) else {
+            return Redemption::Unknown;
+        };
+        let family = entry.grant.family.clone();
+        if entry.used {
+            state.revoked_families.insert(family.clone());
+            return Redemption::Reused {
+                family: Some(family),
+            };
+        }
+        if now >= entry.grant.expires_at {
+            return Redemption::Expired;
+        }
+        if state.revoked_families.contains(&family) {
+            return Redemption::Unknown;
+        }
+        let Some(entry) = state.refresh.get_mut(&digest(value)) else {
+            return Redemption::Unknown;
+        };
+        entry.used = true;
+        Redemption::Ok(entry.grant.clone())
+    }
+
+    /// The live grant behind a refresh token, for introspection and revocation.
+    pub fn peek_refresh(&self, value: &str, now: u64) -> Option<RefreshGrant> {
+        let state = self.state();
+        let entry = state.refresh.get(&digest(value))?;
+        let live = !entry.used
+            && now < entry.grant.expires_at
+            && !state.revoked_families.contains(&entry.grant.family);
+        live.then(|| entry.grant.clone())
+    }
+
+    pub fn revoke_family(&self, family: &str) {
+        self.state().revoked_families.insert(family.to_string());
+    }
+
+    pub fn revoke_jti(&self, jti: &str, exp: u64) {
+        self.state().revoked_jti.insert(jti.to_string(), exp);
+    }
+
+    pub fn is_jti_revoked(&self, jti: &str) -> bool {
+        self.state().revoked_jti.contains_key(jti)
+    }
+
+    /// Starts an SSO session; the returned value goes in the session cookie.
+    pub fn put_session(&self, username: &str, auth_time: u64, expires_at: u64) -> String {
+        let value = random_value();
+        let session = Session {
+            username: username.to_string(),
+            auth_time,
+            expires_at,
+        };
+        self.state().sessions.insert(digest(&value), session);
+        value
+    }
+
+    pub fn session(&self, value: &str, now: u64) -> Option<Session> {
+        self.state()
+            .sessions
+            .get(&digest(value))
+            .filter(|s| now < s.expires_at)
+            .cloned()
+    }
+
+    pub fn end_session(&self, value: &str) -> Option<Session> {
+        self.state().sessions.remove(&digest(value))
+    }
+
+    pub fn put_pending(&self, pending: PendingAuthorization) -> String {
+        let value = random_value();
+        self.state().pending.insert(digest(&value), pending);
+        value
+    }
+
+    pub fn pending(&self, value: &str, now: u64) -> Option<PendingAuthorization> {
+        self.state()
+            .pending
+            .get(&digest(value))
+            .filter(|p| now < p.expires_at)
+            .cloned()
+    }
+
+    pub fn take_pending(&self, value: &str, now: u64) -> Option<PendingAuthorization> {
+        self.state()
+            .pending
+            .remove(&digest(value))
+            .filter(|p| now < p.expires_at)
+    }
+
+    /// Forgets everything that can no longer be used. A redeemed code or used refresh token is
+    /// remembered until it would have expired anyway, so reuse is caught for its whole life.
+    pub fn sweep(&self, now: u64) {
+        let mut s = self.state();
+        s.codes.retain(|_, e| now < e.code.expires_at);
+        s.refresh.retain(|_, e| now < e.grant.expires_at);
+        s.sessions.retain(|_, x| now < x.expires_at);
+        s.pending.retain(|_, p| now < p.expires_at);
+        s.revoked_jti.retain(|_, exp| now < *exp);
+        let live: HashSet<String> = s.refresh.values().map(|e| e.grant.family.clone()).collect();
+        s.revoked_families.retain(|f| live.contains(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(family: &str) -> RefreshGrant {
+        RefreshGrant {
+            family: family.into(),
+            client_id: "c".into(),
+            username: "u".into(),
+            scope: vec![],
+            audience: "a".into(),
+            auth_time: 0,
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn a_reused_refresh_token_revokes_its_family() {
+        let g = Grants::default();
+        let first = g.put_refresh(grant("f"));
+        assert!(matches!(g.use_refresh(&first, 1), Redemption::Ok(_)));
+        let second = g.put_refresh(grant("f"));
+        assert!(g.peek_refresh(&second, 1).is_some());
+        assert_eq!(
+            g.use_refresh(&first, 2),
+            Redemption::Reused {
+                family: Some("f".into())
+            }
+        );
+        assert!(g.peek_refresh(&second, 2).is_none());
+        assert_eq!(g.use_refresh(&second, 2), Redemption::Unknown);
+        assert_eq!(g.use_refresh("nonsense", 2), Redemption::Unknown);
+    }
+}

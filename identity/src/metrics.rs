@@ -1,0 +1,92 @@
+//! Prometheus metrics, registered in the default registry that `/metrics` on the admin listener
+//! serves.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+};
+
+pub static TOKENS_ISSUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_identity_tokens_issued_total",
+        "Access tokens issued, by grant type and client.",
+        &["grant", "client"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static TOKEN_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_identity_token_errors_total",
+        "Token requests refused, by RFC 6749 error code.",
+        &["error"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static LOGIN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_identity_login_failures_total",
+        "Failed logins, by reason.",
+        &["reason"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static LOCKOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_identity_lockouts_total",
+        "Times a user or an IP address was locked out after repeated failed logins."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static ACTIVE_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_identity_keys",
+        "Signing keys published in the JWKS, by state (active signs new tokens; retired only verifies).",
+        &["state"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static KEY_ROTATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_identity_key_rotations_total",
+        "Signing-key rotations (scheduled or on command)."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_identity_config_reloads_total",
+        "Reloads of identity.yaml, by result.",
+        &["result"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "gatehouse_identity_request_duration_seconds",
+        "Request handling time, by endpoint and status code.",
+        &["endpoint", "status"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+/// Registers every metric so `/metrics` lists them before the first event.
+pub fn init() {
+    LazyLock::force(&TOKENS_ISSUED);
+    LazyLock::force(&TOKEN_ERRORS);
+    LazyLock::force(&LOGIN_FAILURES);
+    LazyLock::force(&LOCKOUTS);
+    LazyLock::force(&ACTIVE_KEYS);
+    LazyLock::force(&KEY_ROTATIONS);
+    LazyLock::force(&CONFIG_RELOADS);
+    LazyLock::force(&REQUESTS);
+}

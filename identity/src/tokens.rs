@@ -1,0 +1,143 @@
+//! What goes into tokens: RFC 9068 access tokens (`typ: at+jwt`) and OpenID Connect ID tokens,
+//! and the check of our own access tokens for `/userinfo` and `/introspect`.
+
+use jsonwebtoken::{decode, decode_header, Validation};
+use serde_json::{json, Map, Value};
+
+use crate::config::{Client, User};
+use crate::keys::{KeyError, KeyRing};
+
+/// The party a token speaks for: a logged-in user, or a service as itself.
+pub enum Subject<'a> {
+    User { user: &'a User, auth_time: u64 },
+    Service(&'a Client),
+}
+
+pub struct AccessToken {
+    pub token: String,
+    pub jti: String,
+    pub kid: String,
+}
+
+/// Signs tokens as `issuer` at one instant.
+pub struct Minter<'a> {
+    pub keys: &'a KeyRing,
+    pub issuer: &'a str,
+    pub now: u64,
+}
+
+impl Minter<'_> {
+/// Builds and signs an access token. `scope` is already checked against the client's allowance.
+pub fn access_token(
+    &self,
+    client: &Client,
+    subject: &Subject<'_>,
+    audience: &str,
+    scope: &[String],
+    ttl_secs: u64,
+) -> Result<AccessToken, KeyError> {
+    let (keys, issuer, now) = (self.keys, self.issuer, self.now);
+    let jti = crate::grants::random_value();
+    let mut claims = Map::new();
+    claims.insert("iss".into(), issuer.into());
+    claims.insert("aud".into(), audience.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("nbf".into(), now.into());
+    claims.insert("exp".into(), (now + ttl_secs).into());
+    claims.insert("jti".into(), jti.clone().into());
+    claims.insert("client_id".into(), client.id.clone().into());
+    claims.insert("scope".into(), scope.join(" ").into());
+    match subject {
+        Subject::User { user, auth_time } => {
+            claims.insert("sub".into(), user.username.clone().into());
+            claims.insert("auth_time".into(), (*auth_time).into());
+            identity_claims(&mut claims, user);
+        }
+        Subject::Service(service) => {
+            claims.insert("sub".into(), service.id.clone().into());
+            claims.insert("roles".into(), json!(service.roles));
+        }
+    }
+    let (token, kid) = keys.sign(client.signing_alg, "at+jwt", &claims)?;
+    Ok(AccessToken { token, jti, kid })
+}
+
+/// Builds and signs an ID token for `client` (OIDC Core §2).
+pub fn id_token(
+    &self,
+    client: &Client,
+    user: &User,
+    auth_time: u64,
+    nonce: Option<&str>,
+    ttl_secs: u64,
+) -> Result<String, KeyError> {
+    let (keys, issuer, now) = (self.keys, self.issuer, self.now);
+    let mut claims = Map::new();
+    claims.insert("iss".into(), issuer.into());
+    claims.insert("sub".into(), user.username.clone().into());
+    claims.insert("aud".into(), client.id.clone().into());
+    claims.insert("azp".into(), client.id.clone().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl_secs).into());
+    claims.insert("auth_time".into(), auth_time.into());
+    if let Some(n) = nonce {
+        claims.insert("nonce".into(), n.into());
+    }
+    identity_claims(&mut claims, user);
+    keys.sign(client.signing_alg, "JWT", &claims)
+        .map(|(token, _)| token)
+}
+}
+
+/// The claims `/userinfo` answers with (OIDC Core §5.3).
+pub fn userinfo(user: &User) -> Value {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), user.username.clone().into());
+    identity_claims(&mut claims, user);
+    Value::Object(claims)
+}
+
+/// `roles`, `email`, `name` and the user's free attributes: what the gateway injects upstream.
+fn identity_claims(claims: &mut Map<String, Value>, user: &User) {
+    claims.insert("roles".into(), json!(user.roles));
+    if let Some(e) = &user.email {
+        claims.insert("email".into(), e.clone().into());
+    }
+    if let Some(n) = &user.name {
+        claims.insert("name".into(), n.clone().into());
+    }
+    for (k, v) in &user.attributes {
+        claims.insert(k.clone(), v.clone());
+    }
+}
+
+/// Verifies one of our access tokens: known key, its algorithm, signature, `typ`, issuer,
+/// `exp`/`nbf`, and not revoked. Returns the claims.
+pub fn verify_access(
+    keys: &KeyRing,
+    issuer: &str,
+    token: &str,
+    is_revoked: impl Fn(&str) -> bool,
+) -> Result<Map<String, Value>, &'static str> {
+    let header = decode_header(token).map_err(|_| "malformed token")?;
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Err("not an access token");
+    }
+    let kid = header.kid.ok_or("token has no kid")?;
+    let set = keys.current();
+    let key = set.find(&kid).ok_or("unknown signing key")?;
+    // The key decides the algorithm; a token naming another one fails here.
+    let mut validation = Validation::new(key.alg().jose());
+    validation.set_issuer(&[issuer]);
+    validation.validate_aud = false;
+    validation.validate_nbf = true;
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    let data = decode::<Map<String, Value>>(token, &key.decoding, &validation)
+        .map_err(|_| "invalid or expired token")?;
+    let jti = data.claims.get("jti").and_then(Value::as_str).unwrap_or("");
+    if is_revoked(jti) {
+        return Err("token revoked");
+    }
+    Ok(data.claims)
+}

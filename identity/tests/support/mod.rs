@@ -1,0 +1,304 @@
+//! Test support: a real `gatehouse-identity` process on ephemeral loopback ports, with a config
+//! written to a temporary directory. The process is killed when the handle drops; readiness is
+//! polled, never slept for. When a test panics, the issuer's stderr is printed.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-identity");
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+/// argon2id hashes of the test secrets, computed once per test binary.
+pub fn hash_of(secret: &str) -> String {
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap();
+    map.entry(secret.to_string())
+        .or_insert_with(|| gatehouse_identity::password::hash(secret).unwrap())
+        .clone()
+}
+
+/// The users and clients most tests use. Secrets are `<id>-secret`, passwords `<name>-password`.
+pub fn standard_directory() -> String {
+    format!(
+        r#"
+users:
+  - username: alice
+    password_hash: {alice}
+    email: alice@example.com
+    name: Alice
+    roles: [admin, editor]
+    attributes: {{department: engineering, level: 3}}
+  - username: bob
+    password_hash: {bob}
+    email: bob@example.com
+    roles: [viewer]
+clients:
+  - id: reports
+    secret_hash: {reports}
+    grant_types: [client_credentials]
+    audiences: [documents-api, search-api]
+    scopes: [documents:read, documents:write]
+    roles: [service]
+  - id: web
+    secret_hash: {web}
+    grant_types: [authorization_code, refresh_token]
+    redirect_uris: [http://127.0.0.1:1/callback]
+    post_logout_redirect_uris: [http://127.0.0.1:1/bye]
+    audiences: [documents-api]
+    scopes: [openid, email, documents:read]
+  - id: spa
+    grant_types: [authorization_code, refresh_token]
+    redirect_uris: [http://127.0.0.1:2/callback]
+    audiences: [documents-api]
+    scopes: [openid, documents:read]
+    signing_alg: ES256
+  - id: cli
+    secret_hash: {cli}
+    grant_types: [password, refresh_token]
+    audiences: [documents-api]
+    scopes: [openid, documents:read]
+"#,
+        alice = hash_of("alice-password"),
+        bob = hash_of("bob-password"),
+        reports = hash_of("reports-secret"),
+        web = hash_of("web-secret"),
+        cli = hash_of("cli-secret"),
+    )
+}
+
+pub struct Identity {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+}
+
+impl Identity {
+    /// Starts an issuer whose config is the standard settings plus `extra` (top-level YAML keys
+    /// that are not in the standard part, e.g. `lockout:`) plus `directory` (users and clients).
+    pub fn start(extra: &str, directory: &str) -> Identity {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let admin_port = free_port();
+        let mut identity = Identity {
+            dir,
+            port,
+            admin_port,
+            child: None,
+        };
+        identity.write_config(extra, directory);
+        identity.spawn();
+        identity
+    }
+
+    pub fn config_text(&self, extra: &str, directory: &str) -> String {
+        let has = |k: &str| extra.lines().any(|l| l.starts_with(k));
+        let mut text = format!(
+            "issuer: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\naudit_log: audit.log\n",
+            port = self.port,
+            admin = self.admin_port
+        );
+        if !has("keys:") {
+            text.push_str("keys:\n  dir: keys\n");
+        }
+        text.push_str(extra);
+        text.push('\n');
+        text.push_str(directory);
+        text
+    }
+
+    pub fn write_config(&self, extra: &str, directory: &str) {
+        let text = self.config_text(extra, directory);
+        // Write then rename, as editors do: the watcher must never see half a file.
+        let tmp = self.dir.path().join(".identity.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("identity.yaml")
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("stderr.log")).expect("stderr file"),
+            ))
+            .spawn()
+            .expect("spawn gatehouse-identity");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("gatehouse-identity exited with {status}:\n{}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "gatehouse-identity not ready:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.path("stderr.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The audit log's lines, parsed.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.path("audit.log")).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Asks for a client_credentials token with HTTP Basic authentication.
+    pub async fn service_token(&self, client_id: &str, secret: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        client()
+            .post(self.url("/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request")
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- gatehouse-identity stderr ---\n{}", self.stderr());
+        }
+        self.stop();
+    }
+}
+
+/// Value of the first series in a Prometheus text body that starts with `series` (0 if absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A client that never follows redirects (tests look at each hop) and keeps no cookies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A browser: keeps cookies, never follows redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("browser")
+}
+
+/// Checks an RFC 6749 error answer: status, JSON content type, `error` code, a description,
+/// and `no-store`. Returns the body.
+pub async fn oauth_error(resp: reqwest::Response, status: u16, error: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status of an `{error}` answer");
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ct.starts_with("application/json"), "content type {ct}");
+    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let body: serde_json::Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(body.get("access_token").is_none());
+    body
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
