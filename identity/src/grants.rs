@@ -37,7 +37,7 @@ pub struct AuthorizationCode {
 }
 
 /// Who a refresh token speaks for and what it may renew.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshGrant {
     pub family: String,
     pub client_id: String,
