@@ -51,6 +51,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let access_log = AccessLog::start().context("starting the access-log writer")?;
     let listeners = snapshot.listeners.clone();
     let admin_address = snapshot.admin.address.clone();
+    let snapshot_identity = snapshot.embedded_identity.clone();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
 
     for (i, listener) in listeners.iter().enumerate() {
@@ -99,6 +100,11 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
         );
         echo.add_tcp(&address);
         server.add_service(echo);
+    }
+
+    if let Some(identity) = &snapshot_identity {
+        let issuer = gatehouse_identity::Issuer::start(identity)?;
+        gatehouse_identity::server::add_services(&mut server, issuer)?;
     }
 
     server.add_service(background_service(

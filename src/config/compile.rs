@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::file::{
+    EmbeddedSpec,
     BalanceSpec, CertificateSpec, HealthCheckKind, MainFile, RouteSpec, RoutesFile, UpstreamSpec,
 };
 use super::{ConfigError, ConfigErrors, LoadMode, Snapshot};
@@ -87,6 +88,7 @@ impl Compiler {
         }
 
         self.check_process_settings(&main);
+        let embedded_identity = self.embedded_identity(&main_path, &main.embedded);
         let (certs, to_generate) = self.certificates(&main.tls.certificates);
         if certs.is_empty() && to_generate == 0 {
             for (i, l) in main.listeners.iter().enumerate() {
@@ -119,10 +121,25 @@ impl Compiler {
             admin: main.admin,
             access_log: main.access_log.format,
             limits: main.limits,
+            embedded_identity,
             routes,
             pools,
             certs,
         })
+    }
+
+    /// Checks the embedded identity service's own file, so `validate` and reload report its
+    /// problems too. It is not hashed or watched here: the identity service reloads it itself.
+    fn embedded_identity(&mut self, main_path: &Path, spec: &EmbeddedSpec) -> Option<PathBuf> {
+        let path = self.resolve(spec.identity.as_deref()?);
+        if let Err(errors) = gatehouse_identity::config::load(&path) {
+            for e in errors.0 {
+                let file = if e.key == "(file)" { main_path.to_path_buf() } else { path.clone() };
+                let key = if e.key == "(file)" { "embedded.identity".to_string() } else { e.key };
+                self.error(&file, key, e.message, None);
+            }
+        }
+        Some(path)
     }
 
     fn error(&mut self, file: &Path, key: String, message: String, hint: Option<String>) {

@@ -23,6 +23,8 @@ pub struct MainFile {
     pub tls: TlsSpec,
     #[serde(default)]
     pub limits: LimitsSpec,
+    #[serde(default)]
+    pub embedded: EmbeddedSpec,
     /// Further files holding `upstreams` and `routes`, relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -30,6 +32,16 @@ pub struct MainFile {
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+}
+
+/// Sibling services run inside the gateway process (start-up only). Production runs them as
+/// their own processes and leaves this out.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSpec {
+    /// The `gatehouse-identity` configuration to serve from this process.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 /// A file named in `include:`.

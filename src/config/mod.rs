@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub admin: AdminSpec,
     pub access_log: AccessLogFormat,
     pub limits: LimitsSpec,
+    /// `embedded.identity`: the identity service's config, served from this process.
+    pub embedded_identity: Option<PathBuf>,
     pub routes: RouteTable,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub certs: CertStore,
@@ -117,6 +119,7 @@ impl Snapshot {
         self.server != other.server
             || self.listeners != other.listeners
             || self.admin != other.admin
+            || self.embedded_identity != other.embedded_identity
     }
 }
 
