@@ -225,8 +225,27 @@ fn default_max_body() -> usize {
 
 /// Claims the issuer sets itself; a user attribute may not shadow one of them.
 const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "auth_time", "nonce",
-    "azp", "acr", "amr", "at_hash", "sid", "roles", "email", "name", "typ", "cnf",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "auth_time",
+    "nonce",
+    "azp",
+    "acr",
+    "amr",
+    "at_hash",
+    "sid",
+    "roles",
+    "email",
+    "name",
+    "typ",
+    "cnf",
 ];
 
 /// One problem in the configuration, with the key path that holds it.
@@ -339,9 +358,10 @@ pub fn compile(
     };
 
     match url::Url::parse(&file.issuer) {
-        Ok(u) if (u.scheme() == "https" || u.scheme() == "http")
-            && u.query().is_none()
-            && u.fragment().is_none() => {}
+        Ok(u)
+            if (u.scheme() == "https" || u.scheme() == "http")
+                && u.query().is_none()
+                && u.fragment().is_none() => {}
         _ => err(
             "issuer".into(),
             "must be an http(s) URL without query or fragment (OIDC Discovery §3)".into(),
@@ -353,7 +373,10 @@ pub fn compile(
         }
     }
     if file.keys.algorithms.is_empty() {
-        err("keys.algorithms".into(), "name at least one of RS256, ES256".into());
+        err(
+            "keys.algorithms".into(),
+            "name at least one of RS256, ES256".into(),
+        );
     }
     let mut seen_alg = BTreeSet::new();
     for alg in &file.keys.algorithms {
@@ -361,7 +384,11 @@ pub fn compile(
             err("keys.algorithms".into(), format!("{alg:?} is listed twice"));
         }
     }
-    if file.keys.rotate_every.is_some_and(|d| d < Duration::from_secs(60)) {
+    if file
+        .keys
+        .rotate_every
+        .is_some_and(|d| d < Duration::from_secs(60))
+    {
         err("keys.rotate_every".into(), "must be at least 1m".into());
     }
     if file.lockout.max_failures == 0 {
@@ -371,9 +398,16 @@ pub fn compile(
         err("max_body_bytes".into(), "must be at least 1024".into());
     }
     if file.session.cookie.is_empty()
-        || !file.session.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !file
+            .session
+            .cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        err("session.cookie".into(), "must be letters, digits, '_' or '-'".into());
+        err(
+            "session.cookie".into(),
+            "must be letters, digits, '_' or '-'".into(),
+        );
     }
 
     let mut users = HashMap::new();
@@ -401,12 +435,20 @@ pub fn compile(
             roles: u.roles,
             attributes: u.attributes,
         };
-        if users.insert(user.username.clone(), Arc::new(user)).is_some() {
+        if users
+            .insert(user.username.clone(), Arc::new(user))
+            .is_some()
+        {
             err(format!("{key}.username"), "is declared twice".into());
         }
     }
 
-    let default_alg = file.keys.algorithms.first().copied().unwrap_or(SigningAlg::RS256);
+    let default_alg = file
+        .keys
+        .algorithms
+        .first()
+        .copied()
+        .unwrap_or(SigningAlg::RS256);
     let mut clients = HashMap::new();
     for (i, c) in file.clients.into_iter().enumerate() {
         let key = format!("clients[{i}]");
@@ -420,12 +462,16 @@ pub fn compile(
         }
         let grants: BTreeSet<GrantType> = c.grant_types.iter().copied().collect();
         if grants.is_empty() {
-            err(format!("{key}.grant_types"), "name at least one grant type".into());
+            err(
+                format!("{key}.grant_types"),
+                "name at least one grant type".into(),
+            );
         }
         if c.secret_hash.is_none() && grants.contains(&GrantType::ClientCredentials) {
             err(
                 format!("{key}.grant_types"),
-                "client_credentials needs a secret_hash: a public client cannot prove who it is".into(),
+                "client_credentials needs a secret_hash: a public client cannot prove who it is"
+                    .into(),
             );
         }
         if grants.contains(&GrantType::AuthorizationCode) && c.redirect_uris.is_empty() {
@@ -434,7 +480,12 @@ pub fn compile(
                 "authorization_code needs at least one redirect URI".into(),
             );
         }
-        for (j, uri) in c.redirect_uris.iter().chain(&c.post_logout_redirect_uris).enumerate() {
+        for (j, uri) in c
+            .redirect_uris
+            .iter()
+            .chain(&c.post_logout_redirect_uris)
+            .enumerate()
+        {
             match url::Url::parse(uri) {
                 Ok(u) if u.fragment().is_none() && matches!(u.scheme(), "http" | "https") => {}
                 _ => err(
@@ -458,7 +509,10 @@ pub fn compile(
         }
         for s in &c.scopes {
             if s.is_empty() || s.contains(' ') || s.contains('"') || s.contains('\\') {
-                err(format!("{key}.scopes"), format!("{s:?} is not a valid scope token (RFC 6749 §3.3)"));
+                err(
+                    format!("{key}.scopes"),
+                    format!("{s:?} is not a valid scope token (RFC 6749 §3.3)"),
+                );
             }
         }
         let client = Client {
@@ -472,7 +526,10 @@ pub fn compile(
             roles: c.roles,
             signing_alg: alg,
         };
-        if clients.insert(client.id.clone(), Arc::new(client)).is_some() {
+        if clients
+            .insert(client.id.clone(), Arc::new(client))
+            .is_some()
+        {
             err(format!("{key}.id"), "is declared twice".into());
         }
     }

@@ -100,7 +100,9 @@ pub enum Redemption<T> {
     Unknown,
     Expired,
     /// Presented a second time: the family it belonged to is now revoked.
-    Reused { family: Option<String> },
+    Reused {
+        family: Option<String>,
+    },
 }
 
 impl Grants {

@@ -143,7 +143,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
     pub fn invalid_client(description: &str, basic: bool) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description.into());
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            description.into(),
+        );
         e.challenge = Some(if basic {
             r#"Basic realm="gatehouse-identity", charset="UTF-8""#.into()
         } else {
@@ -155,10 +159,18 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description.into())
     }
     pub fn unauthorized_client(description: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description.into())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            description.into(),
+        )
     }
     pub fn unsupported_grant_type(description: String) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
     }
     pub fn invalid_scope(description: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
@@ -178,14 +190,22 @@ impl OAuthError {
         )
     }
     pub fn invalid_token(description: &str) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description.into());
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            description.into(),
+        );
         e.challenge = Some(format!(
             r#"Bearer error="invalid_token", error_description="{description}""#
         ));
         e
     }
     pub fn insufficient_scope(description: &str) -> Self {
-        let mut e = Self::new(StatusCode::FORBIDDEN, "insufficient_scope", description.into());
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            description.into(),
+        );
         e.challenge = Some(format!(
             r#"Bearer error="insufficient_scope", error_description="{description}""#
         ));
@@ -211,7 +231,11 @@ impl OAuthError {
             self.status,
             &serde_json::json!({"error": self.error, "error_description": self.description}),
         );
-        if let Some(c) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        if let Some(c) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
         r
@@ -240,7 +264,11 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) ->
 
 /// 303 See Other: the browser follows it with a GET, whatever method brought it here.
 pub fn redirect(location: &str) -> Reply {
-    let mut r = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Vec::new());
+    let mut r = respond(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Vec::new(),
+    );
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
     }

@@ -59,8 +59,8 @@ impl Issuer {
         let settings = config::load(config_path)
             .map_err(|e| anyhow::anyhow!("invalid identity configuration:\n{e}"))?;
         let p = &settings.process;
-        let keys = KeyRing::open(&p.keys_dir, &p.algorithms, now())
-            .context("opening the signing keys")?;
+        let keys =
+            KeyRing::open(&p.keys_dir, &p.algorithms, now()).context("opening the signing keys")?;
         let audit = AuditLog::open(&p.audit_log)
             .with_context(|| format!("opening the audit log {}", p.audit_log))?;
         let base_path = url::Url::parse(&p.issuer)
@@ -98,7 +98,12 @@ impl Issuer {
             .filter(|p| p.starts_with('/'))
             .unwrap_or(&req.path)
             .to_string();
-        let (endpoint, reply) = self.dispatch(&path, &req).await;
+        let limit = self.settings().max_body_bytes;
+        let (endpoint, reply) = if req.body.len() > limit {
+            ("other", OAuthError::payload_too_large(limit).reply())
+        } else {
+            self.dispatch(&path, &req).await
+        };
         metrics::REQUESTS
             .with_label_values(&[endpoint, reply.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
@@ -106,36 +111,44 @@ impl Issuer {
     }
 
     async fn dispatch(&self, path: &str, req: &Request) -> (&'static str, Reply) {
+        use endpoints::{browser, discovery, resource, token};
         let get = req.method == Method::GET || req.method == Method::HEAD;
         let post = req.method == Method::POST;
-        let reply = match path {
+        match path {
+            "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
+                if get =>
+            {
+                ("discovery", discovery::document(self))
+            }
             "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
-                return ("discovery", if get { endpoints::discovery::document(self) } else { method_not_allowed("GET") });
+                ("discovery", method_not_allowed("GET"))
             }
-            "/jwks.json" => {
-                return ("jwks", if get { endpoints::discovery::jwks(self) } else { method_not_allowed("GET") });
-            }
-            "/token" if post => ("token", endpoints::token::handle(self, req).await),
+            "/jwks.json" if get => ("jwks", discovery::jwks(self)),
+            "/jwks.json" => ("jwks", method_not_allowed("GET")),
+            "/token" if post => ("token", token::handle(self, req).await),
             "/token" => ("token", method_not_allowed("POST")),
-            "/authorize" if get => ("authorize", endpoints::browser::authorize(self, req)),
+            "/authorize" if get => ("authorize", browser::authorize(self, req)),
             "/authorize" => ("authorize", method_not_allowed("GET")),
-            "/login" if get => ("login", endpoints::browser::login_page(self, req)),
-            "/login" if post => ("login", endpoints::browser::login_submit(self, req).await),
+            "/login" if get => ("login", browser::login_page(self, req)),
+            "/login" if post => ("login", browser::login_submit(self, req).await),
             "/login" => ("login", method_not_allowed("GET, POST")),
-            "/logout" if get || post => ("logout", endpoints::browser::logout(self, req)),
+            "/logout" if get || post => ("logout", browser::logout(self, req)),
             "/logout" => ("logout", method_not_allowed("GET, POST")),
-            "/userinfo" if get || post => ("userinfo", endpoints::resource::userinfo(self, req)),
+            "/userinfo" if get || post => ("userinfo", resource::userinfo(self, req)),
             "/userinfo" => ("userinfo", method_not_allowed("GET, POST")),
-            "/introspect" if post => ("introspect", endpoints::resource::introspect(self, req).await),
+            "/introspect" if post => ("introspect", resource::introspect(self, req).await),
             "/introspect" => ("introspect", method_not_allowed("POST")),
-            "/revoke" if post => ("revoke", endpoints::resource::revoke(self, req).await),
+            "/revoke" if post => ("revoke", resource::revoke(self, req).await),
             "/revoke" => ("revoke", method_not_allowed("POST")),
             _ => (
                 "other",
-                respond(http::StatusCode::NOT_FOUND, "application/json", br#"{"error":"not_found"}"#.to_vec()),
+                respond(
+                    http::StatusCode::NOT_FOUND,
+                    "application/json",
+                    br#"{"error":"not_found"}"#.to_vec(),
+                ),
             ),
-        };
-        reply
+        }
     }
 
     /// Authenticates the client of a back-channel request (RFC 6749 §2.3.1): HTTP Basic or the
@@ -148,7 +161,10 @@ impl Issuer {
     ) -> Result<(Arc<Client>, ClientAuth), OAuthError> {
         let (id, secret, method) = match req.basic_credentials() {
             Some(Err(())) => {
-                return Err(OAuthError::invalid_client("malformed Basic credentials", true))
+                return Err(OAuthError::invalid_client(
+                    "malformed Basic credentials",
+                    true,
+                ))
             }
             Some(Ok((id, secret))) => {
                 if params.get("client_secret").is_some() {
@@ -164,10 +180,15 @@ impl Issuer {
                 (id, Some(secret), ClientAuth::Basic)
             }
             None => match (params.get("client_id"), params.get("client_secret")) {
-                (Some(id), Some(secret)) => (id.to_string(), Some(secret.to_string()), ClientAuth::Post),
+                (Some(id), Some(secret)) => {
+                    (id.to_string(), Some(secret.to_string()), ClientAuth::Post)
+                }
                 (Some(id), None) => (id.to_string(), None, ClientAuth::None),
                 (None, _) => {
-                    return Err(OAuthError::invalid_client("client authentication required", false))
+                    return Err(OAuthError::invalid_client(
+                        "client authentication required",
+                        false,
+                    ))
                 }
             },
         };
@@ -178,7 +199,10 @@ impl Issuer {
                 // Same time as a real check: the answer must not reveal which client ids exist.
                 let _ = tokio::task::spawn_blocking(move || password::verify_dummy(&secret)).await;
             }
-            return Err(OAuthError::invalid_client("unknown client or bad credentials", basic));
+            return Err(OAuthError::invalid_client(
+                "unknown client or bad credentials",
+                basic,
+            ));
         };
         match (&client.secret_hash, secret) {
             (None, None) => Ok((client, ClientAuth::None)),
@@ -186,7 +210,10 @@ impl Issuer {
                 "this client is public and has no secret",
                 basic,
             )),
-            (Some(_), None) => Err(OAuthError::invalid_client("client authentication required", basic)),
+            (Some(_), None) => Err(OAuthError::invalid_client(
+                "client authentication required",
+                basic,
+            )),
             (Some(phc), Some(secret)) => {
                 if self.secrets.cached(&client.id, &secret, phc) {
                     return Ok((client, method));
@@ -196,7 +223,10 @@ impl Issuer {
                     .await
                     .unwrap_or(false);
                 if !ok {
-                    return Err(OAuthError::invalid_client("unknown client or bad credentials", basic));
+                    return Err(OAuthError::invalid_client(
+                        "unknown client or bad credentials",
+                        basic,
+                    ));
                 }
                 if let Some(phc) = &client.secret_hash {
                     self.secrets.remember(&client.id, &secret, phc);
@@ -233,7 +263,9 @@ impl Issuer {
         {
             Ok(a) => a,
             Err(wait) => {
-                metrics::LOGIN_FAILURES.with_label_values(&["locked_out"]).inc();
+                metrics::LOGIN_FAILURES
+                    .with_label_values(&["locked_out"])
+                    .inc();
                 audit("failure", Some("locked_out"));
                 return Err(LoginFailure::Locked(wait));
             }
@@ -257,7 +289,11 @@ impl Issuer {
                 Ok(user)
             }
             (user, _) => {
-                let reason = if user.is_some() { "bad_password" } else { "unknown_user" };
+                let reason = if user.is_some() {
+                    "bad_password"
+                } else {
+                    "unknown_user"
+                };
                 metrics::LOGIN_FAILURES.with_label_values(&[reason]).inc();
                 audit("failure", Some(reason));
                 if attempt.failed() == FailureOutcome::Locked {
@@ -284,15 +320,25 @@ impl Issuer {
             Ok(new) if new.hash == old.hash => Ok(false),
             Ok(new) => {
                 if new.process != old.process {
-                    tracing::warn!("issuer, listeners, keys and audit_log settings apply at the next restart");
+                    tracing::warn!(
+                        "issuer, listeners, keys and audit_log settings apply at the next restart"
+                    );
                 }
-                tracing::info!(users = new.users.len(), clients = new.clients.len(), "identity configuration reloaded");
+                tracing::info!(
+                    users = new.users.len(),
+                    clients = new.clients.len(),
+                    "identity configuration reloaded"
+                );
                 self.settings.store(Arc::new(new));
-                metrics::CONFIG_RELOADS.with_label_values(&["success"]).inc();
+                metrics::CONFIG_RELOADS
+                    .with_label_values(&["success"])
+                    .inc();
                 Ok(true)
             }
             Err(errors) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["failure"]).inc();
+                metrics::CONFIG_RELOADS
+                    .with_label_values(&["failure"])
+                    .inc();
                 for e in &errors.0 {
                     tracing::error!(problem = %e, "identity configuration rejected; the running one stays");
                 }
@@ -324,7 +370,9 @@ impl Issuer {
     pub fn tick(&self) {
         let settings = self.settings();
         let now = now();
-        if let (Some(every), Some(since)) = (settings.process.rotate_every, self.keys.active_since()) {
+        if let (Some(every), Some(since)) =
+            (settings.process.rotate_every, self.keys.active_since())
+        {
             if now >= since.saturating_add(every.as_secs()) {
                 if let Err(e) = self.rotate_keys("schedule") {
                     tracing::error!(error = %e, "scheduled key rotation failed");
@@ -349,7 +397,9 @@ impl Issuer {
     fn publish_key_gauges(&self) {
         let set = self.keys.current();
         let active = set.active_count() as i64;
-        metrics::ACTIVE_KEYS.with_label_values(&["active"]).set(active);
+        metrics::ACTIVE_KEYS
+            .with_label_values(&["active"])
+            .set(active);
         metrics::ACTIVE_KEYS
             .with_label_values(&["retired"])
             .set(set.kids().len() as i64 - active);

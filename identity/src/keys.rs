@@ -254,9 +254,11 @@ impl KeyRing {
 
     fn generate(&self, alg: SigningAlg, now: u64) -> Result<SigningKey, KeyError> {
         let pkcs8 = match alg {
-            SigningAlg::RS256 => aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .and_then(|k| k.as_der())
-                .map(|d| d.as_ref().to_vec()),
+            SigningAlg::RS256 => {
+                aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .and_then(|k| k.as_der())
+                    .map(|d| d.as_ref().to_vec())
+            }
             SigningAlg::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
                 &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                 &aws_lc_rs::rand::SystemRandom::new(),
@@ -345,7 +347,9 @@ fn load_key(dir: &Path, record: KeyRecord) -> Result<SigningKey, KeyError> {
     };
     let (encoding, jwk) = parse_private_key(record.alg, &pem).map_err(invalid)?;
     if jwk.thumbprint(ThumbprintHash::SHA256) != record.kid {
-        return Err(invalid("key does not match its kid (RFC 7638 thumbprint)".into()));
+        return Err(invalid(
+            "key does not match its kid (RFC 7638 thumbprint)".into(),
+        ));
     }
     finish_key(record, encoding, jwk).map_err(invalid)
 }
@@ -361,7 +365,11 @@ fn parse_private_key(alg: SigningAlg, pem: &[u8]) -> Result<(EncodingKey, Jwk), 
     Ok((encoding, jwk))
 }
 
-fn finish_key(record: KeyRecord, encoding: EncodingKey, mut jwk: Jwk) -> Result<SigningKey, String> {
+fn finish_key(
+    record: KeyRecord,
+    encoding: EncodingKey,
+    mut jwk: Jwk,
+) -> Result<SigningKey, String> {
     jwk.common.key_id = Some(record.kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
@@ -417,7 +425,10 @@ mod tests {
         assert_eq!(rotation.len(), 2);
         assert_eq!(again.current().kids().len(), 4);
         assert_eq!(again.current().active_count(), 2);
-        assert!(again.prune(310, Duration::from_secs(60)).unwrap().is_empty());
+        assert!(again
+            .prune(310, Duration::from_secs(60))
+            .unwrap()
+            .is_empty());
         let dropped = again.prune(360, Duration::from_secs(60)).unwrap();
         assert_eq!(dropped.len(), 2);
         assert!(!dir.path().join(format!("{}.pem", first[0])).exists());
@@ -432,7 +443,9 @@ mod tests {
         let kid = ring.current().kids()[0].clone();
         let path = dir.path().join(format!("{kid}.pem"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = KeyRing::open(dir.path(), &[SigningAlg::ES256], 2).err().unwrap();
+        let err = KeyRing::open(dir.path(), &[SigningAlg::ES256], 2)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -71,7 +71,12 @@ const SIZE_LIMIT: usize = 100_000;
 
 impl Lockout {
     /// Reserves an attempt for `username` from `ip`, or says how long they are locked out.
-    pub fn begin(&self, username: &str, ip: Option<IpAddr>, policy: Policy) -> Result<Attempt, Duration> {
+    pub fn begin(
+        &self,
+        username: &str,
+        ip: Option<IpAddr>,
+        policy: Policy,
+    ) -> Result<Attempt, Duration> {
         let now = Instant::now();
         let mut keys = vec![Key::User(username.to_lowercase())];
         if let Some(ip) = ip {
@@ -79,7 +84,9 @@ impl Lockout {
         }
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > SIZE_LIMIT {
-            map.retain(|_, c| c.in_flight > 0 || c.last_seen.is_some_and(|t| now - t < policy.max_delay));
+            map.retain(|_, c| {
+                c.in_flight > 0 || c.last_seen.is_some_and(|t| now - t < policy.max_delay)
+            });
         }
         let mut wait = Duration::ZERO;
         for key in &keys {
@@ -146,7 +153,9 @@ impl Attempt {
             if c.failures >= self.policy.max_failures {
                 c.locks += 1;
                 c.failures = 0;
-                let factor = 1u32.checked_shl(c.locks.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+                let factor = 1u32
+                    .checked_shl(c.locks.saturating_sub(1).min(20))
+                    .unwrap_or(u32::MAX);
                 let delay = self
                     .policy
                     .base_delay

@@ -14,7 +14,10 @@ pub fn html(status: StatusCode, body: &str) -> Reply {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     r
 }
 
@@ -41,7 +44,10 @@ pub fn login(client_id: &str, request_id: &str, error: Option<&str>) -> String {
 }
 
 pub fn message(title: &str, text: &str) -> String {
-    layout(title, &format!("<h1>{}</h1>\n<p>{}</p>", escape(title), escape(text)))
+    layout(
+        title,
+        &format!("<h1>{}</h1>\n<p>{}</p>", escape(title), escape(text)),
+    )
 }
 
 fn layout(title: &str, main: &str) -> String {
@@ -81,6 +87,8 @@ mod tests {
     fn interpolated_values_are_escaped() {
         let page = super::login("<script>", "\"x", Some("a&b"));
         assert!(!page.contains("<script>"));
-        assert!(page.contains("&lt;script&gt;") && page.contains("&quot;x") && page.contains("a&amp;b"));
+        assert!(
+            page.contains("&lt;script&gt;") && page.contains("&quot;x") && page.contains("a&amp;b")
+        );
     }
 }

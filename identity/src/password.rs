@@ -31,14 +31,20 @@ pub fn check_hash(phc: &str) -> Result<(), String> {
             "uses {}; only argon2id is accepted (make one with `gatehouse-identity hash`)",
             h.algorithm
         )),
-        Err(_) => Err("is not an argon2id PHC string (make one with `gatehouse-identity hash`)".into()),
+        Err(_) => {
+            Err("is not an argon2id PHC string (make one with `gatehouse-identity hash`)".into())
+        }
     }
 }
 
 /// Checks `secret` against `phc` in the time argon2 takes, whatever the outcome.
 pub fn verify(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

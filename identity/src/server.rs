@@ -53,8 +53,9 @@ pub fn add_services(server: &mut Server, issuer: Arc<Issuer>) -> anyhow::Result<
     match &p.tls {
         Some((cert, key)) => {
             check_pem(cert, key)?;
-            let mut tls = TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
-                .context("identity TLS settings")?;
+            let mut tls =
+                TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
+                    .context("identity TLS settings")?;
             tls.enable_h2();
             public.add_tls_with_settings(&p.listen, None, tls);
         }
@@ -69,7 +70,12 @@ pub fn add_services(server: &mut Server, issuer: Arc<Issuer>) -> anyhow::Result<
     );
     admin.add_tcp(&p.admin);
     server.add_service(admin);
-    server.add_service(background_service("identity upkeep", Upkeep { issuer: issuer.clone() }));
+    server.add_service(background_service(
+        "identity upkeep",
+        Upkeep {
+            issuer: issuer.clone(),
+        },
+    ));
     tracing::info!(issuer = %p.issuer, listen = %p.listen, admin = %p.admin, "identity service starting");
     Ok(())
 }
@@ -80,8 +86,13 @@ fn check_pem(cert: &Path, key: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot read certificates", cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{}: bad PEM", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{}: no certificate found", cert.display());
-    PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}: no private key found", key.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no certificate found",
+        cert.display()
+    );
+    PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{}: no private key found", key.display()))?;
     Ok(())
 }
 
@@ -118,10 +129,11 @@ impl ServeHttp for IdentityApp {
             query: head.uri.query().map(String::from),
             headers: head.headers.clone(),
             body,
-            peer_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
-            tls: session
-                .digest()
-                .is_some_and(|d| d.ssl_digest.is_some()),
+            peer_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };
         self.issuer.handle(request).await
     }
@@ -177,7 +189,11 @@ impl ServeHttp for AdminApp {
                     Err(_) => OAuthError::server_error().reply(),
                 }
             }
-            _ => h::respond(StatusCode::NOT_FOUND, "application/json", br#"{"error":"not_found"}"#.to_vec()),
+            _ => h::respond(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                br#"{"error":"not_found"}"#.to_vec(),
+            ),
         }
     }
 }
@@ -196,10 +212,17 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 impl BackgroundService for Upkeep {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut changed) = mpsc::unbounded_channel::<()>();
-        let file_name = self.issuer.config_path().file_name().map(|n| n.to_os_string());
+        let file_name = self
+            .issuer
+            .config_path()
+            .file_name()
+            .map(|n| n.to_os_string());
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(e) = event {
-                let ours = e.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+                let ours = e
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
                 if ours && !e.kind.is_access() {
                     let _ = tx.send(());
                 }
@@ -223,7 +246,8 @@ impl BackgroundService for Upkeep {
                 None
             }
         };
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(TICK);
         loop {
             let reload = tokio::select! {

@@ -27,66 +27,66 @@ pub struct Minter<'a> {
 }
 
 impl Minter<'_> {
-/// Builds and signs an access token. `scope` is already checked against the client's allowance.
-pub fn access_token(
-    &self,
-    client: &Client,
-    subject: &Subject<'_>,
-    audience: &str,
-    scope: &[String],
-    ttl_secs: u64,
-) -> Result<AccessToken, KeyError> {
-    let (keys, issuer, now) = (self.keys, self.issuer, self.now);
-    let jti = crate::grants::random_value();
-    let mut claims = Map::new();
-    claims.insert("iss".into(), issuer.into());
-    claims.insert("aud".into(), audience.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("nbf".into(), now.into());
-    claims.insert("exp".into(), (now + ttl_secs).into());
-    claims.insert("jti".into(), jti.clone().into());
-    claims.insert("client_id".into(), client.id.clone().into());
-    claims.insert("scope".into(), scope.join(" ").into());
-    match subject {
-        Subject::User { user, auth_time } => {
-            claims.insert("sub".into(), user.username.clone().into());
-            claims.insert("auth_time".into(), (*auth_time).into());
-            identity_claims(&mut claims, user);
+    /// Builds and signs an access token. `scope` is already checked against the client's allowance.
+    pub fn access_token(
+        &self,
+        client: &Client,
+        subject: &Subject<'_>,
+        audience: &str,
+        scope: &[String],
+        ttl_secs: u64,
+    ) -> Result<AccessToken, KeyError> {
+        let (keys, issuer, now) = (self.keys, self.issuer, self.now);
+        let jti = crate::grants::random_value();
+        let mut claims = Map::new();
+        claims.insert("iss".into(), issuer.into());
+        claims.insert("aud".into(), audience.into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("nbf".into(), now.into());
+        claims.insert("exp".into(), (now + ttl_secs).into());
+        claims.insert("jti".into(), jti.clone().into());
+        claims.insert("client_id".into(), client.id.clone().into());
+        claims.insert("scope".into(), scope.join(" ").into());
+        match subject {
+            Subject::User { user, auth_time } => {
+                claims.insert("sub".into(), user.username.clone().into());
+                claims.insert("auth_time".into(), (*auth_time).into());
+                identity_claims(&mut claims, user);
+            }
+            Subject::Service(service) => {
+                claims.insert("sub".into(), service.id.clone().into());
+                claims.insert("roles".into(), json!(service.roles));
+            }
         }
-        Subject::Service(service) => {
-            claims.insert("sub".into(), service.id.clone().into());
-            claims.insert("roles".into(), json!(service.roles));
-        }
+        let (token, kid) = keys.sign(client.signing_alg, "at+jwt", &claims)?;
+        Ok(AccessToken { token, jti, kid })
     }
-    let (token, kid) = keys.sign(client.signing_alg, "at+jwt", &claims)?;
-    Ok(AccessToken { token, jti, kid })
-}
 
-/// Builds and signs an ID token for `client` (OIDC Core §2).
-pub fn id_token(
-    &self,
-    client: &Client,
-    user: &User,
-    auth_time: u64,
-    nonce: Option<&str>,
-    ttl_secs: u64,
-) -> Result<String, KeyError> {
-    let (keys, issuer, now) = (self.keys, self.issuer, self.now);
-    let mut claims = Map::new();
-    claims.insert("iss".into(), issuer.into());
-    claims.insert("sub".into(), user.username.clone().into());
-    claims.insert("aud".into(), client.id.clone().into());
-    claims.insert("azp".into(), client.id.clone().into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ttl_secs).into());
-    claims.insert("auth_time".into(), auth_time.into());
-    if let Some(n) = nonce {
-        claims.insert("nonce".into(), n.into());
+    /// Builds and signs an ID token for `client` (OIDC Core §2).
+    pub fn id_token(
+        &self,
+        client: &Client,
+        user: &User,
+        auth_time: u64,
+        nonce: Option<&str>,
+        ttl_secs: u64,
+    ) -> Result<String, KeyError> {
+        let (keys, issuer, now) = (self.keys, self.issuer, self.now);
+        let mut claims = Map::new();
+        claims.insert("iss".into(), issuer.into());
+        claims.insert("sub".into(), user.username.clone().into());
+        claims.insert("aud".into(), client.id.clone().into());
+        claims.insert("azp".into(), client.id.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + ttl_secs).into());
+        claims.insert("auth_time".into(), auth_time.into());
+        if let Some(n) = nonce {
+            claims.insert("nonce".into(), n.into());
+        }
+        identity_claims(&mut claims, user);
+        keys.sign(client.signing_alg, "JWT", &claims)
+            .map(|(token, _)| token)
     }
-    identity_claims(&mut claims, user);
-    keys.sign(client.signing_alg, "JWT", &claims)
-        .map(|(token, _)| token)
-}
 }
 
 /// The claims `/userinfo` answers with (OIDC Core §5.3).

@@ -24,7 +24,10 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
     };
-    let Some(client) = params.get("client_id").and_then(|id| settings.clients.get(id)) else {
+    let Some(client) = params
+        .get("client_id")
+        .and_then(|id| settings.clients.get(id))
+    else {
         return page_error(StatusCode::BAD_REQUEST, "Unknown or missing client_id.");
     };
     let Some(redirect_uri) = params
@@ -69,7 +72,13 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
                 reason: Some("sso_session"),
                 ..Event::default()
             });
-            issue_code(issuer, &settings, pending, &session.username, session.auth_time)
+            issue_code(
+                issuer,
+                &settings,
+                pending,
+                &session.username,
+                session.auth_time,
+            )
         }
         (None, "none") => back.error(&OAuthError {
             status: StatusCode::BAD_REQUEST,
@@ -102,15 +111,26 @@ fn validate(client: &Client, params: &Params) -> Result<PendingAuthorization, OA
     if params.get("state").is_none() {
         return Err(OAuthError::invalid_request("`state` is required".into()));
     }
-    let code_challenge = match (params.get("code_challenge"), params.get("code_challenge_method")) {
-        (Some(c), Some("S256")) if c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+    let code_challenge = match (
+        params.get("code_challenge"),
+        params.get("code_challenge_method"),
+    ) {
+        (Some(c), Some("S256"))
+            if c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
             Some(c.to_string())
         }
         (Some(_), Some("S256")) => {
-            return Err(OAuthError::invalid_request("code_challenge must be a base64url SHA-256".into()))
+            return Err(OAuthError::invalid_request(
+                "code_challenge must be a base64url SHA-256".into(),
+            ))
         }
         (Some(_), _) => {
-            return Err(OAuthError::invalid_request("code_challenge_method must be S256".into()))
+            return Err(OAuthError::invalid_request(
+                "code_challenge_method must be S256".into(),
+            ))
         }
         (None, _) if client.is_public() => {
             return Err(OAuthError::invalid_request(
@@ -144,9 +164,6 @@ pub fn login_page(issuer: &Issuer, req: &Request) -> Reply {
 
 pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
     let settings = issuer.settings();
-    if req.body.len() > settings.max_body_bytes {
-        return page_error(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
-    }
     let params = match req.form() {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
@@ -158,7 +175,12 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
         return expired();
     };
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
-        return login_form(&pending.client_id, id, Some("Enter a username and a password."), StatusCode::BAD_REQUEST);
+        return login_form(
+            &pending.client_id,
+            id,
+            Some("Enter a username and a password."),
+            StatusCode::BAD_REQUEST,
+        );
     };
     match issuer
         .check_password(&settings, req, &pending.client_id, username, password)
@@ -175,7 +197,13 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
                 auth_time + settings.session.ttl.as_secs(),
             );
             let mut reply = issue_code(issuer, &settings, pending, &user.username, auth_time);
-            set_cookie(&mut reply, &settings, req.tls, &cookie, settings.session.ttl.as_secs());
+            set_cookie(
+                &mut reply,
+                &settings,
+                req.tls,
+                &cookie,
+                settings.session.ttl.as_secs(),
+            );
             reply
         }
         Err(LoginFailure::Invalid) => login_form(
@@ -188,10 +216,15 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
             let mut reply = login_form(
                 &pending.client_id,
                 id,
-                Some(&format!("Too many failed attempts. Try again in {} seconds.", wait.as_secs().max(1))),
+                Some(&format!(
+                    "Too many failed attempts. Try again in {} seconds.",
+                    wait.as_secs().max(1)
+                )),
                 StatusCode::TOO_MANY_REQUESTS,
             );
-            reply.headers_mut().insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+            reply
+                .headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
             reply
         }
     }
@@ -215,7 +248,11 @@ pub fn logout(issuer: &Issuer, req: &Request) -> Reply {
         let client = params
             .get("client_id")
             .map(String::from)
-            .or_else(|| params.get("id_token_hint").and_then(|t| id_token_audience(issuer, t)))
+            .or_else(|| {
+                params
+                    .get("id_token_hint")
+                    .and_then(|t| id_token_audience(issuer, t))
+            })
             .and_then(|id| settings.clients.get(&id).cloned());
         match client {
             Some(c) if c.post_logout_redirect_uris.iter().any(|r| r == uri) => {
@@ -246,14 +283,19 @@ pub fn logout(issuer: &Issuer, req: &Request) -> Reply {
         Some(uri) => {
             let mut url = match Url::parse(&uri) {
                 Ok(u) => u,
-                Err(_) => return page_error(StatusCode::BAD_REQUEST, "Bad post_logout_redirect_uri."),
+                Err(_) => {
+                    return page_error(StatusCode::BAD_REQUEST, "Bad post_logout_redirect_uri.")
+                }
             };
             if let Some(state) = params.get("state") {
                 url.query_pairs_mut().append_pair("state", state);
             }
             redirect(url.as_str())
         }
-        None => pages::html(StatusCode::OK, &pages::message("Signed out", "You are signed out.")),
+        None => pages::html(
+            StatusCode::OK,
+            &pages::message("Signed out", "You are signed out."),
+        ),
     };
     set_cookie(&mut reply, &settings, req.tls, "", 0);
     reply

@@ -19,7 +19,12 @@ pub fn document(issuer: &Issuer) -> Reply {
     {
         grants.push("password");
     }
-    let algs: Vec<&str> = settings.process.algorithms.iter().map(|a| a.as_str()).collect();
+    let algs: Vec<&str> = settings
+        .process
+        .algorithms
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     let mut scopes: Vec<&str> = settings
         .clients
         .values()
@@ -54,7 +59,10 @@ pub fn document(issuer: &Issuer) -> Reply {
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
     });
-    cacheable(json(StatusCode::OK, &doc), settings.process.jwks_max_age.as_secs())
+    cacheable(
+        json(StatusCode::OK, &doc),
+        settings.process.jwks_max_age.as_secs(),
+    )
 }
 
 /// The published keys, cacheable for `keys.jwks_max_age`: retired keys stay listed at least

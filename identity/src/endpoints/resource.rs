@@ -39,22 +39,40 @@ pub async fn introspect(issuer: &Issuer, req: &Request) -> Reply {
         let params = req.form()?;
         let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
         if auth == crate::issuer::ClientAuth::None {
-            return Err(OAuthError::invalid_client("client authentication required", false));
+            return Err(OAuthError::invalid_client(
+                "client authentication required",
+                false,
+            ));
         }
         let token = params.require("token")?;
         let now = now();
-        if let Ok(claims) = tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
-            issuer.grants.is_jti_revoked(jti)
-        }) {
+        if let Ok(claims) =
+            tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
+                issuer.grants.is_jti_revoked(jti)
+            })
+        {
             let mut body = Map::new();
             body.insert("active".into(), true.into());
             body.insert("token_type".into(), "Bearer".into());
-            for k in ["scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"] {
+            for k in [
+                "scope",
+                "client_id",
+                "sub",
+                "aud",
+                "iss",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+            ] {
                 if let Some(v) = claims.get(k) {
                     body.insert(k.into(), v.clone());
                 }
             }
-            body.insert("username".into(), claims.get("sub").cloned().unwrap_or(Value::Null));
+            body.insert(
+                "username".into(),
+                claims.get("sub").cloned().unwrap_or(Value::Null),
+            );
             tracing::debug!(client = %client.id, "introspected an access token");
             return Ok(json(StatusCode::OK, &Value::Object(body)));
         }
@@ -98,9 +116,13 @@ pub async fn revoke(issuer: &Issuer, req: &Request) -> Reply {
                 ..Event::default()
             })
         };
-        if let Ok(claims) = tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |_| false) {
+        if let Ok(claims) =
+            tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |_| false)
+        {
             if claims.get("client_id").and_then(Value::as_str) != Some(client.id.as_str()) {
-                return Err(OAuthError::unauthorized_client("the token was issued to another client"));
+                return Err(OAuthError::unauthorized_client(
+                    "the token was issued to another client",
+                ));
             }
             let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
             let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
@@ -108,7 +130,9 @@ pub async fn revoke(issuer: &Issuer, req: &Request) -> Reply {
             audit("access_token", Some(jti));
         } else if let Some(grant) = issuer.grants.peek_refresh(token, now()) {
             if grant.client_id != client.id {
-                return Err(OAuthError::unauthorized_client("the token was issued to another client"));
+                return Err(OAuthError::unauthorized_client(
+                    "the token was issued to another client",
+                ));
             }
             issuer.grants.revoke_family(&grant.family);
             audit("refresh_token", None);

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{resolve_audience, resolve_scope};
 use crate::audit::Event;
 use crate::config::{Client, GrantType, Settings, User};
-use crate::grants::{random_value, RefreshGrant, Redemption};
+use crate::grants::{random_value, Redemption, RefreshGrant};
 use crate::http::{json, OAuthError, Params, Reply, Request};
 use crate::issuer::{now, ClientAuth, Issuer, LoginFailure};
 use crate::metrics;
@@ -30,9 +30,6 @@ pub async fn handle(issuer: &Issuer, req: &Request) -> Reply {
 
 async fn grant(issuer: &Issuer, req: &Request) -> Result<Reply, OAuthError> {
     let settings = issuer.settings();
-    if req.body.len() > settings.max_body_bytes {
-        return Err(OAuthError::payload_too_large(settings.max_body_bytes));
-    }
     let params = req.form()?;
     let grant_type = params.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
@@ -81,7 +78,10 @@ struct Issue<'a> {
 impl Grant<'_> {
     fn client_credentials(&self, auth: ClientAuth) -> Result<Reply, OAuthError> {
         if auth == ClientAuth::None {
-            return Err(OAuthError::invalid_client("client authentication required", false));
+            return Err(OAuthError::invalid_client(
+                "client authentication required",
+                false,
+            ));
         }
         let scope = resolve_scope(self.client, self.params)?;
         let audience = resolve_audience(self.client, self.params)?;
@@ -102,24 +102,41 @@ impl Grant<'_> {
         let code = match self.issuer.grants.redeem_code(code_value, now(), &family) {
             Redemption::Ok(code) => code,
             Redemption::Reused { .. } => {
-                self.audit_reuse("code_reuse", "authorization code used twice; tokens from it revoked");
+                self.audit_reuse(
+                    "code_reuse",
+                    "authorization code used twice; tokens from it revoked",
+                );
                 return Err(OAuthError::invalid_grant("authorization code already used"));
             }
-            Redemption::Expired => return Err(OAuthError::invalid_grant("authorization code expired")),
-            Redemption::Unknown => return Err(OAuthError::invalid_grant("unknown authorization code")),
+            Redemption::Expired => {
+                return Err(OAuthError::invalid_grant("authorization code expired"))
+            }
+            Redemption::Unknown => {
+                return Err(OAuthError::invalid_grant("unknown authorization code"))
+            }
         };
         if code.client_id != self.client.id {
-            return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "authorization code was issued to another client",
+            ));
         }
         if code.redirect_uri != redirect_uri {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
         }
-        verify_pkce(code.code_challenge.as_deref(), self.params.get("code_verifier"))?;
+        verify_pkce(
+            code.code_challenge.as_deref(),
+            self.params.get("code_verifier"),
+        )?;
         let user = self.user(&code.username)?;
         let refresh = self.refresh_for_new_family(family);
         self.issue(Issue {
             grant: GrantType::AuthorizationCode,
-            subject: Subject::User { user: &user, auth_time: code.auth_time },
+            subject: Subject::User {
+                user: &user,
+                auth_time: code.auth_time,
+            },
             audience: code.audience,
             scope: code.scope,
             nonce: code.nonce,
@@ -132,23 +149,38 @@ impl Grant<'_> {
         let grant = match self.issuer.grants.use_refresh(value, now()) {
             Redemption::Ok(g) => g,
             Redemption::Reused { .. } => {
-                self.audit_reuse("refresh_token_reuse", "refresh token used twice; its family is revoked");
+                self.audit_reuse(
+                    "refresh_token_reuse",
+                    "refresh token used twice; its family is revoked",
+                );
                 return Err(OAuthError::invalid_grant("refresh token already used"));
             }
             Redemption::Expired => return Err(OAuthError::invalid_grant("refresh token expired")),
-            Redemption::Unknown => return Err(OAuthError::invalid_grant("unknown or revoked refresh token")),
+            Redemption::Unknown => {
+                return Err(OAuthError::invalid_grant(
+                    "unknown or revoked refresh token",
+                ))
+            }
         };
         if grant.client_id != self.client.id {
             self.issuer.grants.revoke_family(&grant.family);
-            return Err(OAuthError::invalid_grant("refresh token was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "refresh token was issued to another client",
+            ));
         }
         // A refresh may narrow the scope, never widen it (RFC 6749 §6).
         let scope = match self.params.get("scope") {
             None => grant.scope.clone(),
             Some(requested) => {
-                let asked: Vec<String> = requested.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+                let asked: Vec<String> = requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
                 if let Some(extra) = asked.iter().find(|s| !grant.scope.contains(s)) {
-                    return Err(OAuthError::invalid_scope(format!("scope `{extra}` was not granted originally")));
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope `{extra}` was not granted originally"
+                    )));
                 }
                 asked
             }
@@ -156,7 +188,10 @@ impl Grant<'_> {
         let user = self.user(&grant.username)?;
         self.issue(Issue {
             grant: GrantType::RefreshToken,
-            subject: Subject::User { user: &user, auth_time: grant.auth_time },
+            subject: Subject::User {
+                user: &user,
+                auth_time: grant.auth_time,
+            },
             audience: grant.audience,
             scope,
             nonce: None,
@@ -176,12 +211,17 @@ impl Grant<'_> {
         {
             Ok(user) => user,
             Err(LoginFailure::Locked(wait)) => return Err(OAuthError::too_many_attempts(wait)),
-            Err(LoginFailure::Invalid) => return Err(OAuthError::invalid_grant("invalid username or password")),
+            Err(LoginFailure::Invalid) => {
+                return Err(OAuthError::invalid_grant("invalid username or password"))
+            }
         };
         let refresh = self.refresh_for_new_family(random_value());
         self.issue(Issue {
             grant: GrantType::Password,
-            subject: Subject::User { user: &user, auth_time: now() },
+            subject: Subject::User {
+                user: &user,
+                auth_time: now(),
+            },
             audience,
             scope,
             nonce: None,
@@ -193,7 +233,12 @@ impl Grant<'_> {
         self.client
             .grant_types
             .contains(&GrantType::RefreshToken)
-            .then(|| (family, now() + self.settings.tokens.refresh_token_ttl.as_secs()))
+            .then(|| {
+                (
+                    family,
+                    now() + self.settings.tokens.refresh_token_ttl.as_secs(),
+                )
+            })
     }
 
     fn user(&self, username: &str) -> Result<Arc<User>, OAuthError> {
@@ -218,7 +263,13 @@ impl Grant<'_> {
             OAuthError::server_error()
         };
         let access = minter
-            .access_token(self.client, &issue.subject, &issue.audience, &issue.scope, t.access_token_ttl.as_secs())
+            .access_token(
+                self.client,
+                &issue.subject,
+                &issue.audience,
+                &issue.scope,
+                t.access_token_ttl.as_secs(),
+            )
             .map_err(failed)?;
         let mut body = Map::new();
         body.insert("access_token".into(), access.token.into());
@@ -228,7 +279,13 @@ impl Grant<'_> {
         if let Subject::User { user, auth_time } = &issue.subject {
             if issue.scope.iter().any(|s| s == "openid") {
                 let id = minter
-                    .id_token(self.client, user, *auth_time, issue.nonce.as_deref(), t.id_token_ttl.as_secs())
+                    .id_token(
+                        self.client,
+                        user,
+                        *auth_time,
+                        issue.nonce.as_deref(),
+                        t.id_token_ttl.as_secs(),
+                    )
                     .map_err(failed)?;
                 body.insert("id_token".into(), id.into());
             }
@@ -246,13 +303,19 @@ impl Grant<'_> {
             }
         }
         let grant = issue.grant.as_str();
-        metrics::TOKENS_ISSUED.with_label_values(&[grant, &self.client.id]).inc();
+        metrics::TOKENS_ISSUED
+            .with_label_values(&[grant, &self.client.id])
+            .inc();
         let user = match &issue.subject {
             Subject::User { user, .. } => Some(user.username.as_str()),
             Subject::Service(_) => None,
         };
         self.issuer.audit.record(Event {
-            event: if issue.grant == GrantType::RefreshToken { "token_refresh" } else { "token_issued" },
+            event: if issue.grant == GrantType::RefreshToken {
+                "token_refresh"
+            } else {
+                "token_issued"
+            },
             outcome: "success",
             user,
             client: Some(&self.client.id),
@@ -287,13 +350,19 @@ impl Grant<'_> {
 fn verify_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
     match (challenge, verifier) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(OAuthError::invalid_grant("code_verifier sent but no code_challenge was")),
+        (None, Some(_)) => Err(OAuthError::invalid_grant(
+            "code_verifier sent but no code_challenge was",
+        )),
         (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is required")),
         (Some(challenge), Some(verifier)) => {
             let well_formed = (43..=128).contains(&verifier.len())
-                && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                && verifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if !well_formed {
-                return Err(OAuthError::invalid_grant("code_verifier must be 43-128 unreserved characters"));
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier must be 43-128 unreserved characters",
+                ));
             }
             let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
             if subtle::ConstantTimeEq::ct_eq(computed.as_bytes(), challenge.as_bytes()).into() {
