@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::file::{
-    EmbeddedSpec,
-    BalanceSpec, CertificateSpec, HealthCheckKind, MainFile, RouteSpec, RoutesFile, UpstreamSpec,
+    BalanceSpec, CertificateSpec, EmbeddedSpec, HealthCheckKind, MainFile, RouteSpec, RoutesFile,
+    UpstreamSpec,
 };
 use super::{ConfigError, ConfigErrors, LoadMode, Snapshot};
 use crate::metrics::RouteMetrics;
@@ -134,8 +134,12 @@ impl Compiler {
         let path = self.resolve(spec.identity.as_deref()?);
         if let Err(errors) = gatehouse_identity::config::load(&path) {
             for e in errors.0 {
-                let file = if e.key == "(file)" { main_path.to_path_buf() } else { path.clone() };
-                let key = if e.key == "(file)" { "embedded.identity".to_string() } else { e.key };
+                // An unreadable file is a problem of the key naming it; the rest are the file's own.
+                let (file, key) = if e.key == "(file)" {
+                    (main_path.to_path_buf(), "embedded.identity".to_string())
+                } else {
+                    (path.clone(), e.key)
+                };
                 self.error(&file, key, e.message, None);
             }
         }

@@ -170,9 +170,16 @@ impl Identity {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("gatehouse-identity exited with {status}:\n{}", self.stderr());
+                panic!(
+                    "gatehouse-identity exited with {status}:\n{}",
+                    self.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "gatehouse-identity not ready:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "gatehouse-identity not ready:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -233,7 +240,12 @@ impl Identity {
     }
 
     /// Asks for a client_credentials token with HTTP Basic authentication.
-    pub async fn service_token(&self, client_id: &str, secret: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn service_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend_from_slice(extra);
         client()
@@ -288,13 +300,32 @@ pub fn browser() -> reqwest::Client {
 /// Checks an RFC 6749 error answer: status, JSON content type, `error` code, a description,
 /// and `no-store`. Returns the body.
 pub async fn oauth_error(resp: reqwest::Response, status: u16, error: &str) -> serde_json::Value {
-    assert_eq!(resp.status().as_u16(), status, "status of an `{error}` answer");
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert_eq!(
+        resp.status().as_u16(),
+        status,
+        "status of an `{error}` answer"
+    );
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     assert!(ct.starts_with("application/json"), "content type {ct}");
-    assert_eq!(resp.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let body: serde_json::Value = resp.json().await.expect("JSON error body");
     assert_eq!(body["error"], error, "{body}");
-    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     assert!(body.get("access_token").is_none());
     body
 }

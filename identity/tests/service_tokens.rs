@@ -1,0 +1,1399 @@
+//! End-to-end scenarios for the machine side of gatehouse-identity: discovery and the JWKS, the
+//! client_credentials and password grants, refusals and malformed requests at `/token`,
+//! introspection and revocation, lockout under parallel guessing, key rotation and persistence,
+//! configuration reload, metrics, and what must never be written down.
+//!
+//! Every test runs its own issuer process (see `support`). Tokens are checked with jwt-simple, a
+//! JOSE implementation independent of the one the issuer signs with.
+
+mod support;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::algorithms::{
+    ECDSAP256PublicKeyLike, ES256PublicKey, RS256PublicKey, RSAPublicKeyLike,
+};
+use jwt_simple::claims::JWTClaims;
+use jwt_simple::common::VerificationOptions;
+use jwt_simple::token::Token;
+use serde_json::{json, Map, Value};
+use support::{
+    client, eventually, hash_of, metric_value, oauth_error, standard_directory, Identity,
+};
+
+/// Long enough for anything asynchronous (audit writer, watcher, upkeep tick) on a loaded machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn get_json(url: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = client().get(url).send().await.expect("GET");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.json().await.expect("JSON body");
+    (status, headers, body)
+}
+
+async fn fetch_jwks(identity: &Identity) -> Value {
+    let (status, _, body) = get_json(&identity.url("/jwks.json")).await;
+    assert_eq!(status, 200, "GET /jwks.json");
+    body
+}
+
+fn jwks_kids(jwks: &Value) -> Vec<String> {
+    let mut kids: Vec<String> = jwks["keys"]
+        .as_array()
+        .expect("a `keys` array")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("every key has a kid").to_string())
+        .collect();
+    kids.sort();
+    kids
+}
+
+/// The `kid` and `typ` of a compact JWS, read without verifying it.
+fn jws_header(token: &str) -> (Option<String>, Option<String>) {
+    let meta = Token::decode_metadata(token).expect("a compact JWS");
+    (
+        meta.key_id().map(String::from),
+        meta.signature_type().map(String::from),
+    )
+}
+
+fn kid_of(token: &str) -> String {
+    jws_header(token).0.expect("the token header names its key")
+}
+
+/// The claims of a JWS, decoded without verification, for exact comparisons after [`verify`].
+fn payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("a compact JWS");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url payload"))
+        .expect("JSON payload")
+}
+
+/// Verifies `token` with jwt-simple against the key its `kid` names in `jwks`: signature, the
+/// key's algorithm, `typ`, `iss`, `aud` and the time claims.
+fn verify(
+    jwks: &Value,
+    token: &str,
+    typ: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<JWTClaims<Map<String, Value>>, String> {
+    let kid = jws_header(token).0.ok_or("the token header has no kid")?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
+    let b64 = |name: &str| {
+        URL_SAFE_NO_PAD
+            .decode(jwk[name].as_str().unwrap_or_default())
+            .map_err(|e| format!("JWK member {name}: {e}"))
+    };
+    let options = VerificationOptions {
+        required_signature_type: Some(typ.into()),
+        required_key_id: Some(kid.clone()),
+        allowed_issuers: Some(HashSet::from([issuer.to_string()])),
+        allowed_audiences: Some(HashSet::from([audience.to_string()])),
+        ..Default::default()
+    };
+    let verified = match jwk["kty"].as_str() {
+        Some("RSA") => RS256PublicKey::from_components(&b64("n")?, &b64("e")?)
+            .and_then(|key| key.verify_token::<Map<String, Value>>(token, Some(options))),
+        Some("EC") => {
+            let mut sec1 = vec![4u8];
+            sec1.extend(b64("x")?);
+            sec1.extend(b64("y")?);
+            ES256PublicKey::from_bytes(&sec1)
+                .and_then(|key| key.verify_token::<Map<String, Value>>(token, Some(options)))
+        }
+        other => return Err(format!("unexpected kty {other:?}")),
+    };
+    verified.map_err(|e| format!("jwt-simple rejected the token: {e}"))
+}
+
+/// A successful token answer (RFC 6749 §5.1): 200, JSON, `no-store`. Returns the body.
+async fn token_ok(resp: reqwest::Response) -> Value {
+    let status = resp.status();
+    let cache = header(&resp, "cache-control").map(String::from);
+    let pragma = header(&resp, "pragma").map(String::from);
+    let ct = header(&resp, "content-type").unwrap_or("").to_string();
+    let body: Value = resp.json().await.expect("JSON token answer");
+    assert_eq!(status, 200, "token answer: {body}");
+    assert!(ct.starts_with("application/json"), "content type {ct}");
+    assert_eq!(
+        cache.as_deref(),
+        Some("no-store"),
+        "Cache-Control of a token answer"
+    );
+    assert_eq!(
+        pragma.as_deref(),
+        Some("no-cache"),
+        "Pragma of a token answer"
+    );
+    assert_eq!(body["token_type"], "Bearer", "{body}");
+    body
+}
+
+fn access_token(body: &Value) -> String {
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token in {body}"))
+        .to_string()
+}
+
+/// `POST /token` with a raw form body, HTTP Basic as `reports`.
+async fn post_token_raw(
+    identity: &Identity,
+    content_type: &str,
+    body: String,
+) -> reqwest::Response {
+    client()
+        .post(identity.url("/token"))
+        .basic_auth("reports", Some("reports-secret"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("token request")
+}
+
+async fn password_grant(
+    identity: &Identity,
+    username: &str,
+    password: &str,
+    scope: &str,
+) -> reqwest::Response {
+    client()
+        .post(identity.url("/token"))
+        .basic_auth("cli", Some("cli-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("password grant request")
+}
+
+async fn introspect(
+    identity: &Identity,
+    as_client: (&str, &str),
+    token: &str,
+) -> reqwest::Response {
+    client()
+        .post(identity.url("/introspect"))
+        .basic_auth(as_client.0, Some(as_client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspection request")
+}
+
+async fn introspect_json(identity: &Identity, token: &str) -> Value {
+    let resp = introspect(identity, ("reports", "reports-secret"), token).await;
+    assert_eq!(resp.status(), 200, "introspection status");
+    assert_eq!(header(&resp, "cache-control"), Some("no-store"));
+    resp.json().await.expect("introspection JSON")
+}
+
+async fn revoke(identity: &Identity, as_client: (&str, &str), token: &str) -> reqwest::Response {
+    client()
+        .post(identity.url("/revoke"))
+        .basic_auth(as_client.0, Some(as_client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("revocation request")
+}
+
+fn events<'a>(audit: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    audit.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Waits until the audit log holds an event of `kind` matching `pred`; returns the whole log.
+/// The writer is one FIFO thread, so every event recorded before that one is on disk too.
+async fn audit_until(identity: &Identity, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    eventually(what, SETTLE, || {
+        let found = identity.audit().iter().any(&pred);
+        async move { found }
+    })
+    .await;
+    identity.audit()
+}
+
+/// The standard directory without the `cli` client: nobody may use the password grant.
+fn directory_without_password_client() -> String {
+    let full = standard_directory();
+    let (head, _) = full
+        .split_once("  - id: cli\n")
+        .expect("the standard directory declares cli");
+    head.to_string()
+}
+
+async fn metrics_of(identity: &Identity) -> String {
+    identity.metrics().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Discovery and JWKS
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn discovery_document_describes_this_issuer_and_lists_the_password_grant_a_client_uses() {
+    // Given the standard directory, whose `cli` client may use the password grant,
+    let identity = Identity::start("", &standard_directory());
+
+    // when a relying party fetches the discovery document,
+    let (status, _, doc) = get_json(&identity.url("/.well-known/openid-configuration")).await;
+
+    // then it names this issuer and endpoints under it.
+    assert_eq!(status, 200);
+    let issuer = identity.issuer();
+    assert_eq!(doc["issuer"], issuer.as_str(), "{doc}");
+    for (member, path) in [
+        ("authorization_endpoint", "/authorize"),
+        ("token_endpoint", "/token"),
+        ("userinfo_endpoint", "/userinfo"),
+        ("jwks_uri", "/jwks.json"),
+        ("introspection_endpoint", "/introspect"),
+        ("revocation_endpoint", "/revoke"),
+        ("end_session_endpoint", "/logout"),
+    ] {
+        assert_eq!(
+            doc[member],
+            format!("{issuer}{path}").as_str(),
+            "{member} in {doc}"
+        );
+    }
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        json!(["RS256", "ES256"])
+    );
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc["response_types_supported"], json!(["code"]));
+    let grants: Vec<&str> = doc["grant_types_supported"]
+        .as_array()
+        .expect("grant_types_supported")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for g in [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "password",
+    ] {
+        assert!(grants.contains(&g), "{g} missing from {grants:?}");
+    }
+
+    // And the jwks_uri it advertises really serves the keys.
+    let jwks = client()
+        .get(doc["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .expect("GET jwks_uri");
+    assert_eq!(jwks.status(), 200);
+}
+
+#[tokio::test]
+async fn discovery_does_not_advertise_the_password_grant_when_no_client_has_it() {
+    // Given a directory without the `cli` client,
+    let identity = Identity::start("", &directory_without_password_client());
+
+    // when the discovery document is fetched,
+    let (status, _, doc) = get_json(&identity.url("/.well-known/openid-configuration")).await;
+
+    // then `password` is absent and the other grants remain.
+    assert_eq!(status, 200);
+    let grants = doc["grant_types_supported"]
+        .as_array()
+        .expect("grant_types_supported");
+    assert!(!grants.contains(&json!("password")), "{grants:?}");
+    assert!(grants.contains(&json!("client_credentials")), "{grants:?}");
+}
+
+#[tokio::test]
+async fn jwks_publishes_one_public_signing_key_per_algorithm_cacheable_for_five_minutes() {
+    // Given a fresh issuer with the default algorithms (RS256, ES256),
+    let identity = Identity::start("", &standard_directory());
+
+    // when the JWKS is fetched,
+    let resp = client()
+        .get(identity.url("/jwks.json"))
+        .send()
+        .await
+        .expect("GET /jwks.json");
+
+    // then it is a JWK Set, publicly cacheable for the default max-age,
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "content-type"),
+        Some("application/jwk-set+json")
+    );
+    assert_eq!(header(&resp, "cache-control"), Some("public, max-age=300"));
+    let jwks: Value = resp.json().await.expect("JSON JWKS");
+
+    // with an RSA and an EC signing key, each fully described and without private parts,
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2, "{jwks}");
+    let rsa = keys.iter().find(|k| k["kty"] == "RSA").expect("an RSA key");
+    let ec = keys.iter().find(|k| k["kty"] == "EC").expect("an EC key");
+    assert_eq!(rsa["alg"], "RS256");
+    assert_eq!(ec["alg"], "ES256");
+    assert_eq!(ec["crv"], "P-256");
+    for key in keys {
+        assert_eq!(key["use"], "sig", "{key}");
+        assert!(key["kid"].as_str().is_some_and(|k| !k.is_empty()), "{key}");
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            assert!(
+                key.get(private).is_none(),
+                "private member {private} published: {key}"
+            );
+        }
+    }
+    assert_ne!(rsa["kid"], ec["kid"]);
+
+    // and an independent JOSE library accepts both public keys.
+    let b64 = |k: &Value, m: &str| URL_SAFE_NO_PAD.decode(k[m].as_str().unwrap()).unwrap();
+    RS256PublicKey::from_components(&b64(rsa, "n"), &b64(rsa, "e")).expect("a valid RSA key");
+    let mut sec1 = vec![4u8];
+    sec1.extend(b64(ec, "x"));
+    sec1.extend(b64(ec, "y"));
+    ES256PublicKey::from_bytes(&sec1).expect("a valid P-256 point");
+}
+
+#[tokio::test]
+async fn jwks_max_age_follows_the_configuration() {
+    // Given `keys.jwks_max_age: 42s`,
+    let identity = Identity::start(
+        "keys:\n  dir: keys\n  jwks_max_age: 42s\n",
+        &standard_directory(),
+    );
+
+    // when the JWKS is fetched, then caches may keep it for 42 seconds.
+    let resp = client()
+        .get(identity.url("/jwks.json"))
+        .send()
+        .await
+        .expect("GET /jwks.json");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "cache-control"), Some("public, max-age=42"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. client_credentials
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn client_credentials_with_basic_auth_issues_a_verifiable_rfc9068_access_token() {
+    // Given the `reports` service,
+    let identity = Identity::start("", &standard_directory());
+
+    // when it asks for a token with HTTP Basic authentication,
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+
+    // then it gets a 15-minute Bearer token for all its scopes and no refresh token,
+    assert_eq!(body["expires_in"], 900, "{body}");
+    assert_eq!(body["scope"], "documents:read documents:write", "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+    let token = access_token(&body);
+
+    // whose header says it is an access token signed by a published key,
+    let (kid, typ) = jws_header(&token);
+    assert_eq!(typ.as_deref(), Some("at+jwt"));
+    let jwks = fetch_jwks(&identity).await;
+    let kid = kid.expect("kid");
+    assert!(jwks_kids(&jwks).contains(&kid), "kid {kid} not in {jwks}");
+    assert_eq!(Token::decode_metadata(&token).unwrap().algorithm(), "RS256");
+
+    // and that jwt-simple verifies, with the claims RFC 9068 asks for.
+    let issuer = identity.issuer();
+    let claims = verify(&jwks, &token, "at+jwt", &issuer, "documents-api").expect("verifies");
+    assert_eq!(claims.issuer.as_deref(), Some(issuer.as_str()));
+    assert_eq!(claims.subject.as_deref(), Some("reports"));
+    assert!(claims.jwt_id.as_deref().is_some_and(|j| !j.is_empty()));
+    let (iat, exp) = (claims.issued_at.unwrap(), claims.expires_at.unwrap());
+    assert_eq!(exp.as_secs() - iat.as_secs(), 900);
+    let raw = payload(&token);
+    assert_eq!(raw["iss"], issuer.as_str(), "{raw}");
+    assert_eq!(raw["sub"], "reports", "{raw}");
+    assert_eq!(raw["aud"], "documents-api", "{raw}");
+    assert_eq!(raw["client_id"], "reports", "{raw}");
+    assert_eq!(raw["scope"], "documents:read documents:write", "{raw}");
+    assert_eq!(raw["roles"], json!(["service"]), "{raw}");
+    assert!(raw["jti"].as_str().is_some_and(|j| j.len() >= 32), "{raw}");
+    assert_eq!(
+        raw["exp"].as_u64().unwrap() - raw["iat"].as_u64().unwrap(),
+        900,
+        "{raw}"
+    );
+
+    // A token for another audience does not verify as one for documents-api.
+    let wrong_audience = verify(&jwks, &token, "at+jwt", &issuer, "search-api");
+    assert!(
+        wrong_audience.is_err(),
+        "aud must be checked: {wrong_audience:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_with_client_secret_post_issues_a_token() {
+    // Given the `reports` service,
+    let identity = Identity::start("", &standard_directory());
+
+    // when it authenticates with client_id and client_secret in the form body,
+    let resp = client()
+        .post(identity.url("/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "reports"),
+            ("client_secret", "reports-secret"),
+        ])
+        .send()
+        .await
+        .expect("token request");
+
+    // then the answer is the same kind of token.
+    let body = token_ok(resp).await;
+    assert_eq!(body["expires_in"], 900, "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let token = access_token(&body);
+    let jwks = fetch_jwks(&identity).await;
+    let claims =
+        verify(&jwks, &token, "at+jwt", &identity.issuer(), "documents-api").expect("verifies");
+    assert_eq!(claims.subject.as_deref(), Some("reports"));
+    assert_eq!(claims.custom["client_id"], "reports");
+    assert_eq!(claims.custom["roles"], json!(["service"]));
+}
+
+#[tokio::test]
+async fn client_credentials_honours_a_permitted_audience_and_a_narrower_scope() {
+    // Given the `reports` service, allowed documents-api and search-api,
+    let identity = Identity::start("", &standard_directory());
+    let jwks = fetch_jwks(&identity).await;
+
+    // when it asks for search-api, then the token is for search-api;
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[("audience", "search-api")])
+            .await,
+    )
+    .await;
+    let token = access_token(&body);
+    verify(&jwks, &token, "at+jwt", &identity.issuer(), "search-api")
+        .expect("verifies for search-api");
+    assert_eq!(payload(&token)["aud"], "search-api");
+
+    // and the RFC 8707 `resource` parameter means the same.
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[("resource", "search-api")])
+            .await,
+    )
+    .await;
+    assert_eq!(payload(&access_token(&body))["aud"], "search-api");
+
+    // When it asks only for documents:read, then the token and the answer carry just that.
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[("scope", "documents:read")])
+            .await,
+    )
+    .await;
+    assert_eq!(body["scope"], "documents:read", "{body}");
+    let token = access_token(&body);
+    let claims =
+        verify(&jwks, &token, "at+jwt", &identity.issuer(), "documents-api").expect("verifies");
+    assert_eq!(claims.custom["scope"], "documents:read");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Refusals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn client_credentials_refusals_issue_nothing_and_are_counted() {
+    // Given the standard directory,
+    let identity = Identity::start("", &standard_directory());
+
+    // an audience the client may not ask for is an invalid target (RFC 8707);
+    let resp = identity
+        .service_token("reports", "reports-secret", &[("audience", "billing-api")])
+        .await;
+    oauth_error(resp, 400, "invalid_target").await;
+
+    // a scope it may not ask for is an invalid scope;
+    let resp = identity
+        .service_token(
+            "reports",
+            "reports-secret",
+            &[("scope", "documents:delete")],
+        )
+        .await;
+    oauth_error(resp, 400, "invalid_scope").await;
+
+    // a wrong secret is an invalid client, with a Basic challenge;
+    let resp = identity
+        .service_token("reports", "not-the-reports-secret", &[])
+        .await;
+    let challenge = header(&resp, "www-authenticate").map(String::from);
+    oauth_error(resp, 401, "invalid_client").await;
+    let challenge = challenge.expect("WWW-Authenticate on a 401");
+    assert!(challenge.starts_with("Basic realm="), "{challenge}");
+
+    // an unknown client is an invalid client too;
+    let resp = identity.service_token("nobody", "nobody-secret", &[]).await;
+    assert!(header(&resp, "www-authenticate").is_some());
+    oauth_error(resp, 401, "invalid_client").await;
+
+    // a public client naming itself may not use client_credentials;
+    let resp = client()
+        .post(identity.url("/token"))
+        .form(&[("grant_type", "client_credentials"), ("client_id", "spa")])
+        .send()
+        .await
+        .expect("token request");
+    oauth_error(resp, 400, "unauthorized_client").await;
+
+    // nor may a confidential client registered only for the browser flow;
+    let resp = identity.service_token("web", "web-secret", &[]).await;
+    oauth_error(resp, 400, "unauthorized_client").await;
+
+    // and Basic plus client_secret in the body is one authentication method too many.
+    let resp = identity
+        .service_token(
+            "reports",
+            "reports-secret",
+            &[("client_secret", "reports-secret")],
+        )
+        .await;
+    oauth_error(resp, 400, "invalid_request").await;
+
+    // Then none of them was issued a token: the only token_issued event is the control request's.
+    let control = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    let jti = payload(&access_token(&control))["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let audit = audit_until(&identity, "the control token in the audit log", |e| {
+        e["event"] == "token_issued" && e["jti"] == jti.as_str()
+    })
+    .await;
+    let issued = events(&audit, "token_issued");
+    assert_eq!(
+        issued.len(),
+        1,
+        "only the control token was issued: {issued:?}"
+    );
+
+    // And the refusals are counted by error code.
+    let metrics = metrics_of(&identity).await;
+    for (error, at_least) in [
+        ("invalid_target", 1.0),
+        ("invalid_scope", 1.0),
+        ("invalid_client", 2.0),
+        ("unauthorized_client", 2.0),
+        ("invalid_request", 1.0),
+    ] {
+        let series = format!("gatehouse_identity_token_errors_total{{error=\"{error}\"}}");
+        let value = metric_value(&metrics, &series);
+        assert!(value >= at_least, "{series} = {value}\n{metrics}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Malformed requests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn token_endpoint_rejects_malformed_requests_and_keeps_serving() {
+    let identity = Identity::start("", &standard_directory());
+
+    // A JSON body is not a form.
+    let resp = client()
+        .post(identity.url("/token"))
+        .basic_auth("reports", Some("reports-secret"))
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .expect("token request");
+    oauth_error(resp, 400, "invalid_request").await;
+
+    // A form without grant_type.
+    let resp = post_token_raw(&identity, FORM, "scope=documents%3Aread".into()).await;
+    let body = oauth_error(resp, 400, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("grant_type"),
+        "{body}"
+    );
+
+    // A parameter sent twice (RFC 6749 §3.2).
+    let resp = post_token_raw(
+        &identity,
+        FORM,
+        "grant_type=client_credentials&grant_type=client_credentials".into(),
+    )
+    .await;
+    oauth_error(resp, 400, "invalid_request").await;
+
+    // A grant type nobody supports.
+    let resp = post_token_raw(&identity, FORM, "grant_type=urn%3Aexample%3Amagic".into()).await;
+    oauth_error(resp, 400, "unsupported_grant_type").await;
+
+    // A body larger than max_body_bytes (16384 by default).
+    let mut big = String::from("grant_type=client_credentials&padding=");
+    big.push_str(&"x".repeat(20_000 - big.len()));
+    assert_eq!(big.len(), 20_000);
+    let resp = post_token_raw(&identity, FORM, big).await;
+    let body = oauth_error(resp, 413, "invalid_request").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("16384"),
+        "{body}"
+    );
+
+    // GET is not how one asks for a token.
+    let resp = client()
+        .get(identity.url("/token"))
+        .send()
+        .await
+        .expect("GET /token");
+    assert_eq!(header(&resp, "allow"), Some("POST"));
+    oauth_error(resp, 405, "invalid_request").await;
+
+    // After all of that, a well-formed request still gets a token.
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    assert!(!access_token(&body).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Introspection and revocation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn introspection_reports_live_tokens_and_revocation_is_limited_to_the_owner() {
+    // Given a token issued to `reports`,
+    let identity = Identity::start("", &standard_directory());
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    let token = access_token(&body);
+    let claims = payload(&token);
+
+    // when `reports` introspects it, then it is active and described (RFC 7662 §2.2);
+    let info = introspect_json(&identity, &token).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "reports", "{info}");
+    assert_eq!(info["client_id"], "reports", "{info}");
+    assert_eq!(info["scope"], "documents:read documents:write", "{info}");
+    assert_eq!(info["exp"], claims["exp"], "{info}");
+    assert_eq!(info["aud"], "documents-api", "{info}");
+    assert_eq!(info["iss"], identity.issuer().as_str(), "{info}");
+
+    // garbage is simply inactive, with nothing else said;
+    assert_eq!(
+        introspect_json(&identity, "not-a-token").await,
+        json!({"active": false})
+    );
+
+    // and an unauthenticated caller learns nothing.
+    let resp = client()
+        .post(identity.url("/introspect"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .expect("introspection request");
+    oauth_error(resp, 401, "invalid_client").await;
+
+    // When another client (`cli`) tries to revoke it, it is refused and the token stays active.
+    let resp = revoke(&identity, ("cli", "cli-secret"), &token).await;
+    oauth_error(resp, 400, "unauthorized_client").await;
+    assert_eq!(introspect_json(&identity, &token).await["active"], true);
+
+    // When its owner revokes it, the answer is 200 and the token is inactive from then on.
+    let resp = revoke(&identity, ("reports", "reports-secret"), &token).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        introspect_json(&identity, &token).await,
+        json!({"active": false})
+    );
+
+    // Revoking something that is not a token is fine too (RFC 7009 §2.2).
+    let resp = revoke(&identity, ("reports", "reports-secret"), "not-a-token").await;
+    assert_eq!(resp.status(), 200);
+
+    // The audit log has the revocation, naming the token by its id only.
+    let jti = claims["jti"].as_str().unwrap().to_string();
+    let audit = audit_until(&identity, "a revocation event", |e| {
+        e["event"] == "revocation"
+    })
+    .await;
+    let revocations = events(&audit, "revocation");
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(revocations[0]["client"], "reports");
+    assert_eq!(revocations[0]["jti"], jti.as_str());
+    assert_eq!(revocations[0]["reason"], "access_token");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Password grant
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn password_grant_issues_user_tokens_only_to_a_client_allowed_it() {
+    let identity = Identity::start("", &standard_directory());
+    let issuer = identity.issuer();
+
+    // When `cli` logs alice in with her password and the openid scope,
+    let body = token_ok(
+        password_grant(
+            &identity,
+            "alice",
+            "alice-password",
+            "openid documents:read",
+        )
+        .await,
+    )
+    .await;
+
+    // then it gets an access token, a refresh token and an ID token,
+    let token = access_token(&body);
+    assert!(
+        body["refresh_token"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    let id_token = body["id_token"].as_str().expect("an id_token").to_string();
+    assert_eq!(body["scope"], "openid documents:read", "{body}");
+
+    // each verifiable by an independent library and speaking for alice.
+    let jwks = fetch_jwks(&identity).await;
+    let access =
+        verify(&jwks, &token, "at+jwt", &issuer, "documents-api").expect("access token verifies");
+    assert_eq!(access.subject.as_deref(), Some("alice"));
+    assert_eq!(access.custom["client_id"], "cli");
+    assert_eq!(access.custom["roles"], json!(["admin", "editor"]));
+    let id = verify(&jwks, &id_token, "JWT", &issuer, "cli").expect("ID token verifies");
+    assert_eq!(id.subject.as_deref(), Some("alice"));
+    assert_eq!(id.custom["email"], "alice@example.com");
+
+    // A wrong password is an invalid grant with a message that does not say which part was wrong.
+    let resp = password_grant(&identity, "alice", "not-alices-password", "documents:read").await;
+    let body = oauth_error(resp, 400, "invalid_grant").await;
+    assert_eq!(body["error_description"], "invalid username or password");
+
+    // A service client registered only for client_credentials may not use it.
+    let resp = client()
+        .post(identity.url("/token"))
+        .basic_auth("reports", Some("reports-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "alice-password"),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    oauth_error(resp, 400, "unauthorized_client").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Lockout
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn parallel_wrong_passwords_evaluate_at_most_max_failures_and_then_lock_out() {
+    // Given lockout after 3 failures for a minute,
+    let identity = Identity::start(
+        "lockout:\n  max_failures: 3\n  base_delay: 60s\n  max_delay: 10m\n",
+        &standard_directory(),
+    );
+
+    // when 12 wrong guesses for alice arrive at once,
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let url = identity.url("/token");
+        guesses.spawn(async move {
+            let resp = client()
+                .post(url)
+                .basic_auth("cli", Some("cli-secret"))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", format!("wrong-guess-{i}").as_str()),
+                ])
+                .send()
+                .await
+                .expect("password grant request");
+            let status = resp.status().as_u16();
+            let cache = header(&resp, "cache-control").map(String::from);
+            let body: Value = resp.json().await.expect("JSON answer");
+            (status, cache, body)
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(answer) = guesses.join_next().await {
+        let (status, cache, body) = answer.expect("guess task");
+        assert_eq!(body["error"], "invalid_grant", "{status} {body}");
+        assert_eq!(cache.as_deref(), Some("no-store"));
+        statuses.push(status);
+    }
+
+    // then exactly 3 were checked (and failed) and the other 9 were turned away,
+    statuses.sort_unstable();
+    let rejected = statuses.iter().filter(|s| **s == 400).count();
+    let locked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((rejected, locked), (3, 9), "statuses: {statuses:?}");
+
+    // and now even the right password is refused while the lock lasts.
+    let resp = password_grant(&identity, "alice", "alice-password", "documents:read").await;
+    let body = oauth_error(resp, 429, "invalid_grant").await;
+    assert!(body.get("refresh_token").is_none());
+
+    // The lockout is counted and audited.
+    let metrics = metrics_of(&identity).await;
+    let lockouts = metric_value(&metrics, "gatehouse_identity_lockouts_total");
+    assert!(lockouts >= 1.0, "lockouts_total = {lockouts}\n{metrics}");
+    let locked_out = metric_value(
+        &metrics,
+        r#"gatehouse_identity_login_failures_total{reason="locked_out"}"#,
+    );
+    assert!(locked_out >= 9.0, "locked_out = {locked_out}\n{metrics}");
+    let bad_password = metric_value(
+        &metrics,
+        r#"gatehouse_identity_login_failures_total{reason="bad_password"}"#,
+    );
+    assert_eq!(
+        bad_password, 3.0,
+        "only three guesses were evaluated\n{metrics}"
+    );
+    let audit = audit_until(&identity, "a lockout event", |e| e["event"] == "lockout").await;
+    let lockout = events(&audit, "lockout");
+    assert_eq!(lockout[0]["user"], "alice", "{lockout:?}");
+    assert_eq!(lockout[0]["ip"], "127.0.0.1", "{lockout:?}");
+    assert!(
+        !events(&audit, "login")
+            .iter()
+            .any(|e| e["outcome"] == "success"),
+        "no login may succeed while locked"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Key rotation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
+    // Given short-lived tokens and JWKS caching, so a retired key leaves after ~4 seconds
+    // (retention = longest token lifetime, including ID tokens, + jwks_max_age),
+    let identity = Identity::start(
+        "keys:\n  dir: keys\n  jwks_max_age: 1s\ntokens:\n  access_token_ttl: 3s\n  id_token_ttl: 3s\n",
+        &standard_directory(),
+    );
+    let issuer = identity.issuer();
+    let t1 = access_token(
+        &token_ok(
+            identity
+                .service_token("reports", "reports-secret", &[])
+                .await,
+        )
+        .await,
+    );
+    let k1 = kid_of(&t1);
+    assert!(jwks_kids(&fetch_jwks(&identity).await).contains(&k1));
+
+    // when the operator rotates the keys,
+    let resp = client()
+        .post(identity.admin("/keys/rotate"))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(resp.status(), 200);
+    let rotation: Value = resp.json().await.expect("rotation JSON");
+
+    // then every algorithm got a new key and K1 is reported retired,
+    let rotated = rotation["rotated"].as_array().expect("rotated list");
+    assert_eq!(rotated.len(), 2, "{rotation}");
+    let rsa = rotated
+        .iter()
+        .find(|r| r["alg"] == "RS256")
+        .expect("RS256 rotated");
+    assert_eq!(rsa["retired_kid"], k1.as_str(), "{rotation}");
+    let new_rsa_kid = rsa["kid"].as_str().expect("new kid").to_string();
+    assert_ne!(new_rsa_kid, k1);
+
+    // the JWKS publishes old and new keys side by side,
+    let jwks = fetch_jwks(&identity).await;
+    let kids = jwks_kids(&jwks);
+    assert_eq!(kids.len(), 4, "{jwks}");
+    assert!(
+        kids.contains(&k1) && kids.contains(&new_rsa_kid),
+        "{kids:?}"
+    );
+
+    // new tokens are signed with the new key,
+    let t2 = access_token(
+        &token_ok(
+            identity
+                .service_token("reports", "reports-secret", &[])
+                .await,
+        )
+        .await,
+    );
+    assert_eq!(kid_of(&t2), new_rsa_kid);
+    assert_ne!(kid_of(&t2), k1);
+
+    // and the old token still verifies against the current JWKS.
+    verify(&jwks, &t1, "at+jwt", &issuer, "documents-api").expect("T1 verifies after rotation");
+    verify(&jwks, &t2, "at+jwt", &issuer, "documents-api").expect("T2 verifies");
+
+    // Once the retention has passed, K1 leaves the JWKS (and its file is deleted),
+    let id = &identity;
+    let gone = k1.clone();
+    eventually("the retired key to leave the JWKS", SETTLE, move || {
+        let gone = gone.clone();
+        async move { !jwks_kids(&fetch_jwks(id).await).contains(&gone) }
+    })
+    .await;
+    let jwks = fetch_jwks(&identity).await;
+    assert_eq!(jwks_kids(&jwks).len(), 2, "{jwks}");
+    assert!(!identity.path("keys").join(format!("{k1}.pem")).exists());
+
+    // after which T1 can no longer be verified, while T2's key is still there.
+    let err =
+        verify(&jwks, &t1, "at+jwt", &issuer, "documents-api").expect_err("T1 must not verify");
+    assert!(err.contains("not in the JWKS"), "{err}");
+    verify(&jwks, &t2, "at+jwt", &issuer, "documents-api").expect("T2 still verifies");
+
+    // The rotation is audited per algorithm and counted once.
+    let audit = audit_until(&identity, "key_rotation events", |e| {
+        e["event"] == "key_rotation" && e["retired_kid"] == k1.as_str()
+    })
+    .await;
+    let rotations = events(&audit, "key_rotation");
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
+    assert!(rotations
+        .iter()
+        .all(|e| e["reason"] == "admin" && e["outcome"] == "success"));
+    let metrics = metrics_of(&identity).await;
+    assert_eq!(
+        metric_value(&metrics, "gatehouse_identity_key_rotations_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"gatehouse_identity_keys{state="active"}"#),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"gatehouse_identity_keys{state="retired"}"#),
+        0.0,
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Key persistence
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn signing_keys_survive_a_restart_and_are_readable_only_by_the_owner() {
+    // Given an issuer that generated its keys,
+    let mut identity = Identity::start("", &standard_directory());
+    let before = jwks_kids(&fetch_jwks(&identity).await);
+    assert_eq!(before.len(), 2);
+    let token = access_token(
+        &token_ok(
+            identity
+                .service_token("reports", "reports-secret", &[])
+                .await,
+        )
+        .await,
+    );
+
+    // when it is stopped and started again on the same directory,
+    identity.stop();
+    identity.spawn();
+
+    // then it publishes the same keys, and a token from before the restart still verifies.
+    let jwks = fetch_jwks(&identity).await;
+    assert_eq!(jwks_kids(&jwks), before);
+    verify(&jwks, &token, "at+jwt", &identity.issuer(), "documents-api")
+        .expect("verifies after restart");
+
+    // The key directory is 0700 and every file in it 0600, one PEM per published key.
+    let dir = identity.path("keys");
+    let mode = std::fs::metadata(&dir)
+        .expect("keys dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "keys dir mode {mode:o}");
+    let mut pems = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("read keys dir") {
+        let entry = entry.expect("dir entry");
+        let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+        let name = entry.file_name().to_string_lossy().to_string();
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        if let Some(kid) = name.strip_suffix(".pem") {
+            pems.push(kid.to_string());
+        }
+    }
+    pems.sort();
+    assert_eq!(pems, before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Secrets never written down
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn secrets_passwords_and_tokens_never_reach_the_audit_log_or_stderr() {
+    let identity = Identity::start("", &standard_directory());
+    let mut secrets: Vec<String> = [
+        "reports-secret",
+        "cli-secret",
+        "web-secret",
+        "alice-password",
+        "bob-password",
+        "wrong-reports-secret",
+        "wrong-alice-password",
+        "mallory-password",
+        "wrong-bob-password",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    // Given tokens issued both ways, a failed client authentication,
+    let basic = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    secrets.push(access_token(&basic));
+    let post = client()
+        .post(identity.url("/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "reports"),
+            ("client_secret", "reports-secret"),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    secrets.push(access_token(&token_ok(post).await));
+    let resp = identity
+        .service_token("reports", "wrong-reports-secret", &[])
+        .await;
+    oauth_error(resp, 401, "invalid_client").await;
+
+    // failed logins (bad password, unknown user),
+    for (user, password) in [
+        ("alice", "wrong-alice-password"),
+        ("mallory", "mallory-password"),
+        ("bob", "wrong-bob-password"),
+    ] {
+        let resp = password_grant(&identity, user, password, "documents:read").await;
+        oauth_error(resp, 400, "invalid_grant").await;
+    }
+
+    // a password grant and a refresh,
+    let login = token_ok(
+        password_grant(
+            &identity,
+            "alice",
+            "alice-password",
+            "openid documents:read",
+        )
+        .await,
+    )
+    .await;
+    for member in ["access_token", "refresh_token", "id_token"] {
+        secrets.push(
+            login[member]
+                .as_str()
+                .unwrap_or_else(|| panic!("{member} in {login}"))
+                .to_string(),
+        );
+    }
+    let refresh = client()
+        .post(identity.url("/token"))
+        .basic_auth("cli", Some("cli-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", login["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .expect("refresh request");
+    let refreshed = token_ok(refresh).await;
+    for member in ["access_token", "refresh_token", "id_token"] {
+        if let Some(v) = refreshed[member].as_str() {
+            secrets.push(v.to_string());
+        }
+    }
+
+    // when everything has been audited (the refresh is the last event),
+    let audit = audit_until(&identity, "the token_refresh event", |e| {
+        e["event"] == "token_refresh"
+    })
+    .await;
+    assert_eq!(events(&audit, "login").len(), 4, "{audit:?}");
+    assert_eq!(events(&audit, "token_issued").len(), 3, "{audit:?}");
+
+    // then neither the audit log nor stderr holds any secret, password or token.
+    let audit_text = identity.audit_text();
+    let stderr = identity.stderr();
+    assert!(!audit_text.is_empty() && !stderr.is_empty());
+    for secret in &secrets {
+        assert!(
+            !audit_text.contains(secret.as_str()),
+            "audit log contains {secret}"
+        );
+        assert!(
+            !stderr.contains(secret.as_str()),
+            "stderr contains {secret}"
+        );
+        // Nor a recognisable piece of a token (its signature part).
+        if let Some(signature) = secret.rsplit('.').next().filter(|s| s.len() > 40) {
+            assert!(!audit_text.contains(signature) && !stderr.contains(signature));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Reload
+// ---------------------------------------------------------------------------------------------
+
+/// The standard directory plus a `new-svc` client; `extra_member` is added to its entry.
+fn directory_with_new_service(extra_member: &str) -> String {
+    format!(
+        "{}  - id: new-svc\n    secret_hash: {}\n    grant_types: [client_credentials]\n    audiences: [documents-api]\n    scopes: [documents:read]\n{extra_member}",
+        standard_directory(),
+        hash_of("new-svc-secret"),
+    )
+}
+
+#[tokio::test]
+async fn config_changes_apply_live_and_broken_files_are_rejected_without_harm() {
+    // Given the standard directory, in which new-svc does not exist,
+    let identity = Identity::start("", &standard_directory());
+    let resp = identity
+        .service_token("new-svc", "new-svc-secret", &[])
+        .await;
+    oauth_error(resp, 401, "invalid_client").await;
+
+    // when identity.yaml is rewritten with new-svc added,
+    let with_new = directory_with_new_service("");
+    identity.write_config("", &with_new);
+
+    // then the watcher applies it and new-svc gets tokens. (The file is rewritten now and then
+    // while waiting, in case the first write landed before the watcher was set up.)
+    let (id, dir) = (&identity, &with_new);
+    let mut polls = 0u32;
+    eventually(
+        "new-svc to get a token after the config change",
+        SETTLE,
+        move || {
+            polls += 1;
+            if polls % 20 == 0 {
+                id.write_config("", dir);
+            }
+            async move {
+                id.service_token("new-svc", "new-svc-secret", &[])
+                    .await
+                    .status()
+                    == 200
+            }
+        },
+    )
+    .await;
+    let body = token_ok(
+        identity
+            .service_token("new-svc", "new-svc-secret", &[])
+            .await,
+    )
+    .await;
+    let claims = payload(&access_token(&body));
+    assert_eq!(claims["sub"], "new-svc");
+    assert_eq!(claims["scope"], "documents:read");
+    let metrics = metrics_of(&identity).await;
+    assert!(
+        metric_value(
+            &metrics,
+            r#"gatehouse_identity_config_reloads_total{result="success"}"#
+        ) >= 1.0
+    );
+
+    // When the file is broken (a secret that is not an argon2id hash),
+    let broken = with_new.replace(&hash_of("new-svc-secret"), "not-a-hash");
+    identity.write_config("", &broken);
+
+    // then an explicit reload is refused, naming the offending key,
+    let resp = client()
+        .post(identity.admin("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 422);
+    let answer: Value = resp.json().await.expect("reload JSON");
+    assert_eq!(answer["result"], "rejected", "{answer}");
+    let errors: Vec<&str> = answer["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("clients[4].secret_hash")),
+        "{errors:?}"
+    );
+
+    // and likewise for an unknown key,
+    identity.write_config("", &directory_with_new_service("    colour: blue\n"));
+    let resp = client()
+        .post(identity.admin("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 422);
+    let answer: Value = resp.json().await.expect("reload JSON");
+    let errors: Vec<&str> = answer["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("colour")), "{errors:?}");
+
+    // the failures are counted,
+    let metrics = metrics_of(&identity).await;
+    let failures = metric_value(
+        &metrics,
+        r#"gatehouse_identity_config_reloads_total{result="failure"}"#,
+    );
+    assert!(failures >= 2.0, "reload failures = {failures}\n{metrics}");
+
+    // and the running configuration is untouched: new-svc still gets tokens.
+    let body = token_ok(
+        identity
+            .service_token("new-svc", "new-svc-secret", &[])
+            .await,
+    )
+    .await;
+    assert_eq!(payload(&access_token(&body))["sub"], "new-svc");
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    assert_eq!(payload(&access_token(&body))["sub"], "reports");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Metrics
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges() {
+    // Given one client_credentials token issued to `reports`,
+    let identity = Identity::start("", &standard_directory());
+    token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+
+    // when the admin listener's /metrics is scraped,
+    let resp = client()
+        .get(identity.admin("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-type").is_some_and(|c| c.starts_with("text/plain")));
+    let metrics = resp.text().await.expect("metrics body");
+
+    // then that token is counted once under its grant and client, and two keys are active.
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"gatehouse_identity_tokens_issued_total{client="reports",grant="client_credentials"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"gatehouse_identity_keys{state="active"}"#),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"gatehouse_identity_keys{state="retired"}"#),
+        0.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE gatehouse_identity_key_rotations_total counter"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "gatehouse_identity_key_rotations_total"),
+        0.0
+    );
+
+    // The public listener does not serve metrics.
+    let resp = client()
+        .get(identity.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status(), 404);
+}
