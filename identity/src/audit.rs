@@ -10,6 +10,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use serde::Serialize;
 
+use crate::http::Request;
+
 const QUEUE: usize = 4096;
 
 #[derive(Debug, Default, Serialize)]
@@ -40,6 +42,19 @@ pub struct Event<'a> {
     pub kid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retired_kid: Option<&'a str>,
+}
+
+impl<'a> Event<'a> {
+    /// An event caused by `req`: it names the client IP and user agent.
+    pub fn of(req: &'a Request, event: &'a str, outcome: &'a str) -> Self {
+        Self {
+            event,
+            outcome,
+            ip: req.peer_ip.map(|ip| ip.to_string()),
+            user_agent: req.user_agent(),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -299,12 +299,9 @@ impl Issuer {
                 if attempt.failed() == FailureOutcome::Locked {
                     metrics::LOCKOUTS.inc();
                     self.audit.record(Event {
-                        event: "lockout",
-                        outcome: "locked",
                         user: Some(username),
-                        ip: req.peer_ip.map(|ip| ip.to_string()),
                         reason: Some("too many failed logins"),
-                        ..Event::default()
+                        ..Event::of(req, "lockout", "locked")
                     });
                 }
                 Err(LoginFailure::Invalid)

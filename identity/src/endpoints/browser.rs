@@ -63,14 +63,10 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
         // Single sign-on: a live IdP session answers without asking for a password again.
         (Some(session), "" | "none" | "consent") => {
             issuer.audit.record(Event {
-                event: "login",
-                outcome: "success",
                 user: Some(&session.username),
                 client: Some(&client.id),
-                ip: req.peer_ip.map(|ip| ip.to_string()),
-                user_agent: req.user_agent(),
                 reason: Some("sso_session"),
-                ..Event::default()
+                ..Event::of(req, "login", "success")
             });
             issue_code(
                 issuer,
@@ -271,12 +267,8 @@ pub fn logout(issuer: &Issuer, req: &Request) -> Reply {
         .and_then(|v| issuer.grants.end_session(v))
     {
         issuer.audit.record(Event {
-            event: "logout",
-            outcome: "success",
             user: Some(&session.username),
-            ip: req.peer_ip.map(|ip| ip.to_string()),
-            user_agent: req.user_agent(),
-            ..Event::default()
+            ..Event::of(req, "logout", "success")
         });
     }
     let mut reply = match target {

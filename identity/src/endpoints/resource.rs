@@ -106,14 +106,10 @@ pub async fn revoke(issuer: &Issuer, req: &Request) -> Reply {
         let token = params.require("token")?;
         let audit = |kind: &str, jti: Option<&str>| {
             issuer.audit.record(Event {
-                event: "revocation",
-                outcome: "success",
                 client: Some(&client.id),
-                ip: req.peer_ip.map(|ip| ip.to_string()),
-                user_agent: req.user_agent(),
                 reason: Some(kind),
                 jti,
-                ..Event::default()
+                ..Event::of(req, "revocation", "success")
             })
         };
         if let Ok(claims) =

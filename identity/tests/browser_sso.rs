@@ -1,0 +1,1405 @@
+//! The browser side end to end: `/authorize`, the login form, single sign-on across clients,
+//! the code exchange (with `openidconnect`, a strict standards-following client that verifies ID
+//! tokens with its own JOSE code), refresh rotation, code abuse, refusals, and logout.
+//!
+//! The "browser" is a cookie-keeping HTTP client that never follows redirects: each hop is
+//! looked at. Redirect URIs point at unused loopback ports; nothing ever follows them.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
+};
+use openidconnect::{
+    AdditionalClaims, Audience, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse, UserInfoClaims,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::*;
+use url::Url;
+
+const WEB_CALLBACK: &str = "http://127.0.0.1:1/callback";
+const WEB_BYE: &str = "http://127.0.0.1:1/bye";
+const SPA_CALLBACK: &str = "http://127.0.0.1:2/callback";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What `CoreClient::from_provider_metadata` gives: authorization endpoint set, token and
+/// userinfo endpoints "maybe" set (they come from discovery).
+type Oidc = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// The non-standard claims this issuer puts in userinfo: roles and the user's attributes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GatehouseClaims {
+    roles: Vec<String>,
+    #[serde(default)]
+    department: Option<String>,
+    #[serde(default)]
+    level: Option<u64>,
+}
+impl AdditionalClaims for GatehouseClaims {}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Discovers the issuer with `openidconnect` and configures `client_id` against it.
+async fn oidc(id: &Identity, client_id: &str, secret: Option<&str>, redirect: &str) -> Oidc {
+    // openidconnect requires an HTTP client that does not follow redirects (SSRF); `client()`
+    // is one.
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(id.issuer()).expect("issuer URL"),
+        &client(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("OIDC discovery failed: {e:?}"));
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(client_id.into()),
+        secret.map(|s| ClientSecret::new(s.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(redirect.into()).expect("redirect URL"))
+}
+
+/// A PKCE pair (RFC 7636): `(code_verifier, S256 code_challenge)`.
+fn pkce() -> (String, String) {
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// `/authorize` with these query parameters, properly encoded.
+fn authorize_url(id: &Identity, params: &[(&str, &str)]) -> String {
+    let mut url = Url::parse(&id.url("/authorize")).expect("authorize URL");
+    url.query_pairs_mut().extend_pairs(params);
+    url.into()
+}
+
+/// The usual authorization request of `web`, with PKCE and a nonce.
+fn web_request(id: &Identity, state: &str, challenge: &str) -> String {
+    authorize_url(
+        id,
+        &[
+            ("response_type", "code"),
+            ("client_id", "web"),
+            ("redirect_uri", WEB_CALLBACK),
+            ("scope", "openid email documents:read"),
+            ("state", state),
+            ("nonce", "n-0S6_WzA2Mj"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+}
+
+/// The value of the login form's hidden `request` input.
+fn hidden_request(html: &str) -> String {
+    let marker = r#"name="request" value=""#;
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no hidden `request` input in:\n{html}"))
+        + marker.len();
+    let len = html[start..]
+        .find('"')
+        .expect("closing quote of the request value");
+    html[start..start + len].to_string()
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header").to_string())
+}
+
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ASCII cookie").to_string())
+        .collect()
+}
+
+/// The `Location` of a 303, parsed.
+fn location(resp: &reqwest::Response) -> Url {
+    assert_eq!(resp.status().as_u16(), 303, "expected a 303 redirect");
+    let loc = header(resp, "location").expect("a Location header");
+    Url::parse(&loc).unwrap_or_else(|e| panic!("Location {loc:?} is not a URL: {e}"))
+}
+
+/// Query parameters of a URL; each must appear once.
+fn query(url: &Url) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for (k, v) in url.query_pairs() {
+        assert!(
+            map.insert(k.to_string(), v.to_string()).is_none(),
+            "`{k}` repeated in {url}"
+        );
+    }
+    map
+}
+
+/// A redirect's target without its query: which registered URI it goes back to.
+fn without_query(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+async fn get(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+    browser
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+async fn post_login(
+    id: &Identity,
+    browser: &reqwest::Client,
+    request: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    browser
+        .post(id.url("/login"))
+        .form(&[
+            ("request", request),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("POST /login")
+}
+
+/// Opens `authorize` (which must show the login form) and signs in; returns the 303 answer.
+async fn sign_in(
+    id: &Identity,
+    browser: &reqwest::Client,
+    authorize: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    let resp = get(browser, authorize).await;
+    assert_eq!(resp.status().as_u16(), 200, "expected the login form");
+    let request = hidden_request(&resp.text().await.expect("form body"));
+    let resp = post_login(id, browser, &request, username, password).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "a correct password redirects to the client"
+    );
+    resp
+}
+
+/// Runs the browser part of `authorize`: straight through with an SSO session, else through the
+/// login form as alice. Returns the callback's query parameters.
+async fn authorize_as_alice(
+    id: &Identity,
+    browser: &reqwest::Client,
+    authorize: &str,
+) -> HashMap<String, String> {
+    let resp = get(browser, authorize).await;
+    let resp = match resp.status().as_u16() {
+        303 => resp,
+        200 => {
+            let request = hidden_request(&resp.text().await.expect("form body"));
+            post_login(id, browser, &request, "alice", "alice-password").await
+        }
+        s => panic!(
+            "unexpected /authorize status {s}: {}",
+            resp.text().await.unwrap_or_default()
+        ),
+    };
+    let back = location(&resp);
+    let q = query(&back);
+    assert!(q.contains_key("code"), "no code in {back}");
+    q
+}
+
+/// A fresh code for `web`, bound to `challenge` when given.
+async fn web_code(id: &Identity, browser: &reqwest::Client, challenge: Option<&str>) -> String {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", WEB_CALLBACK),
+        ("scope", "openid email documents:read"),
+        ("state", "st"),
+    ];
+    if let Some(c) = challenge {
+        params.extend([("code_challenge", c), ("code_challenge_method", "S256")]);
+    }
+    let url = authorize_url(id, &params);
+    authorize_as_alice(id, browser, &url).await["code"].clone()
+}
+
+/// `POST /token` for `web` (HTTP Basic), grant authorization_code.
+async fn redeem_web(
+    id: &Identity,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    client()
+        .post(id.url("/token"))
+        .basic_auth("web", Some("web-secret"))
+        .form(&form)
+        .send()
+        .await
+        .expect("token request")
+}
+
+/// `POST /token` for `web`, grant refresh_token.
+async fn refresh_web(id: &Identity, refresh_token: &str) -> reqwest::Response {
+    client()
+        .post(id.url("/token"))
+        .basic_auth("web", Some("web-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .expect("refresh request")
+}
+
+/// `POST /introspect` as `web`.
+async fn introspect_web(id: &Identity, token: &str) -> Value {
+    ok_json(
+        client()
+            .post(id.url("/introspect"))
+            .basic_auth("web", Some("web-secret"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspect"),
+    )
+    .await
+}
+
+async fn ok_json(resp: reqwest::Response) -> Value {
+    let status = resp.status();
+    let body = resp.text().await.expect("body");
+    assert_eq!(status.as_u16(), 200, "expected 200, got {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Signs in to `web` (or reuses the session) and redeems the code: the token response.
+async fn web_tokens(id: &Identity, browser: &reqwest::Client) -> Value {
+    let (verifier, challenge) = pkce();
+    let code = web_code(id, browser, Some(&challenge)).await;
+    ok_json(redeem_web(id, &code, WEB_CALLBACK, Some(&verifier)).await).await
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{key}` missing in {v}"))
+}
+
+/// Waits until the audit log has a line matching `pred`.
+async fn audited(id: &Identity, what: &str, pred: impl Fn(&Value) -> bool) {
+    eventually(&format!("audit: {what}"), WAIT, || {
+        let hit = id.audit().iter().any(&pred);
+        async move { hit }
+    })
+    .await;
+}
+
+/// A page refusal: 400 HTML, no redirect.
+async fn assert_refusal_page(resp: reqwest::Response, what: &str) -> String {
+    assert_eq!(resp.status().as_u16(), 400, "{what}: status");
+    assert_eq!(header(&resp, "location"), None, "{what}: must not redirect");
+    let ct = header(&resp, "content-type").unwrap_or_default();
+    assert!(ct.starts_with("text/html"), "{what}: content type {ct}");
+    resp.text().await.expect("page")
+}
+
+/// An error sent back to the client (RFC 6749 §4.1.2.1, RFC 9207): 303 to exactly `redirect`
+/// with `error`, a description, `state` as sent, `iss`, and no code.
+fn assert_error_redirect(
+    id: &Identity,
+    resp: &reqwest::Response,
+    redirect: &str,
+    error: &str,
+    state: Option<&str>,
+) {
+    let back = location(resp);
+    assert_eq!(
+        without_query(&back),
+        redirect,
+        "error goes back to the registered URI"
+    );
+    let q = query(&back);
+    assert_eq!(q.get("error").map(String::as_str), Some(error), "{back}");
+    assert!(
+        q.get("error_description").is_some_and(|d| !d.is_empty()),
+        "{back}"
+    );
+    assert_eq!(q.get("state").map(String::as_str), state, "{back}");
+    assert_eq!(q.get("iss"), Some(&id.issuer()), "{back}");
+    assert!(!q.contains_key("code"), "{back}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The full flow, checked by a strict OIDC client
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_standard_oidc_client_completes_the_code_flow_and_verifies_the_id_token() {
+    let id = Identity::start("", &standard_directory());
+    let http = client();
+    let web = oidc(&id, "web", Some("web-secret"), WEB_CALLBACK).await;
+
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf, nonce) = web
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    assert!(
+        auth_url.as_str().starts_with(&id.url("/authorize?")),
+        "{auth_url}"
+    );
+
+    // The browser part: the form, then the password.
+    let browser = browser();
+    let resp = sign_in(&id, &browser, auth_url.as_str(), "alice", "alice-password").await;
+    let back = location(&resp);
+    assert_eq!(without_query(&back), WEB_CALLBACK);
+    let q = query(&back);
+    assert_eq!(
+        q.get("state"),
+        Some(csrf.secret()),
+        "state comes back unchanged"
+    );
+    assert_eq!(q.get("iss"), Some(&id.issuer()), "RFC 9207 iss");
+    let code = q.get("code").expect("a code").clone();
+
+    // The exchange, done by openidconnect (client_secret_basic + PKCE verifier).
+    let token = web
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint from discovery")
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap_or_else(|e| panic!("code exchange failed: {e:?}"));
+    assert!(token.refresh_token().is_some(), "web may refresh");
+    let scopes: Vec<&str> = token
+        .scopes()
+        .expect("scope in the response")
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert!(
+        scopes.contains(&"openid") && scopes.contains(&"email"),
+        "{scopes:?}"
+    );
+
+    // The ID token, verified by openidconnect: JWKS signature, alg, iss, aud, exp, nonce.
+    let id_token = token.id_token().expect("an ID token (scope has openid)");
+    assert_eq!(
+        id_token.signing_alg().expect("signing alg"),
+        &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        "web signs RS256"
+    );
+    let verifier = web.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, &nonce)
+        .unwrap_or_else(|e| panic!("ID token does not verify: {e:?}"));
+    assert_eq!(claims.subject().as_str(), "alice");
+    assert_eq!(claims.issuer().as_str(), id.issuer());
+    assert_eq!(claims.audiences(), &vec![Audience::new("web".into())]);
+    assert_eq!(claims.nonce().map(|n| n.secret()), Some(nonce.secret()));
+    assert_eq!(
+        claims.email().map(|e| e.as_str()),
+        Some("alice@example.com")
+    );
+    assert_eq!(
+        claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some("Alice")
+    );
+    assert!(claims.auth_time().is_some(), "auth_time is set");
+
+    // The verifier really checks: a wrong nonce and another client's audience are refused.
+    assert!(
+        id_token
+            .claims(&verifier, &Nonce::new("another-nonce".into()))
+            .is_err(),
+        "a wrong nonce must fail"
+    );
+    let spa = oidc(&id, "spa", None, SPA_CALLBACK).await;
+    assert!(
+        id_token.claims(&spa.id_token_verifier(), &nonce).is_err(),
+        "an ID token for `web` must not verify for `spa`"
+    );
+
+    // Userinfo through openidconnect (expects sub == the ID token's sub).
+    let info: UserInfoClaims<GatehouseClaims, CoreGenderClaim> = web
+        .user_info(token.access_token().clone(), Some(claims.subject().clone()))
+        .expect("userinfo endpoint from discovery")
+        .request_async(&http)
+        .await
+        .unwrap_or_else(|e| panic!("userinfo failed: {e:?}"));
+    assert_eq!(info.subject().as_str(), "alice");
+    assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.com"));
+    assert_eq!(
+        info.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+        Some("Alice")
+    );
+    let extra = info.additional_claims();
+    assert_eq!(extra.roles, ["admin", "editor"]);
+    assert_eq!(extra.department.as_deref(), Some("engineering"));
+    assert_eq!(extra.level, Some(3));
+
+    // And directly.
+    let direct = ok_json(
+        client()
+            .get(id.url("/userinfo"))
+            .bearer_auth(token.access_token().secret())
+            .send()
+            .await
+            .expect("userinfo"),
+    )
+    .await;
+    assert_eq!(direct["sub"], "alice");
+    assert_eq!(direct["email"], "alice@example.com");
+    assert_eq!(direct["roles"], serde_json::json!(["admin", "editor"]));
+
+    audited(&id, "password login of alice to web", |e| {
+        e["event"] == "login"
+            && e["outcome"] == "success"
+            && e["user"] == "alice"
+            && e["client"] == "web"
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Single sign-on into a second client
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_signs_the_user_in_to_a_second_client_without_a_password() {
+    let id = Identity::start("", &standard_directory());
+    let http = client();
+    let browser = browser();
+
+    // Sign in once, to `web`.
+    let web = oidc(&id, "web", Some("web-secret"), WEB_CALLBACK).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _, web_nonce) = web
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let resp = sign_in(&id, &browser, url.as_str(), "alice", "alice-password").await;
+    let code = query(&location(&resp))["code"].clone();
+    let web_token = web
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap_or_else(|e| panic!("web code exchange failed: {e:?}"));
+    let web_claims = web_token
+        .id_token()
+        .expect("web ID token")
+        .claims(&web.id_token_verifier(), &web_nonce)
+        .expect("web ID token verifies")
+        .clone();
+
+    // Then `spa`, a public client: the session answers at once with a code.
+    let spa = oidc(&id, "spa", None, SPA_CALLBACK).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = spa
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let resp = get(&browser, url.as_str()).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "SSO must not show the login form"
+    );
+    let back = location(&resp);
+    assert_eq!(without_query(&back), SPA_CALLBACK);
+    let q = query(&back);
+    assert_eq!(q.get("state"), Some(csrf.secret()));
+    assert_eq!(q.get("iss"), Some(&id.issuer()));
+    let code = q.get("code").expect("a code").clone();
+
+    // openidconnect sends client_id and the verifier, no secret.
+    let token = spa
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap_or_else(|e| panic!("spa code exchange failed: {e:?}"));
+    let id_token = token.id_token().expect("spa ID token");
+    assert_eq!(
+        id_token.signing_alg().expect("alg"),
+        &CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+        "spa signs ES256"
+    );
+    let claims = id_token
+        .claims(&spa.id_token_verifier(), &nonce)
+        .unwrap_or_else(|e| panic!("ES256 ID token does not verify: {e:?}"));
+    assert_eq!(claims.subject().as_str(), "alice");
+    assert_eq!(claims.audiences(), &vec![Audience::new("spa".into())]);
+    assert_eq!(claims.nonce().map(|n| n.secret()), Some(nonce.secret()));
+    assert_eq!(
+        claims.auth_time(),
+        web_claims.auth_time(),
+        "auth_time is that of the one real login"
+    );
+    // Only RS256 allowed: the ES256 token is refused (the alg check is live).
+    assert!(id_token
+        .claims(
+            &spa.id_token_verifier()
+                .set_allowed_algs([CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]),
+            &nonce
+        )
+        .is_err());
+
+    // The audit log tells the SSO login from the password one.
+    audited(&id, "SSO login of alice to spa", |e| {
+        e["event"] == "login"
+            && e["outcome"] == "success"
+            && e["reason"] == "sso_session"
+            && e["user"] == "alice"
+            && e["client"] == "spa"
+    })
+    .await;
+    let password_logins = id
+        .audit()
+        .iter()
+        .filter(|e| e["event"] == "login" && e.get("reason").is_none())
+        .count();
+    assert_eq!(
+        password_logins,
+        1,
+        "one password login only:\n{}",
+        id.audit_text()
+    );
+
+    // prompt=login insists on the form even with a session.
+    let (_, challenge) = pkce();
+    let resp = get(
+        &browser,
+        &authorize_url(
+            &id,
+            &[
+                ("response_type", "code"),
+                ("client_id", "spa"),
+                ("redirect_uri", SPA_CALLBACK),
+                ("state", "again"),
+                ("prompt", "login"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200, "prompt=login shows the form");
+    hidden_request(&resp.text().await.expect("form"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Refresh rotation and reuse detection
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let first = web_tokens(&id, &browser).await;
+    let r1 = s(&first, "refresh_token").to_string();
+
+    let second = ok_json(refresh_web(&id, &r1).await).await;
+    let r2 = s(&second, "refresh_token").to_string();
+    assert_ne!(r1, r2, "a refresh rotates the refresh token");
+    assert_ne!(s(&first, "access_token"), s(&second, "access_token"));
+    assert_eq!(second["scope"], first["scope"]);
+    assert_eq!(second["token_type"], "Bearer");
+
+    assert_eq!(
+        introspect_web(&id, &r2).await["active"],
+        true,
+        "R2 is live before the replay"
+    );
+
+    // The replay of R1 fails, and takes the whole family with it.
+    let body = oauth_error(refresh_web(&id, &r1).await, 400, "invalid_grant").await;
+    assert!(body.get("refresh_token").is_none());
+    oauth_error(refresh_web(&id, &r2).await, 400, "invalid_grant").await;
+    assert_eq!(
+        introspect_web(&id, &r2).await["active"],
+        false,
+        "R2 is revoked"
+    );
+
+    audited(&id, "refresh_token_reuse", |e| {
+        e["event"] == "refresh_token_reuse" && e["outcome"] == "failure" && e["client"] == "web"
+    })
+    .await;
+    // Tokens never reach the audit log.
+    let text = id.audit_text();
+    assert!(!text.contains(&r1) && !text.contains(&r2));
+
+    // A new sign-in starts a new, working family.
+    let third = web_tokens(&id, &browser).await;
+    ok_json(refresh_web(&id, s(&third, "refresh_token")).await).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Authorization-code abuse
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn authorization_codes_are_single_use_and_bound_to_client_redirect_and_verifier() {
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+
+    // Reuse: the second redemption fails and revokes what the first one issued.
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    let tokens = ok_json(redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await).await;
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        refresh_web(&id, s(&tokens, "refresh_token")).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    audited(&id, "code_reuse", |e| {
+        e["event"] == "code_reuse" && e["client"] == "web"
+    })
+    .await;
+
+    // Wrong code_verifier, and a missing one.
+    let (_, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&other_verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    // A verifier for a code that had no challenge (PKCE downgrade) is refused too.
+    let code = web_code(&id, &browser, None).await;
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&other_verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
+    // Another redirect_uri at the token endpoint.
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    oauth_error(
+        redeem_web(
+            &id,
+            &code,
+            "http://127.0.0.1:1/callback/evil",
+            Some(&verifier),
+        )
+        .await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
+    // A code issued to web, redeemed by spa (with the right verifier).
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    let resp = client()
+        .post(id.url("/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "spa"),
+            ("code", code.as_str()),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    oauth_error(resp, 400, "invalid_grant").await;
+
+    // An unknown code.
+    oauth_error(
+        redeem_web(&id, "not-a-code", WEB_CALLBACK, None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
+    // A confidential client must authenticate to redeem its code.
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    for (what, auth) in [
+        ("no secret", None),
+        ("wrong secret", Some("not-web-secret")),
+    ] {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", "web"),
+            ("code", code.as_str()),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", verifier.as_str()),
+        ];
+        if let Some(secret) = auth {
+            form.push(("client_secret", secret));
+        }
+        let resp = client()
+            .post(id.url("/token"))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request");
+        assert!(header(&resp, "www-authenticate").is_some(), "{what}");
+        oauth_error(resp, 401, "invalid_client").await;
+    }
+
+    // After all that, an honest redemption still works.
+    web_tokens(&id, &browser).await;
+
+    // Every refusal above was counted.
+    let metrics = id.metrics().await;
+    let errors = |e: &str| {
+        metric_value(
+            &metrics,
+            &format!("gatehouse_identity_token_errors_total{{error=\"{e}\"}}"),
+        )
+    };
+    assert_eq!(errors("invalid_grant"), 8.0, "{metrics}");
+    assert_eq!(errors("invalid_client"), 2.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn an_expired_authorization_code_is_refused() {
+    let id = Identity::start(
+        "tokens:\n  authorization_code_ttl: 1s\n",
+        &standard_directory(),
+    );
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    // Time passing is the point here: with a 1 s lifetime, 2.1 s is past it whatever the
+    // rounding of the issue instant.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // "expired", or "unknown" once the upkeep task has swept it: invalid_grant either way.
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. /authorize refusals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn authorize_refuses_unknown_clients_and_redirects_on_a_page_and_other_errors_back() {
+    let id = Identity::start("", &standard_directory());
+    let b = client();
+
+    // Not yet trusted: a page, never a redirect (no open redirector).
+    for (what, params) in [
+        (
+            "unknown client",
+            vec![("client_id", "nobody"), ("redirect_uri", WEB_CALLBACK)],
+        ),
+        ("missing client_id", vec![("redirect_uri", WEB_CALLBACK)]),
+        ("missing redirect_uri", vec![("client_id", "web")]),
+        (
+            "extension of a registered URI",
+            vec![
+                ("client_id", "web"),
+                ("redirect_uri", "http://127.0.0.1:1/callback/evil"),
+            ],
+        ),
+        (
+            "prefix of a registered URI",
+            vec![
+                ("client_id", "web"),
+                ("redirect_uri", "http://127.0.0.1:1/callbac"),
+            ],
+        ),
+        (
+            "registered URI plus a query",
+            vec![
+                ("client_id", "web"),
+                ("redirect_uri", "http://127.0.0.1:1/callback?next=x"),
+            ],
+        ),
+        (
+            "another client's URI",
+            vec![("client_id", "web"), ("redirect_uri", SPA_CALLBACK)],
+        ),
+        (
+            "foreign host",
+            vec![
+                ("client_id", "web"),
+                ("redirect_uri", "https://evil.example/callback"),
+            ],
+        ),
+        (
+            "client without redirect URIs",
+            vec![("client_id", "cli"), ("redirect_uri", WEB_CALLBACK)],
+        ),
+    ] {
+        let mut params = params;
+        params.extend([("response_type", "code"), ("state", "s1")]);
+        assert_refusal_page(get(&b, &authorize_url(&id, &params)).await, what).await;
+    }
+
+    // Trusted client and URI: errors go back with state and iss.
+    let (_, challenge) = pkce();
+    let spa: &[(&str, &str)] = &[
+        ("response_type", "code"),
+        ("client_id", "spa"),
+        ("redirect_uri", SPA_CALLBACK),
+        ("state", "s2"),
+    ];
+    for (what, extra) in [
+        ("public client without PKCE", vec![]),
+        (
+            "plain PKCE",
+            vec![
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "plain"),
+            ],
+        ),
+        (
+            "challenge without method",
+            vec![("code_challenge", challenge.as_str())],
+        ),
+        (
+            "malformed S256 challenge",
+            vec![
+                ("code_challenge", "too-short"),
+                ("code_challenge_method", "S256"),
+            ],
+        ),
+    ] {
+        let params = [spa, &extra[..]].concat();
+        let resp = get(&b, &authorize_url(&id, &params)).await;
+        assert_eq!(resp.status().as_u16(), 303, "{what}");
+        assert_error_redirect(&id, &resp, SPA_CALLBACK, "invalid_request", Some("s2"));
+    }
+
+    let web = |extra: &[(&'static str, &'static str)]| {
+        let mut p = vec![("client_id", "web"), ("redirect_uri", WEB_CALLBACK)];
+        p.extend_from_slice(extra);
+        p
+    };
+    let resp = get(&b, &authorize_url(&id, &web(&[("response_type", "code")]))).await;
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_request", None);
+
+    for response_type in ["token", "id_token", "code token"] {
+        let resp = get(
+            &b,
+            &authorize_url(
+                &id,
+                &web(&[("response_type", response_type), ("state", "s3")]),
+            ),
+        )
+        .await;
+        assert_error_redirect(
+            &id,
+            &resp,
+            WEB_CALLBACK,
+            "unsupported_response_type",
+            Some("s3"),
+        );
+    }
+    let resp = get(&b, &authorize_url(&id, &web(&[("state", "s3")]))).await;
+    assert_error_redirect(
+        &id,
+        &resp,
+        WEB_CALLBACK,
+        "unsupported_response_type",
+        Some("s3"),
+    );
+
+    let resp = get(
+        &b,
+        &authorize_url(
+            &id,
+            &web(&[
+                ("response_type", "code"),
+                ("state", "s4"),
+                ("scope", "openid documents:write"),
+            ]),
+        ),
+    )
+    .await;
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_scope", Some("s4"));
+
+    let resp = get(
+        &b,
+        &authorize_url(
+            &id,
+            &web(&[
+                ("response_type", "code"),
+                ("state", "s5"),
+                ("audience", "search-api"),
+            ]),
+        ),
+    )
+    .await;
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_target", Some("s5"));
+
+    let resp = get(
+        &b,
+        &authorize_url(
+            &id,
+            &web(&[
+                ("response_type", "code"),
+                ("state", "s6"),
+                ("prompt", "none"),
+            ]),
+        ),
+    )
+    .await;
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "login_required", Some("s6"));
+
+    // A state with characters that need encoding comes back intact.
+    let odd = "a b&c=d/é?";
+    let resp = get(
+        &b,
+        &authorize_url(
+            &id,
+            &web(&[
+                ("state", odd),
+                ("prompt", "none"),
+                ("response_type", "code"),
+            ]),
+        ),
+    )
+    .await;
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "login_required", Some(odd));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The login page
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_login_page_refuses_bad_passwords_escapes_input_and_sets_a_safe_cookie() {
+    // One more client whose id needs escaping in HTML.
+    let directory = format!(
+        "{}  - id: '<script>alert(\"x\")</script>&'\n    grant_types: [authorization_code]\n    redirect_uris: [http://127.0.0.1:3/callback]\n    audiences: [documents-api]\n    scopes: [openid]\n",
+        standard_directory()
+    );
+    let id = Identity::start("", &directory);
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let url = web_request(&id, "st", &challenge);
+
+    let resp = get(&browser, &url).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(header(&resp, "content-type")
+        .unwrap_or_default()
+        .starts_with("text/html"));
+    assert_eq!(header(&resp, "x-frame-options").as_deref(), Some("DENY"));
+    assert!(header(&resp, "content-security-policy")
+        .unwrap_or_default()
+        .contains("frame-ancestors 'none'"));
+    assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
+    assert!(set_cookies(&resp).is_empty(), "no session before a login");
+    let html = resp.text().await.expect("form");
+    assert!(
+        html.contains("<strong>web</strong>"),
+        "the page names the client"
+    );
+    let request = hidden_request(&html);
+
+    // The form page can be reloaded by its id.
+    let resp = get(&browser, &id.url(&format!("/login?request={request}"))).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(hidden_request(&resp.text().await.unwrap()), request);
+
+    // Wrong password, unknown user: the same 401 answer, the form again, no cookie.
+    for (user, password) in [("alice", "wrong"), ("mallory", "alice-password")] {
+        let resp = post_login(&id, &browser, &request, user, password).await;
+        assert_eq!(resp.status().as_u16(), 401, "{user}");
+        assert_eq!(header(&resp, "location"), None);
+        assert!(set_cookies(&resp).is_empty());
+        assert_eq!(header(&resp, "x-frame-options").as_deref(), Some("DENY"));
+        let html = resp.text().await.expect("form");
+        assert!(html.contains("Invalid username or password."), "{html}");
+        assert_eq!(hidden_request(&html), request, "the same pending request");
+    }
+    let metrics = id.metrics().await;
+    for reason in ["bad_password", "unknown_user"] {
+        let series = format!("gatehouse_identity_login_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_value(&metrics, &series), 1.0, "{series}");
+    }
+    audited(&id, "failed login of mallory", |e| {
+        e["event"] == "login" && e["outcome"] == "failure" && e["reason"] == "unknown_user"
+    })
+    .await;
+    assert!(
+        !id.audit_text().contains("alice-password") && !id.audit_text().contains("\"wrong\""),
+        "no password in the audit log"
+    );
+
+    // The right password: a code, and a session cookie with safe attributes (plain http: no
+    // Secure, or the browser would drop it).
+    let resp = post_login(&id, &browser, &request, "alice", "alice-password").await;
+    let cookies = set_cookies(&resp);
+    let back = location(&resp);
+    assert_eq!(without_query(&back), WEB_CALLBACK);
+    let q = query(&back);
+    assert_eq!(q["state"], "st");
+    assert_eq!(q["iss"], id.issuer());
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let parts: Vec<&str> = cookies[0].split(';').map(str::trim).collect();
+    let (name, value) = parts[0].split_once('=').expect("name=value");
+    assert_eq!(name, "gatehouse_sso");
+    assert!(value.len() >= 32, "an unguessable value: {value:?}");
+    let has = |a: &str| parts.iter().any(|p| p.eq_ignore_ascii_case(a));
+    assert!(has("HttpOnly"), "{cookies:?}");
+    assert!(has("SameSite=Lax"), "{cookies:?}");
+    assert!(has("Path=/"), "{cookies:?}");
+    assert!(has("Max-Age=28800"), "session ttl: {cookies:?}");
+    assert!(!has("Secure"), "no Secure over plain http: {cookies:?}");
+    ok_json(redeem_web(&id, &q["code"], WEB_CALLBACK, Some(&verifier)).await).await;
+
+    // The pending request is spent; unknown ones are refused with a page.
+    let resp = post_login(&id, &browser, &request, "alice", "alice-password").await;
+    let page = assert_refusal_page(resp, "a spent request id").await;
+    assert!(page.contains("expired or is unknown"), "{page}");
+    assert_refusal_page(
+        post_login(&id, &browser, "no-such-request", "alice", "alice-password").await,
+        "an unknown request id",
+    )
+    .await;
+    assert_refusal_page(
+        get(&browser, &id.url("/login?request=no-such-request")).await,
+        "GET with an unknown request id",
+    )
+    .await;
+    let resp = browser
+        .post(id.url("/login"))
+        .form(&[("username", "alice"), ("password", "alice-password")])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_refusal_page(resp, "no request id").await;
+
+    // HTML escaping: a client id with markup, and a parameter name echoed in an error.
+    let (_, challenge) = pkce();
+    let evil_id = r#"<script>alert("x")</script>&"#;
+    let resp = get(
+        &client(),
+        &authorize_url(
+            &id,
+            &[
+                ("response_type", "code"),
+                ("client_id", evil_id),
+                ("redirect_uri", "http://127.0.0.1:3/callback"),
+                ("state", "s"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;"),
+        "{html}"
+    );
+    let resp = get(
+        &client(),
+        &format!(
+            "{}?client_id=web&%3Cscript%3Ex=1&%3Cscript%3Ex=2",
+            id.url("/authorize")
+        ),
+    )
+    .await;
+    let page = assert_refusal_page(resp, "repeated parameter").await;
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("&lt;script&gt;x"), "{page}");
+}
+
+#[tokio::test]
+async fn repeated_bad_passwords_lock_the_login_form() {
+    let id = Identity::start(
+        "lockout:\n  max_failures: 2\n  base_delay: 30s\n",
+        &standard_directory(),
+    );
+    let browser = browser();
+    let (_, challenge) = pkce();
+    let resp = get(&browser, &web_request(&id, "st", &challenge)).await;
+    let request = hidden_request(&resp.text().await.unwrap());
+    for _ in 0..2 {
+        let resp = post_login(&id, &browser, &request, "alice", "nope").await;
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    // Locked: even the right password gets 429 with Retry-After, and the form again.
+    let resp = post_login(&id, &browser, &request, "alice", "alice-password").await;
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = header(&resp, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=30).contains(&retry), "retry after {retry}");
+    assert!(set_cookies(&resp).is_empty());
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Too many failed attempts"), "{html}");
+    assert_eq!(hidden_request(&html), request);
+    audited(&id, "lockout of alice", |e| {
+        e["event"] == "lockout" && e["user"] == "alice"
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Logout
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn logout_ends_the_session_and_returns_only_to_registered_uris() {
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let (_, challenge) = pkce();
+    let resp = sign_in(
+        &id,
+        &browser,
+        &web_request(&id, "st", &challenge),
+        "alice",
+        "alice-password",
+    )
+    .await;
+    let cookie = set_cookies(&resp)[0]
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+
+    // Unregistered targets: a page, no redirect, and the session is untouched.
+    for (what, q) in [
+        (
+            "unregistered URI",
+            "client_id=web&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fevil",
+        ),
+        (
+            "a client without logout URIs",
+            "client_id=spa&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fbye",
+        ),
+        (
+            "no client named",
+            "post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fbye",
+        ),
+        (
+            "unknown client",
+            "client_id=nobody&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fbye",
+        ),
+    ] {
+        let resp = get(&browser, &id.url(&format!("/logout?{q}"))).await;
+        assert_refusal_page(resp, what).await;
+    }
+    let resp = get(&browser, &web_request(&id, "still", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 303, "still signed in");
+
+    // The real thing.
+    let resp = get(
+        &browser,
+        &id.url("/logout?client_id=web&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fbye&state=s"),
+    )
+    .await;
+    assert_eq!(location(&resp).as_str(), format!("{WEB_BYE}?state=s"));
+    let cleared = set_cookies(&resp);
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert!(cleared[0].starts_with("gatehouse_sso=;"), "{cleared:?}");
+    assert!(cleared[0].contains("Max-Age=0"), "{cleared:?}");
+    assert!(cleared[0].contains("Path=/"), "{cleared:?}");
+    audited(&id, "logout of alice", |e| {
+        e["event"] == "logout" && e["user"] == "alice"
+    })
+    .await;
+
+    // The browser signs in again...
+    let resp = get(&browser, &web_request(&id, "after", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200, "the login form again");
+    hidden_request(&resp.text().await.unwrap());
+    // ...and the old cookie is dead on the server too, not just forgotten by the browser.
+    let resp = client()
+        .get(web_request(&id, "replay", &challenge))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "a logged-out session must not answer"
+    );
+    let resp = client()
+        .get(authorize_url(
+            &id,
+            &[
+                ("response_type", "code"),
+                ("client_id", "web"),
+                ("redirect_uri", WEB_CALLBACK),
+                ("state", "pn"),
+                ("prompt", "none"),
+            ],
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("authorize");
+    assert_error_redirect(&id, &resp, WEB_CALLBACK, "login_required", Some("pn"));
+
+    // id_token_hint names the client instead of client_id.
+    let tokens = web_tokens(&id, &browser).await;
+    let hint = s(&tokens, "id_token");
+    let mut url = Url::parse(&id.url("/logout")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", hint)
+        .append_pair("post_logout_redirect_uri", WEB_BYE);
+    let resp = get(&browser, url.as_str()).await;
+    assert_eq!(location(&resp).as_str(), WEB_BYE);
+    assert!(set_cookies(&resp).iter().any(|c| c.contains("Max-Age=0")));
+    let resp = get(&browser, &web_request(&id, "again", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // Plain logout, no return: a page, and the cookie cleared all the same.
+    let resp = get(&browser, &id.url("/logout")).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(set_cookies(&resp).iter().any(|c| c.contains("Max-Age=0")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Userinfo refusals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn userinfo_refuses_missing_bad_and_non_openid_tokens() {
+    let id = Identity::start("", &standard_directory());
+    let userinfo = |token: Option<String>| {
+        let url = id.url("/userinfo");
+        async move {
+            let mut req = client().get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            req.send().await.expect("userinfo")
+        }
+    };
+
+    // No token: 401 with a Bearer challenge (RFC 6750 §3: no error code in it).
+    let resp = userinfo(None).await;
+    let challenge = header(&resp, "www-authenticate").expect("WWW-Authenticate");
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert!(!challenge.contains("error="), "{challenge}");
+    oauth_error(resp, 401, "invalid_token").await;
+
+    // Garbage.
+    let resp = userinfo(Some("not.a.token".into())).await;
+    let challenge = header(&resp, "www-authenticate").expect("WWW-Authenticate");
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    oauth_error(resp, 401, "invalid_token").await;
+
+    // A service token has no openid scope.
+    let service = ok_json(id.service_token("reports", "reports-secret", &[]).await).await;
+    let service_token = s(&service, "access_token").to_string();
+    let resp = userinfo(Some(service_token.clone())).await;
+    let challenge = header(&resp, "www-authenticate").expect("WWW-Authenticate");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    oauth_error(resp, 403, "insufficient_scope").await;
+
+    // Adding openid to its payload breaks the signature.
+    let parts: Vec<&str> = service_token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url"))
+            .expect("JSON");
+    payload["scope"] = "openid documents:read".into();
+    payload["sub"] = "alice".into();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    oauth_error(userinfo(Some(forged)).await, 401, "invalid_token").await;
+
+    // An ID token is not an access token.
+    let tokens = web_tokens(&id, &browser()).await;
+    oauth_error(
+        userinfo(Some(s(&tokens, "id_token").to_string())).await,
+        401,
+        "invalid_token",
+    )
+    .await;
+    // While the access token from the same response works.
+    let info = ok_json(userinfo(Some(s(&tokens, "access_token").to_string())).await).await;
+    assert_eq!(info["sub"], "alice");
+}
