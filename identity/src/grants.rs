@@ -19,6 +19,8 @@ pub fn random_value() -> String {
 
 type Digest32 = [u8; 32];
 
+const MAX_PENDING: usize = 100_000;
+
 fn digest(value: &str) -> Digest32 {
     Sha256::digest(value.as_bytes()).into()
 }
@@ -226,9 +228,25 @@ impl Grants {
         self.state().sessions.remove(&digest(value))
     }
 
-    pub fn put_pending(&self, pending: PendingAuthorization) -> String {
+    /// Anyone can open `/authorize` without credentials, so pending requests are capped: when
+    /// full, expired ones go first, then the oldest.
+    pub fn put_pending(&self, pending: PendingAuthorization, now: u64) -> String {
         let value = random_value();
-        self.state().pending.insert(digest(&value), pending);
+        let mut state = self.state();
+        if state.pending.len() >= MAX_PENDING {
+            state.pending.retain(|_, p| now < p.expires_at);
+        }
+        if state.pending.len() >= MAX_PENDING {
+            let oldest = state
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.expires_at)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                state.pending.remove(&k);
+            }
+        }
+        state.pending.insert(digest(&value), pending);
         value
     }
 

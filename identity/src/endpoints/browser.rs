@@ -83,7 +83,7 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
             challenge: None,
         }),
         _ => {
-            let id = issuer.grants.put_pending(pending);
+            let id = issuer.grants.put_pending(pending, now());
             login_form(&client.id, &id, None, StatusCode::OK)
         }
     }
