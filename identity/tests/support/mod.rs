@@ -107,6 +107,13 @@ impl Identity {
     /// Starts an issuer whose config is the standard settings plus `extra` (top-level YAML keys
     /// that are not in the standard part, e.g. `lockout:`) plus `directory` (users and clients).
     pub fn start(extra: &str, directory: &str) -> Identity {
+        let mut identity = Self::prepare(extra, directory);
+        identity.spawn();
+        identity
+    }
+
+    /// Writes the config but does not start the process yet (tests add files first).
+    pub fn prepare(extra: &str, directory: &str) -> Identity {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
@@ -117,17 +124,19 @@ impl Identity {
             child: None,
         };
         identity.write_config(extra, directory);
-        identity.spawn();
         identity
     }
 
     pub fn config_text(&self, extra: &str, directory: &str) -> String {
         let has = |k: &str| extra.lines().any(|l| l.starts_with(k));
         let mut text = format!(
-            "issuer: http://127.0.0.1:{port}\nlisten: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\naudit_log: audit.log\n",
+            "listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:{admin}\naudit_log: audit.log\n",
             port = self.port,
             admin = self.admin_port
         );
+        if !has("issuer:") {
+            text.push_str(&format!("issuer: http://127.0.0.1:{}\n", self.port));
+        }
         if !has("keys:") {
             text.push_str("keys:\n  dir: keys\n");
         }
