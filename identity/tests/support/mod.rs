@@ -117,7 +117,7 @@ impl Identity {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
-        let mut identity = Identity {
+        let identity = Identity {
             dir,
             port,
             admin_port,
