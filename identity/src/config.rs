@@ -375,7 +375,7 @@ pub fn compile(
     if file.keys.algorithms.is_empty() {
         err(
             "keys.algorithms".into(),
-            "name at least one of RS256, ES256".into(),
+            "name at least one of RS256, ES256, EdDSA".into(),
         );
     }
     let mut seen_alg = BTreeSet::new();

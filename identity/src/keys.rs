@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::encoding::AsDer;
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub enum SigningAlg {
     RS256,
     ES256,
+    EdDSA,
 }
 
 impl SigningAlg {
@@ -31,6 +35,7 @@ impl SigningAlg {
         match self {
             SigningAlg::RS256 => Algorithm::RS256,
             SigningAlg::ES256 => Algorithm::ES256,
+            SigningAlg::EdDSA => Algorithm::EdDSA,
         }
     }
 
@@ -38,6 +43,7 @@ impl SigningAlg {
         match self {
             SigningAlg::RS256 => "RS256",
             SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
         }
     }
 }
@@ -264,6 +270,10 @@ impl KeyRing {
                 &aws_lc_rs::rand::SystemRandom::new(),
             )
             .map(|d| d.as_ref().to_vec()),
+            SigningAlg::EdDSA => aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
+                &aws_lc_rs::rand::SystemRandom::new(),
+            )
+            .map(|d| d.as_ref().to_vec()),
         }
         .map_err(|_| KeyError::Generate(alg))?;
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8));
@@ -358,11 +368,34 @@ fn parse_private_key(alg: SigningAlg, pem: &[u8]) -> Result<(EncodingKey, Jwk), 
     let encoding = match alg {
         SigningAlg::RS256 => EncodingKey::from_rsa_pem(pem),
         SigningAlg::ES256 => EncodingKey::from_ec_pem(pem),
+        SigningAlg::EdDSA => EncodingKey::from_ed_pem(pem),
     }
     .map_err(|e| format!("not a PKCS#8 {alg:?} private key: {e}"))?;
-    let jwk = Jwk::from_encoding_key(&encoding, alg.jose())
-        .map_err(|e| format!("cannot derive the public key: {e}"))?;
+    let jwk = match alg {
+        // jsonwebtoken derives RSA and EC public keys but not Ed25519 ones (RFC 8037 §2).
+        SigningAlg::EdDSA => ed25519_jwk(encoding.inner())?,
+        _ => Jwk::from_encoding_key(&encoding, alg.jose())
+            .map_err(|e| format!("cannot derive the public key: {e}"))?,
+    };
     Ok((encoding, jwk))
+}
+
+fn ed25519_jwk(pkcs8: &[u8]) -> Result<Jwk, String> {
+    use aws_lc_rs::signature::KeyPair;
+    use base64::Engine;
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)
+        .map_err(|e| format!("not an Ed25519 key: {e}"))?;
+    Ok(Jwk {
+        common: CommonParameters {
+            key_algorithm: Some(KeyAlgorithm::EdDSA),
+            ..CommonParameters::default()
+        },
+        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        }),
+    })
 }
 
 fn finish_key(
@@ -406,10 +439,10 @@ mod tests {
     #[test]
     fn keys_persist_rotate_and_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let algs = [SigningAlg::RS256, SigningAlg::ES256];
+        let algs = [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA];
         let ring = KeyRing::open(dir.path(), &algs, 100).unwrap();
         let first = ring.current().kids();
-        assert_eq!(first.len(), 2);
+        assert_eq!(first.len(), 3);
         for kid in &first {
             let mode = fs::metadata(dir.path().join(format!("{kid}.pem")))
                 .unwrap()
@@ -422,15 +455,15 @@ mod tests {
         assert_eq!(again.current().kids(), first);
 
         let rotation = again.rotate(300).unwrap();
-        assert_eq!(rotation.len(), 2);
-        assert_eq!(again.current().kids().len(), 4);
-        assert_eq!(again.current().active_count(), 2);
+        assert_eq!(rotation.len(), 3);
+        assert_eq!(again.current().kids().len(), 6);
+        assert_eq!(again.current().active_count(), 3);
         assert!(again
             .prune(310, Duration::from_secs(60))
             .unwrap()
             .is_empty());
         let dropped = again.prune(360, Duration::from_secs(60)).unwrap();
-        assert_eq!(dropped.len(), 2);
+        assert_eq!(dropped.len(), 3);
         assert!(!dir.path().join(format!("{}.pem", first[0])).exists());
         let reopened = KeyRing::open(dir.path(), &algs, 400).unwrap();
         assert_eq!(reopened.current().kids(), again.current().kids());

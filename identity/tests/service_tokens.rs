@@ -15,7 +15,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::algorithms::{
-    ECDSAP256PublicKeyLike, ES256PublicKey, RS256PublicKey, RSAPublicKeyLike,
+    ECDSAP256PublicKeyLike, ES256PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, RS256PublicKey,
+    RSAPublicKeyLike,
 };
 use jwt_simple::claims::JWTClaims;
 use jwt_simple::common::VerificationOptions;
@@ -120,6 +121,8 @@ fn verify(
             ES256PublicKey::from_bytes(&sec1)
                 .and_then(|key| key.verify_token::<Map<String, Value>>(token, Some(options)))
         }
+        Some("OKP") => Ed25519PublicKey::from_bytes(&b64("x")?)
+            .and_then(|key| key.verify_token::<Map<String, Value>>(token, Some(options))),
         other => return Err(format!("unexpected kty {other:?}")),
     };
     verified.map_err(|e| format!("jwt-simple rejected the token: {e}"))
@@ -1396,4 +1399,47 @@ async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges(
         .await
         .expect("GET /metrics");
     assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn eddsa_keys_sign_tokens_that_an_independent_library_verifies() {
+    let identity = Identity::start(
+        "keys:\n  dir: keys\n  algorithms: [EdDSA, RS256]\n",
+        &standard_directory().replace("    signing_alg: ES256\n", ""),
+    );
+    let (_, _, doc) = get_json(&identity.url("/.well-known/openid-configuration")).await;
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        json!(["EdDSA", "RS256"])
+    );
+    let jwks = fetch_jwks(&identity).await;
+    let okp = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kty"] == "OKP")
+        .expect("an OKP key in the JWKS");
+    assert_eq!(okp["crv"], "Ed25519");
+    assert_eq!(okp["alg"], "EdDSA");
+    assert!(okp.get("d").is_none(), "no private part: {okp}");
+
+    // `reports` names no signing_alg, so the first of keys.algorithms (EdDSA) signs.
+    let body = token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await;
+    let token = access_token(&body);
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["kid"], okp["kid"]);
+    let claims = verify(&jwks, &token, "at+jwt", &identity.issuer(), "documents-api")
+        .expect("jwt-simple verifies the EdDSA token");
+    assert_eq!(claims.subject.as_deref(), Some("reports"));
 }
