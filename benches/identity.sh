@@ -18,6 +18,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=identity.sh   # for messages, and to recognise a live run (benches/lib.sh)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Options
@@ -48,34 +51,8 @@ IDENTITY_PROC=gatehouse-ident
 RS_CLIENT=bench-svc RS_SECRET=bench-svc-secret
 ES_CLIENT=bench-es ES_SECRET=bench-es-secret
 
-die() { echo "identity.sh: error: $*" >&2; exit 1; }
-usage_err() { echo "identity.sh: bad option: $*" >&2; exit 2; }
-log() { echo "[$(date +%H:%M:%S)] $*"; }
-
-# "10s" / "2m" / "1h" / "10" -> seconds (integer). wrk accepts the same forms.
-to_seconds() {
-    local v=$1
-    [[ $v =~ ^([0-9]+)([smh]?)$ ]] || return 1
-    local n=${BASH_REMATCH[1]}
-    case ${BASH_REMATCH[2]} in
-        m) echo $((n * 60)) ;; h) echo $((n * 3600)) ;; *) echo "$n" ;;
-    esac
-}
-
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || usage_err "ROUNDS=$ROUNDS (want a positive integer)"
-[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || usage_err "CONNECTIONS=$CONNECTIONS"
-[[ $THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "THREADS=$THREADS"
-[[ $NGINX_WORKERS =~ ^[1-9][0-9]*$ ]] || usage_err "NGINX_WORKERS=$NGINX_WORKERS"
-[[ $COOLDOWN =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "COOLDOWN=$COOLDOWN (seconds)"
-DUR_S=$(to_seconds "$DURATION") || usage_err "DURATION=$DURATION (e.g. 10s, 1m)"
-((DUR_S > 0)) || usage_err "DURATION=$DURATION (must be at least 1s)"
-WARMUP_S=$(to_seconds "$WARMUP") || usage_err "WARMUP=$WARMUP (e.g. 2s, 0)"
-((CONNECTIONS >= THREADS)) || usage_err "CONNECTIONS ($CONNECTIONS) must be >= THREADS ($THREADS)"
-
-export PATH=$PATH:/usr/sbin:/sbin
-for tool in wrk curl ss python3 setsid awk base64; do
-    command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found (scripts/setup.sh bench installs the peers)"
-done
+check_options NGINX_WORKERS   # sets DUR_S, WARMUP_S
+require_tools " (scripts/setup.sh bench installs the peers)" wrk curl ss python3 setsid awk base64
 # nginx is only the JWKS reference peer: without it the issuer is still measured.
 HAVE_NGINX=1
 if ! command -v nginx >/dev/null 2>&1; then
@@ -88,96 +65,14 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 CURL=(curl -sS --noproxy '*' --max-time 5)
 
 # ---------------------------------------------------------------------------------------------
-# Work dir, stale runs, cleanup (same scheme as benches/run.sh, own glob)
-TMPBASE=${TMPDIR:-/tmp}
-WORK_GLOB="$TMPBASE/gh-identity-bench.*"
-
-# Kill the process group recorded in $1 (a *.pgid file) if every member is one of our servers.
-kill_recorded_group() {
-    local file=$1 pgid members
-    pgid=$(cat "$file" 2>/dev/null || true)
-    [[ $pgid =~ ^[0-9]+$ ]] || return 0
-    members=$(ps -e -o pgid=,comm= | awk -v g="$pgid" '$1 == g {print $2}')
-    [[ -n $members ]] || return 0
-    if grep -qvE "^(nginx|$IDENTITY_PROC)\$" <<<"$members"; then
-        echo "identity.sh: not killing process group $pgid from $file: it holds unexpected processes" >&2
-        return 0
-    fi
-    # SIGINT: fast shutdown for both nginx and Pingora (SIGTERM would make the issuer wait out
-    # its hard-coded 2 s grace period).
-    kill -INT -- "-$pgid" 2>/dev/null || true
-    local _
-    for _ in $(seq 1 50); do
-        kill -0 -- "-$pgid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-    sleep 0.2
-}
-
-# A previous run that was SIGKILLed leaves its work dir behind: stop the process groups it
-# recorded, then remove the dir. A run still alive is an error.
-clean_stale_runs() {
-    local dir owner
-    for dir in $WORK_GLOB; do
-        [[ -d $dir && -f $dir/runner.pid ]] || continue
-        owner=$(cat "$dir/runner.pid" 2>/dev/null || true)
-        if [[ $owner =~ ^[0-9]+$ ]] && [[ $owner != "$$" ]] && kill -0 "$owner" 2>/dev/null \
-            && grep -q 'identity.sh' "/proc/$owner/cmdline" 2>/dev/null; then
-            die "another identity benchmark run is active (pid $owner, work dir $dir); wait for it or stop it"
-        fi
-        local f found=0
-        for f in "$dir"/*.pgid; do
-            [[ -f $f ]] || continue
-            found=1
-            kill_recorded_group "$f"
-        done
-        if ((found)); then echo "identity.sh: cleaned up stale run in $dir" >&2; fi
-        rm -rf -- "$dir"
-    done
-}
-
-port_listening() { [[ -n $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
-
-check_ports_free() {
-    local p busy=()
-    for p in "${ALL_PORTS[@]}"; do
-        if port_listening "$p"; then busy+=("$p"); fi
-    done
-    if ((${#busy[@]})); then
-        echo "identity.sh: error: port(s) ${busy[*]} on 127.0.0.1 already in use (not by a previous run of this script):" >&2
-        for p in "${busy[@]}"; do ss -Hltnp "( sport = :$p )" >&2 || true; done
-        echo "identity.sh: stop those processes (or free the ports) and retry" >&2
-        exit 1
-    fi
-}
-
-clean_stale_runs
-check_ports_free
-
-WORK=$(mktemp -d "$TMPBASE/gh-identity-bench.XXXXXX")
-echo $$ >"$WORK/runner.pid"
-
-# shellcheck disable=SC2317,SC2329  # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    local f
-    for f in "$WORK"/*.pgid; do
-        if [[ -f $f ]]; then kill_recorded_group "$f"; fi
-    done
-    if [[ $KEEP_WORKDIR == 1 ]]; then
-        rm -f "$WORK"/*.pgid "$WORK/runner.pid"
-        echo "work dir kept: $WORK"
-    else
-        rm -rf -- "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo; echo "identity.sh: interrupted" >&2; exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+# Work dir, stale runs, cleanup (setup_workdir, benches/lib.sh; same scheme as run.sh, own glob)
+WORK_PREFIX=gh-identity-bench
+RUN_KIND="identity benchmark"
+SERVER_PROCS="nginx|$IDENTITY_PROC"
+# SIGINT: fast shutdown for both nginx and Pingora (SIGTERM would make the issuer wait out
+# its hard-coded 2 s grace period). SIGKILL after 5 s.
+STOP_SIGNAL=INT STOP_WAIT=50
+setup_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Build (cargo is a no-op when the binary is up to date; it waits if another cargo holds the lock)
@@ -247,34 +142,16 @@ EOF
 write_token_lua "$WORK/token-rs256.lua" "$RS_CLIENT" "$RS_SECRET"
 write_token_lua "$WORK/token-es256.lua" "$ES_CLIENT" "$ES_SECRET"
 
-NGINX_USER_LINE=""
-if [[ $(id -u) == 0 ]]; then
-    # As root, nginx workers would otherwise switch to 'nobody'; keep them as the invoking user.
-    NGINX_USER_LINE="user $(id -un) $(id -gn);"
-fi
 # The issuer sends Cache-Control: public, max-age=<keys.jwks_max_age> (default 300 s); nginx
 # sends the same, so both answers carry the same body and nearly the same headers.
 # Tuned for one small static file: open_file_cache saves open/fstat/close per request, and
 # sendfile off sends headers and body in one writev instead of writev + sendfile. On a 2-CPU box
 # this about doubles nginx's req/s for this 0.7 kB file (measured while writing this script).
-cat >"$WORK/nginx/nginx.conf" <<EOF
-$NGINX_USER_LINE
-worker_processes $NGINX_WORKERS;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events {
-    worker_connections $((CONNECTIONS * 2 + 512));
-}
+{
+    nginx_common "$WORK/nginx" "$NGINX_WORKERS"
+    cat <<EOF
 http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/client_body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
+$(nginx_http_common "$WORK/nginx")
     sendfile off;
     open_file_cache max=16 inactive=60s;
     open_file_cache_valid 60s;
@@ -288,42 +165,15 @@ http {
     }
 }
 EOF
+} >"$WORK/nginx/nginx.conf"
 if ((HAVE_NGINX)); then
     nginx -t -q -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
         2>"$WORK/nginx/configtest.log" || { cat "$WORK/nginx/configtest.log" >&2; die "nginx config invalid"; }
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Start components, each in its own session/process group (setsid) so that cleanup stops it
-# together with any children (nginx worker), and Ctrl-C reaches only this script.
-declare -A PID_OF
-start() { # name logfile cmd...
-    local name=$1 logf=$2
-    shift 2
-    setsid "$@" </dev/null >"$logf" 2>&1 &
-    local pid=$!
-    PID_OF[$name]=$pid
-    # setsid does not fork here (a background job is never a group leader), so pid == pgid.
-    echo "$pid" >"$WORK/$name.pgid"
-}
-
-wait_ready() { # name url
-    local name=$1 url=$2
-    for _ in $(seq 1 300); do
-        if "${CURL[@]}" -f -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
-            echo "--- $name output ---" >&2
-            tail -n 30 "$WORK/$name.log" >&2 || true
-            die "$name exited during start-up"
-        fi
-        sleep 0.1
-    done
-    echo "--- $name output ---" >&2
-    tail -n 30 "$WORK/$name.log" >&2 || true
-    die "$name did not answer $url within 30s"
-}
+# Start components (start, wait_answering: benches/lib.sh).
+wait_ready() { wait_answering "$1" "$2" 30 -f "$2"; }   # name url
 
 log "work dir $WORK"
 start identity "$WORK/identity.log" env NO_COLOR=1 "$IDENTITY_BIN" --config "$WORK/identity/identity.yaml"
@@ -406,32 +256,6 @@ echo "  jwks.json  200  $JWKS_BYTES bytes, $(python3 -c 'import json,sys; ks=jso
 
 # ---------------------------------------------------------------------------------------------
 # Measurement
-
-# Parse wrk --latency output: "rps p99_ms non2xx socket_errors requests" (NA when missing).
-parse_wrk() {
-    awk '
-        function ms(s,   v) {
-            v = s + 0
-            if (s ~ /us$/) return v / 1000
-            if (s ~ /ms$/) return v
-            if (s ~ /m$/) return v * 60000
-            if (s ~ /h$/) return v * 3600000
-            if (s ~ /s$/) return v * 1000
-            return v
-        }
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "99%" { p99 = ms($2) }
-        / requests in / { reqs = $1 }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ {
-            line = $0; sub(/.*Socket errors:/, "", line); n = split(line, a, ",")
-            for (i = 1; i <= n; i++) { split(a[i], kv, " "); sockerr += kv[2] }
-        }
-        END {
-            printf "%s %s %d %d %s\n", (rps == "" ? "NA" : rps), (p99 == "" ? "NA" : sprintf("%.3f", p99)),
-                non2xx, sockerr, (reqs == "" ? "NA" : reqs)
-        }' "$1"
-}
 
 check_alive() {
     local name
@@ -517,45 +341,15 @@ if ((WARMUP_S > 0)); then
     check_alive
 fi
 
-for round in $(seq 1 "$ROUNDS"); do
-    log "round $round/$ROUNDS"
-    for t in "${TARGETS[@]}"; do
-        run_one "$round" "$t"
-        sleep "$COOLDOWN"
-    done
-    check_alive
-done
+run_rounds
 
 # ---------------------------------------------------------------------------------------------
 # Report
 echo
-python3 - "$RESULTS" <<'EOF'
-import csv, statistics, sys
-
+report_py "$RESULTS" <<'EOF'
 order = ["token_rs256", "token_es256", "jwks_issuer", "jwks_nginx"]
 label = {"token_rs256": "tokens RS256", "token_es256": "tokens ES256",
          "jwks_issuer": "jwks issuer", "jwks_nginx": "jwks nginx"}
-
-def num(s):
-    try:
-        return float(s)
-    except ValueError:
-        return None
-
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-rps, p99, sockerr = {}, {}, {}
-for r in rows:
-    t = r["target"]
-    if num(r["rps"]) is not None:
-        rps.setdefault(t, []).append(num(r["rps"]))
-    if num(r["p99_ms"]) is not None:
-        p99.setdefault(t, []).append(num(r["p99_ms"]))
-    sockerr[t] = sockerr.get(t, 0) + int(r["socket_errors"])
-med = {t: statistics.median(v) for t, v in rps.items() if v}
-medp = {t: statistics.median(v) for t, v in p99.items() if v}
-
-def ratio(a, b):
-    return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] > 0 else "n/a"
 
 ratio_col = {
     "token_rs256": "1.00 (ES256/RS256 ref)",
@@ -570,12 +364,7 @@ for t in order:
         continue
     table.append([label[t], f"{med[t]:.0f}", f"{medp[t]:.2f}" if t in medp else "n/a", ratio_col[t],
                   f"{min(rps[t]):.0f}..{max(rps[t]):.0f}", str(sockerr.get(t, 0))])
-w = [max(len(str(x)) for x in col) for col in zip(hdr, *table)]
-fmt = lambda cells: " | ".join(str(c).ljust(w[i]) if i in (0, 3) else str(c).rjust(w[i]) for i, c in enumerate(cells))
-print(fmt(hdr))
-print("-+-".join("-" * x for x in w))
-for line in table:
-    print(fmt(line))
+print_table(hdr, table, left=(0, 3))
 print()
 print(f"tokens ES256/RS256 = {ratio('token_es256', 'token_rs256')}")
 print(f"jwks issuer/nginx  = {ratio('jwks_issuer', 'jwks_nginx')}"

@@ -19,6 +19,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=run.sh   # for messages, and to recognise a live run (benches/lib.sh)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Options
@@ -59,130 +62,21 @@ declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [pingora]=
 # file is called (cargo names it bare_pingora-<hash>, which comm would truncate to 15 chars).
 PINGORA_PROC=bare_pingora
 
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-usage_err() { echo "run.sh: bad option: $*" >&2; exit 2; }
-log() { echo "[$(date +%H:%M:%S)] $*"; }
-
-# "10s" / "2m" / "1h" / "10" -> seconds (integer). wrk accepts the same forms.
-to_seconds() {
-    local v=$1
-    [[ $v =~ ^([0-9]+)([smh]?)$ ]] || return 1
-    local n=${BASH_REMATCH[1]}
-    case ${BASH_REMATCH[2]} in
-        m) echo $((n * 60)) ;; h) echo $((n * 3600)) ;; *) echo "$n" ;;
-    esac
-}
-
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || usage_err "ROUNDS=$ROUNDS (want a positive integer)"
-[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || usage_err "CONNECTIONS=$CONNECTIONS"
-[[ $THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "THREADS=$THREADS"
-[[ $GATEWAY_THREADS =~ ^[1-9][0-9]*$ ]] || usage_err "GATEWAY_THREADS=$GATEWAY_THREADS"
-[[ $COOLDOWN =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "COOLDOWN=$COOLDOWN (seconds)"
-DUR_S=$(to_seconds "$DURATION") || usage_err "DURATION=$DURATION (e.g. 10s, 1m)"
-((DUR_S > 0)) || usage_err "DURATION=$DURATION (must be at least 1s)"
-WARMUP_S=$(to_seconds "$WARMUP") || usage_err "WARMUP=$WARMUP (e.g. 2s, 0)"
-((CONNECTIONS >= THREADS)) || usage_err "CONNECTIONS ($CONNECTIONS) must be >= THREADS ($THREADS)"
-
-export PATH=$PATH:/usr/sbin:/sbin
-for tool in wrk nginx haproxy curl ss python3 setsid awk; do
-    command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' not found"
-done
+check_options GATEWAY_THREADS   # sets DUR_S, WARMUP_S
+require_tools "" wrk nginx haproxy curl ss python3 setsid awk
 
 # Never let a proxy setting send the probes anywhere but loopback.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 CURL=(curl -sS --noproxy '*' --max-time 2)
 
 # ---------------------------------------------------------------------------------------------
-# Work dir, stale runs, cleanup
-TMPBASE=${TMPDIR:-/tmp}
-WORK_GLOB="$TMPBASE/gh-bench.*"
-
-# Kill the process group recorded in $1 (a *.pgid file) if every member is one of our servers
-# (process names as in /proc/PID/comm).
-kill_recorded_group() {
-    local file=$1 pgid members
-    pgid=$(cat "$file" 2>/dev/null || true)
-    [[ $pgid =~ ^[0-9]+$ ]] || return 0
-    members=$(ps -e -o pgid=,comm= | awk -v g="$pgid" '$1 == g {print $2}')
-    [[ -n $members ]] || return 0
-    if grep -qvE "^(nginx|haproxy|gatehouse|$PINGORA_PROC)\$" <<<"$members"; then
-        echo "run.sh: not killing process group $pgid from $file: it holds unexpected processes" >&2
-        return 0
-    fi
-    kill -TERM -- "-$pgid" 2>/dev/null || true
-    local _
-    for _ in $(seq 1 30); do
-        kill -0 -- "-$pgid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-    sleep 0.2
-}
-
-# Previous runs that crashed (or were SIGKILLed) leave their work dir behind: stop what they
-# started (recorded process groups only), then remove the dir. A run still alive is an error.
-clean_stale_runs() {
-    local dir owner
-    for dir in $WORK_GLOB; do
-        [[ -d $dir && -f $dir/runner.pid ]] || continue
-        owner=$(cat "$dir/runner.pid" 2>/dev/null || true)
-        if [[ $owner =~ ^[0-9]+$ ]] && [[ $owner != "$$" ]] && kill -0 "$owner" 2>/dev/null \
-            && grep -q 'run.sh' "/proc/$owner/cmdline" 2>/dev/null; then
-            die "another benchmark run is active (pid $owner, work dir $dir); wait for it or stop it"
-        fi
-        local f found=0
-        for f in "$dir"/*.pgid; do
-            [[ -f $f ]] || continue
-            found=1
-            kill_recorded_group "$f"
-        done
-        if ((found)); then echo "run.sh: cleaned up stale run in $dir" >&2; fi
-        rm -rf -- "$dir"
-    done
-}
-
-port_listening() { [[ -n $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
-
-check_ports_free() {
-    local p busy=()
-    for p in "${ALL_PORTS[@]}"; do
-        if port_listening "$p"; then busy+=("$p"); fi
-    done
-    if ((${#busy[@]})); then
-        echo "run.sh: error: port(s) ${busy[*]} on 127.0.0.1 already in use (not by a previous run of this script):" >&2
-        for p in "${busy[@]}"; do ss -Hltnp "( sport = :$p )" >&2 || true; done
-        echo "run.sh: stop those processes (or free the ports) and retry" >&2
-        exit 1
-    fi
-}
-
-clean_stale_runs
-check_ports_free
-
-WORK=$(mktemp -d "$TMPBASE/gh-bench.XXXXXX")
-echo $$ >"$WORK/runner.pid"
+# Work dir, stale runs, cleanup (setup_workdir, benches/lib.sh)
+WORK_PREFIX=gh-bench
+RUN_KIND="benchmark"
+SERVER_PROCS="nginx|haproxy|gatehouse|$PINGORA_PROC"
+STOP_SIGNAL=TERM STOP_WAIT=30   # SIGKILL after 3 s
+setup_workdir
 COMPONENT_DIED=0
-
-# shellcheck disable=SC2329  # invoked by the EXIT trap
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    local f
-    for f in "$WORK"/*.pgid; do
-        if [[ -f $f ]]; then kill_recorded_group "$f"; fi
-    done
-    if [[ $KEEP_WORKDIR == 1 ]]; then
-        rm -f "$WORK"/*.pgid "$WORK/runner.pid"
-        echo "work dir kept: $WORK"
-    else
-        rm -rf -- "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo; echo "run.sh: interrupted" >&2; exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 # ---------------------------------------------------------------------------------------------
 # Build
@@ -254,44 +148,12 @@ fi
 PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN")   # absolute, for the symlink
 
 # ---------------------------------------------------------------------------------------------
-# Configs
-NGINX_USER_LINE=""
-if [[ $(id -u) == 0 ]]; then
-    # As root, nginx workers would otherwise switch to 'nobody'; keep them as the invoking user.
-    NGINX_USER_LINE="user $(id -un) $(id -gn);"
-fi
-
-nginx_common() { # $1 = prefix dir
-    cat <<EOF
-$NGINX_USER_LINE
-worker_processes 1;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events {
-    worker_connections $((CONNECTIONS * 2 + 512));
-}
-EOF
-}
-
-nginx_http_common() { # $1 = prefix dir
-    cat <<EOF
-    access_log off;
-    client_body_temp_path $1/tmp/client_body;
-    proxy_temp_path $1/tmp/proxy;
-    fastcgi_temp_path $1/tmp/fastcgi;
-    uwsgi_temp_path $1/tmp/uwsgi;
-    scgi_temp_path $1/tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-EOF
-}
-
+# Configs (nginx_common, nginx_http_common: benches/lib.sh)
 mkdir -p "$WORK/origin/tmp" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" "$WORK/pingora" "$WORK/wrk"
 ln -s "$PINGORA_BIN" "$WORK/pingora/$PINGORA_PROC"   # see PINGORA_PROC
 
 {
-    nginx_common "$WORK/origin"
+    nginx_common "$WORK/origin" 1
     cat <<EOF
 http {
 $(nginx_http_common "$WORK/origin")
@@ -311,7 +173,7 @@ EOF
 } >"$WORK/origin/nginx.conf"
 
 {
-    nginx_common "$WORK/nginx"
+    nginx_common "$WORK/nginx" 1
     cat <<EOF
 http {
 $(nginx_http_common "$WORK/nginx")
@@ -398,37 +260,8 @@ haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/configtest.log" 2>&
     || { cat "$WORK/gatehouse/validate.log" >&2; die "gatehouse config invalid"; }
 
 # ---------------------------------------------------------------------------------------------
-# Start components. Each runs in its own session/process group (setsid) so that cleanup can
-# stop it together with any children (nginx workers), and Ctrl-C reaches only this script.
-declare -A PID_OF
-
-start() { # name logfile cmd...
-    local name=$1 logf=$2
-    shift 2
-    setsid "$@" >"$logf" 2>&1 </dev/null &
-    local pid=$!
-    PID_OF[$name]=$pid
-    # setsid does not fork here (a background job is never a group leader), so pid == pgid.
-    echo "$pid" >"$WORK/$name.pgid"
-}
-
-wait_port() { # name port
-    local name=$1 port=$2
-    for _ in $(seq 1 150); do
-        if "${CURL[@]}" -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
-            echo "--- $name output ---" >&2
-            tail -n 30 "$WORK/$name.log" >&2 || true
-            die "$name exited during start-up"
-        fi
-        sleep 0.1
-    done
-    echo "--- $name output ---" >&2
-    tail -n 30 "$WORK/$name.log" >&2 || true
-    die "$name did not answer on 127.0.0.1:$port within 15s"
-}
+# Start components (start, wait_answering: benches/lib.sh).
+wait_port() { wait_answering "$1" "on 127.0.0.1:$2" 15 "http://127.0.0.1:$2/"; }   # name port
 
 log "work dir $WORK"
 start origin "$WORK/origin.log" nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf"
@@ -509,31 +342,6 @@ sample_during_run() { # seconds procname outfile
     done
 }
 
-# Parse wrk --latency output: "rps p99_ms non2xx socket_errors" (NA when missing).
-parse_wrk() {
-    awk '
-        function ms(s,   v) {
-            v = s + 0
-            if (s ~ /us$/) return v / 1000
-            if (s ~ /ms$/) return v
-            if (s ~ /m$/) return v * 60000
-            if (s ~ /h$/) return v * 3600000
-            if (s ~ /s$/) return v * 1000
-            return v
-        }
-        $1 == "Requests/sec:" { rps = $2 }
-        $1 == "99%" { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ {
-            line = $0; sub(/.*Socket errors:/, "", line); n = split(line, a, ",")
-            for (i = 1; i <= n; i++) { split(a[i], kv, " "); sockerr += kv[2] }
-        }
-        END {
-            printf "%s %s %d %d\n", (rps == "" ? "NA" : rps), (p99 == "" ? "NA" : sprintf("%.3f", p99)),
-                non2xx, sockerr
-        }' "$1"
-}
-
 check_alive() {
     local name
     for name in origin gatehouse pingora nginx haproxy; do
@@ -572,7 +380,7 @@ run_one() { # round target
     read -r acc1 req1 < <(origin_counters) || true
 
     local rps p99 non2xx sockerr
-    read -r rps p99 non2xx sockerr < <(parse_wrk "$out")
+    read -r rps p99 non2xx sockerr _ < <(parse_wrk "$out")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p99" "$non2xx" "$sockerr" >>"$RESULTS"
 
     # Each stub_status read is itself one accepted connection and one request: subtract them.
@@ -631,48 +439,16 @@ if ((WARMUP_S > 0)); then
     check_alive
 fi
 
-for round in $(seq 1 "$ROUNDS"); do
-    log "round $round/$ROUNDS"
-    for t in "${TARGETS[@]}"; do
-        run_one "$round" "$t"
-        sleep "$COOLDOWN"
-    done
-    check_alive
-done
+run_rounds
 
 # ---------------------------------------------------------------------------------------------
 # Report
 echo
-python3 - "$RESULTS" "$REUSE" "$CONNECTIONS" <<'EOF'
-import csv, statistics, sys
-
-results, reuse, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+report_py "$RESULTS" "$REUSE" "$CONNECTIONS" <<'EOF'
+reuse, conns = sys.argv[2], int(sys.argv[3])
 order = ["direct", "gatehouse", "pingora", "nginx", "haproxy"]
 label = {"direct": "upstream direct", "gatehouse": "gatehouse", "pingora": "pingora (bare)",
          "nginx": "nginx proxy", "haproxy": "haproxy proxy"}
-
-def num(s):
-    try:
-        return float(s)
-    except ValueError:
-        return None
-
-rows = list(csv.DictReader(open(results), delimiter="\t"))
-rps, p99, non2xx, sockerr = {}, {}, {}, {}
-for r in rows:
-    t = r["target"]
-    if num(r["rps"]) is not None:
-        rps.setdefault(t, []).append(num(r["rps"]))
-    if num(r["p99_ms"]) is not None:
-        p99.setdefault(t, []).append(num(r["p99_ms"]))
-    non2xx[t] = non2xx.get(t, 0) + int(r["non2xx"])
-    sockerr[t] = sockerr.get(t, 0) + int(r["socket_errors"])
-
-med = {t: statistics.median(v) for t, v in rps.items() if v}
-medp = {t: statistics.median(v) for t, v in p99.items() if v}
-
-def ratio(a, b):
-    return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] > 0 else "n/a"
 
 hdr = ["target", "median req/s", "median p99 ms", "vs haproxy", "vs direct", "req/s min..max", "errors"]
 table = []
@@ -687,12 +463,7 @@ for t in order:
                   f"{med[t]:.0f}" if t in med else "n/a",
                   f"{medp[t]:.2f}" if t in medp else "n/a",
                   ratio(t, "haproxy"), ratio(t, "direct"), spread, ",".join(errs) or "0"])
-w = [max(len(str(x)) for x in col) for col in zip(hdr, *table)]
-fmt = lambda cells: " | ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(cells))
-print(fmt(hdr))
-print("-+-".join("-" * x for x in w))
-for line in table:
-    print(fmt(line))
+print_table(hdr, table)
 
 # Upstream connection reuse, per proxy.
 print()
