@@ -142,17 +142,14 @@ impl OAuthError {
     pub fn invalid_request(description: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
-    pub fn invalid_client(description: &str, basic: bool) -> Self {
+    /// RFC 6749 §5.2: 401 with a `Basic` challenge, whichever way the client tried.
+    pub fn invalid_client(description: &str) -> Self {
         let mut e = Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             description.into(),
         );
-        e.challenge = Some(if basic {
-            r#"Basic realm="gatehouse-identity", charset="UTF-8""#.into()
-        } else {
-            r#"Basic realm="gatehouse-identity""#.into()
-        });
+        e.challenge = Some(r#"Basic realm="gatehouse-identity", charset="UTF-8""#.into());
         e
     }
     pub fn invalid_grant(description: &str) -> Self {

@@ -160,12 +160,7 @@ impl Issuer {
         params: &Params,
     ) -> Result<(Arc<Client>, ClientAuth), OAuthError> {
         let (id, secret, method) = match req.basic_credentials() {
-            Some(Err(())) => {
-                return Err(OAuthError::invalid_client(
-                    "malformed Basic credentials",
-                    true,
-                ))
-            }
+            Some(Err(())) => return Err(OAuthError::invalid_client("malformed Basic credentials")),
             Some(Ok((id, secret))) => {
                 if params.get("client_secret").is_some() {
                     return Err(OAuthError::invalid_request(
@@ -185,14 +180,10 @@ impl Issuer {
                 }
                 (Some(id), None) => (id.to_string(), None, ClientAuth::None),
                 (None, _) => {
-                    return Err(OAuthError::invalid_client(
-                        "client authentication required",
-                        false,
-                    ))
+                    return Err(OAuthError::invalid_client("client authentication required"))
                 }
             },
         };
-        let basic = method == ClientAuth::Basic;
         let client = settings.clients.get(&id).cloned();
         let Some(client) = client else {
             if let Some(secret) = secret {
@@ -201,19 +192,14 @@ impl Issuer {
             }
             return Err(OAuthError::invalid_client(
                 "unknown client or bad credentials",
-                basic,
             ));
         };
         match (&client.secret_hash, secret) {
             (None, None) => Ok((client, ClientAuth::None)),
             (None, Some(_)) => Err(OAuthError::invalid_client(
                 "this client is public and has no secret",
-                basic,
             )),
-            (Some(_), None) => Err(OAuthError::invalid_client(
-                "client authentication required",
-                basic,
-            )),
+            (Some(_), None) => Err(OAuthError::invalid_client("client authentication required")),
             (Some(phc), Some(secret)) => {
                 if self.secrets.cached(&client.id, &secret, phc) {
                     return Ok((client, method));
@@ -225,7 +211,6 @@ impl Issuer {
                 if !ok {
                     return Err(OAuthError::invalid_client(
                         "unknown client or bad credentials",
-                        basic,
                     ));
                 }
                 if let Some(phc) = &client.secret_hash {

@@ -39,10 +39,7 @@ pub async fn introspect(issuer: &Issuer, req: &Request) -> Reply {
         let params = req.form()?;
         let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
         if auth == crate::issuer::ClientAuth::None {
-            return Err(OAuthError::invalid_client(
-                "client authentication required",
-                false,
-            ));
+            return Err(OAuthError::invalid_client("client authentication required"));
         }
         let token = params.require("token")?;
         let now = now();

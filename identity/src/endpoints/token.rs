@@ -78,10 +78,7 @@ struct Issue<'a> {
 impl Grant<'_> {
     fn client_credentials(&self, auth: ClientAuth) -> Result<Reply, OAuthError> {
         if auth == ClientAuth::None {
-            return Err(OAuthError::invalid_client(
-                "client authentication required",
-                false,
-            ));
+            return Err(OAuthError::invalid_client("client authentication required"));
         }
         let scope = resolve_scope(self.client, self.params)?;
         let audience = resolve_audience(self.client, self.params)?;
