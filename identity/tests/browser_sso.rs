@@ -84,6 +84,9 @@ fn pkce() -> (String, String) {
 }
 
 /// `/authorize` with these query parameters, properly encoded.
+/// Query parameters of a request.
+type Params<'a> = &'a [(&'a str, &'a str)];
+
 fn authorize_url(id: &Identity, params: &[(&str, &str)]) -> String {
     let mut url = Url::parse(&id.url("/authorize")).expect("authorize URL");
     url.query_pairs_mut().extend_pairs(params);
@@ -941,97 +944,73 @@ async fn authorize_refuses_unknown_clients_and_redirects_on_a_page_and_other_err
         assert_error_redirect(&id, &resp, SPA_CALLBACK, "invalid_request", Some("s2"));
     }
 
-    let web = |extra: &[(&'static str, &'static str)]| {
-        let mut p = vec![("client_id", "web"), ("redirect_uri", WEB_CALLBACK)];
-        p.extend_from_slice(extra);
-        p
-    };
-    let resp = get(&b, &authorize_url(&id, &web(&[("response_type", "code")]))).await;
-    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_request", None);
-
-    for response_type in ["token", "id_token", "code token"] {
-        let resp = get(
-            &b,
-            &authorize_url(
-                &id,
-                &web(&[("response_type", response_type), ("state", "s3")]),
-            ),
-        )
-        .await;
-        assert_error_redirect(
-            &id,
-            &resp,
-            WEB_CALLBACK,
+    // `web` (confidential): (extra parameters, the error that comes back, the state it carries).
+    let odd = "a b&c=d/é?";
+    let cases: [(Params, &str, Option<&str>); 9] = [
+        (&[("response_type", "code")], "invalid_request", None),
+        (
+            &[("response_type", "token"), ("state", "s3")],
             "unsupported_response_type",
             Some("s3"),
-        );
-    }
-    let resp = get(&b, &authorize_url(&id, &web(&[("state", "s3")]))).await;
-    assert_error_redirect(
-        &id,
-        &resp,
-        WEB_CALLBACK,
-        "unsupported_response_type",
-        Some("s3"),
-    );
-
-    let resp = get(
-        &b,
-        &authorize_url(
-            &id,
-            &web(&[
+        ),
+        (
+            &[("response_type", "id_token"), ("state", "s3")],
+            "unsupported_response_type",
+            Some("s3"),
+        ),
+        (
+            &[("response_type", "code token"), ("state", "s3")],
+            "unsupported_response_type",
+            Some("s3"),
+        ),
+        (&[("state", "s3")], "unsupported_response_type", Some("s3")),
+        (
+            &[
                 ("response_type", "code"),
                 ("state", "s4"),
                 ("scope", "openid documents:write"),
-            ]),
+            ],
+            "invalid_scope",
+            Some("s4"),
         ),
-    )
-    .await;
-    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_scope", Some("s4"));
-
-    let resp = get(
-        &b,
-        &authorize_url(
-            &id,
-            &web(&[
+        (
+            &[
                 ("response_type", "code"),
                 ("state", "s5"),
                 ("audience", "search-api"),
-            ]),
+            ],
+            "invalid_target",
+            Some("s5"),
         ),
-    )
-    .await;
-    assert_error_redirect(&id, &resp, WEB_CALLBACK, "invalid_target", Some("s5"));
-
-    let resp = get(
-        &b,
-        &authorize_url(
-            &id,
-            &web(&[
+        (
+            &[
                 ("response_type", "code"),
                 ("state", "s6"),
                 ("prompt", "none"),
-            ]),
+            ],
+            "login_required",
+            Some("s6"),
         ),
-    )
-    .await;
-    assert_error_redirect(&id, &resp, WEB_CALLBACK, "login_required", Some("s6"));
-
-    // A state with characters that need encoding comes back intact.
-    let odd = "a b&c=d/é?";
-    let resp = get(
-        &b,
-        &authorize_url(
-            &id,
-            &web(&[
+        // A state with characters that need encoding comes back intact.
+        (
+            &[
+                ("response_type", "code"),
                 ("state", odd),
                 ("prompt", "none"),
-                ("response_type", "code"),
-            ]),
+            ],
+            "login_required",
+            Some(odd),
         ),
-    )
-    .await;
-    assert_error_redirect(&id, &resp, WEB_CALLBACK, "login_required", Some(odd));
+    ];
+    for (extra, error, state) in cases {
+        let params = [
+            &[("client_id", "web"), ("redirect_uri", WEB_CALLBACK)][..],
+            extra,
+        ]
+        .concat();
+        let resp = get(&b, &authorize_url(&id, &params)).await;
+        assert_error_redirect(&id, &resp, WEB_CALLBACK, error, state);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -128,6 +128,16 @@ fn verify(
     verified.map_err(|e| format!("jwt-simple rejected the token: {e}"))
 }
 
+/// A token `reports` gets for itself with Basic authentication and no parameters.
+async fn reports_token(identity: &Identity) -> Value {
+    token_ok(
+        identity
+            .service_token("reports", "reports-secret", &[])
+            .await,
+    )
+    .await
+}
+
 /// A successful token answer (RFC 6749 §5.1): 200, JSON, `no-store`. Returns the body.
 async fn token_ok(resp: reqwest::Response) -> Value {
     let status = resp.status();
@@ -409,12 +419,7 @@ async fn client_credentials_with_basic_auth_issues_a_verifiable_rfc9068_access_t
     let identity = Identity::start("", &standard_directory());
 
     // when it asks for a token with HTTP Basic authentication,
-    let body = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let body = reports_token(&identity).await;
 
     // then it gets a 15-minute Bearer token for all its scopes and no refresh token,
     assert_eq!(body["expires_in"], 900, "{body}");
@@ -595,12 +600,7 @@ async fn client_credentials_refusals_issue_nothing_and_are_counted() {
     oauth_error(resp, 400, "invalid_request").await;
 
     // Then none of them was issued a token: the only token_issued event is the control request's.
-    let control = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let control = reports_token(&identity).await;
     let jti = payload(&access_token(&control))["jti"]
         .as_str()
         .unwrap()
@@ -697,12 +697,7 @@ async fn token_endpoint_rejects_malformed_requests_and_keeps_serving() {
     oauth_error(resp, 405, "invalid_request").await;
 
     // After all of that, a well-formed request still gets a token.
-    let body = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let body = reports_token(&identity).await;
     assert!(!access_token(&body).is_empty());
 }
 
@@ -714,12 +709,7 @@ async fn token_endpoint_rejects_malformed_requests_and_keeps_serving() {
 async fn introspection_reports_live_tokens_and_revocation_is_limited_to_the_owner() {
     // Given a token issued to `reports`,
     let identity = Identity::start("", &standard_directory());
-    let body = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let body = reports_token(&identity).await;
     let token = access_token(&body);
     let claims = payload(&token);
 
@@ -936,14 +926,7 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
         &standard_directory(),
     );
     let issuer = identity.issuer();
-    let t1 = access_token(
-        &token_ok(
-            identity
-                .service_token("reports", "reports-secret", &[])
-                .await,
-        )
-        .await,
-    );
+    let t1 = access_token(&reports_token(&identity).await);
     let k1 = kid_of(&t1);
     assert!(jwks_kids(&fetch_jwks(&identity).await).contains(&k1));
 
@@ -977,14 +960,7 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
     );
 
     // new tokens are signed with the new key,
-    let t2 = access_token(
-        &token_ok(
-            identity
-                .service_token("reports", "reports-secret", &[])
-                .await,
-        )
-        .await,
-    );
+    let t2 = access_token(&reports_token(&identity).await);
     assert_eq!(kid_of(&t2), new_rsa_kid);
     assert_ne!(kid_of(&t2), k1);
 
@@ -1048,14 +1024,7 @@ async fn signing_keys_survive_a_restart_and_are_readable_only_by_the_owner() {
     let mut identity = Identity::start("", &standard_directory());
     let before = jwks_kids(&fetch_jwks(&identity).await);
     assert_eq!(before.len(), 2);
-    let token = access_token(
-        &token_ok(
-            identity
-                .service_token("reports", "reports-secret", &[])
-                .await,
-        )
-        .await,
-    );
+    let token = access_token(&reports_token(&identity).await);
 
     // when it is stopped and started again on the same directory,
     identity.stop();
@@ -1112,12 +1081,7 @@ async fn secrets_passwords_and_tokens_never_reach_the_audit_log_or_stderr() {
     .collect();
 
     // Given tokens issued both ways, a failed client authentication,
-    let basic = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let basic = reports_token(&identity).await;
     secrets.push(access_token(&basic));
     let post = client()
         .post(identity.url("/token"))
@@ -1330,12 +1294,7 @@ async fn config_changes_apply_live_and_broken_files_are_rejected_without_harm() 
     )
     .await;
     assert_eq!(payload(&access_token(&body))["sub"], "new-svc");
-    let body = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let body = reports_token(&identity).await;
     assert_eq!(payload(&access_token(&body))["sub"], "reports");
 }
 
@@ -1347,12 +1306,7 @@ async fn config_changes_apply_live_and_broken_files_are_rejected_without_harm() 
 async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges() {
     // Given one client_credentials token issued to `reports`,
     let identity = Identity::start("", &standard_directory());
-    token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    reports_token(&identity).await;
 
     // when the admin listener's /metrics is scraped,
     let resp = client()
@@ -1424,12 +1378,7 @@ async fn eddsa_keys_sign_tokens_that_an_independent_library_verifies() {
     assert!(okp.get("d").is_none(), "no private part: {okp}");
 
     // `reports` names no signing_alg, so the first of keys.algorithms (EdDSA) signs.
-    let body = token_ok(
-        identity
-            .service_token("reports", "reports-secret", &[])
-            .await,
-    )
-    .await;
+    let body = reports_token(&identity).await;
     let token = access_token(&body);
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD

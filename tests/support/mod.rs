@@ -6,38 +6,17 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod polling;
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
-
-/// Generous: CI runs these on a loaded 2-core machine.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
-/// Polls `check` until it holds or `timeout` passes.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -265,16 +244,6 @@ impl Drop for Gateway {
             eprintln!("---- gateway stderr ----\n{}", self.stderr());
         }
     }
-}
-
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 fn fill(contents: &str, ports: &Ports, dir: &Path) -> String {

@@ -5,37 +5,18 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "../../../tests/support/polling.rs"]
+mod polling;
+// Not every test file uses every helper.
+#[allow(unused_imports)]
+pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-identity");
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
-
 /// argon2id hashes of the test secrets, computed once per test binary.
 pub fn hash_of(secret: &str) -> String {
     static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
@@ -274,17 +255,6 @@ impl Drop for Identity {
         }
         self.stop();
     }
-}
-
-/// Value of the first series in a Prometheus text body that starts with `series` (0 if absent).
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 /// A client that never follows redirects (tests look at each hop) and keeps no cookies.
