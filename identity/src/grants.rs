@@ -102,9 +102,7 @@ pub enum Redemption<T> {
     Unknown,
     Expired,
     /// Presented a second time: the family it belonged to is now revoked.
-    Reused {
-        family: Option<String>,
-    },
+    Reused,
 }
 
 impl Grants {
@@ -136,10 +134,8 @@ impl Grants {
             return Redemption::Unknown;
         };
         if let Some(previous) = entry.redeemed_family.clone() {
-            state.revoked_families.insert(previous.clone());
-            return Redemption::Reused {
-                family: Some(previous),
-            };
+            state.revoked_families.insert(previous);
+            return Redemption::Reused;
         }
         if now >= entry.code.expires_at {
             return Redemption::Expired;
@@ -164,10 +160,8 @@ impl Grants {
         };
         let family = entry.grant.family.clone();
         if entry.used {
-            state.revoked_families.insert(family.clone());
-            return Redemption::Reused {
-                family: Some(family),
-            };
+            state.revoked_families.insert(family);
+            return Redemption::Reused;
         }
         if now >= entry.grant.expires_at {
             return Redemption::Expired;
@@ -302,12 +296,7 @@ mod tests {
         assert!(matches!(g.use_refresh(&first, 1), Redemption::Ok(_)));
         let second = g.put_refresh(grant("f"));
         assert!(g.peek_refresh(&second, 1).is_some());
-        assert_eq!(
-            g.use_refresh(&first, 2),
-            Redemption::Reused {
-                family: Some("f".into())
-            }
-        );
+        assert_eq!(g.use_refresh(&first, 2), Redemption::Reused);
         assert!(g.peek_refresh(&second, 2).is_none());
         assert_eq!(g.use_refresh(&second, 2), Redemption::Unknown);
         assert_eq!(g.use_refresh("nonsense", 2), Redemption::Unknown);

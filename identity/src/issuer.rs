@@ -98,11 +98,13 @@ impl Issuer {
             .filter(|p| p.starts_with('/'))
             .unwrap_or(&req.path)
             .to_string();
-        let limit = self.settings().max_body_bytes;
+        // One snapshot per request: a reload mid-request cannot mix old and new settings.
+        let settings = self.settings();
+        let limit = settings.max_body_bytes;
         let (endpoint, reply) = if req.body.len() > limit {
             ("other", OAuthError::payload_too_large(limit).reply())
         } else {
-            self.dispatch(&path, &req).await
+            self.dispatch(&settings, &path, &req).await
         };
         metrics::REQUESTS
             .with_label_values(&[endpoint, reply.status().as_str()])
@@ -110,7 +112,12 @@ impl Issuer {
         reply
     }
 
-    async fn dispatch(&self, path: &str, req: &Request) -> (&'static str, Reply) {
+    async fn dispatch(
+        &self,
+        settings: &Settings,
+        path: &str,
+        req: &Request,
+    ) -> (&'static str, Reply) {
         use endpoints::{browser, discovery, resource, token};
         let get = req.method == Method::GET || req.method == Method::HEAD;
         let post = req.method == Method::POST;
@@ -118,27 +125,30 @@ impl Issuer {
             "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
                 if get =>
             {
-                ("discovery", discovery::document(self))
+                ("discovery", discovery::document(settings))
             }
             "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
                 ("discovery", method_not_allowed("GET"))
             }
-            "/jwks.json" if get => ("jwks", discovery::jwks(self)),
+            "/jwks.json" if get => ("jwks", discovery::jwks(self, settings)),
             "/jwks.json" => ("jwks", method_not_allowed("GET")),
-            "/token" if post => ("token", token::handle(self, req).await),
+            "/token" if post => ("token", token::handle(self, settings, req).await),
             "/token" => ("token", method_not_allowed("POST")),
-            "/authorize" if get => ("authorize", browser::authorize(self, req)),
+            "/authorize" if get => ("authorize", browser::authorize(self, settings, req)),
             "/authorize" => ("authorize", method_not_allowed("GET")),
             "/login" if get => ("login", browser::login_page(self, req)),
-            "/login" if post => ("login", browser::login_submit(self, req).await),
+            "/login" if post => ("login", browser::login_submit(self, settings, req).await),
             "/login" => ("login", method_not_allowed("GET, POST")),
-            "/logout" if get || post => ("logout", browser::logout(self, req)),
+            "/logout" if get || post => ("logout", browser::logout(self, settings, req)),
             "/logout" => ("logout", method_not_allowed("GET, POST")),
-            "/userinfo" if get || post => ("userinfo", resource::userinfo(self, req)),
+            "/userinfo" if get || post => ("userinfo", resource::userinfo(self, settings, req)),
             "/userinfo" => ("userinfo", method_not_allowed("GET, POST")),
-            "/introspect" if post => ("introspect", resource::introspect(self, req).await),
+            "/introspect" if post => (
+                "introspect",
+                resource::introspect(self, settings, req).await,
+            ),
             "/introspect" => ("introspect", method_not_allowed("POST")),
-            "/revoke" if post => ("revoke", resource::revoke(self, req).await),
+            "/revoke" if post => ("revoke", resource::revoke(self, settings, req).await),
             "/revoke" => ("revoke", method_not_allowed("POST")),
             _ => (
                 "other",

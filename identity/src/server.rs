@@ -217,7 +217,12 @@ impl BackgroundService for Upkeep {
             .config_path()
             .file_name()
             .map(|n| n.to_os_string());
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // The directory, not the file: editors replace files by rename, ending a watch on the file.
+        let dir = match self.issuer.config_path().parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let watching = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(e) = event {
                 let ours = e
                     .paths
@@ -227,25 +232,14 @@ impl BackgroundService for Upkeep {
                     let _ = tx.send(());
                 }
             }
-        });
-        // The directory, not the file: editors replace files by rename, ending a watch on the file.
-        let dir = match self.issuer.config_path().parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch identity.yaml; reload with SIGHUP or POST /reload");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch identity.yaml; reload with SIGHUP or POST /reload");
-                None
-            }
-        };
+        })
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+        // Kept alive for the loop below: dropping the watcher ends the watch.
+        let _watcher = watching
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "cannot watch identity.yaml; reload with SIGHUP or POST /reload")
+            })
+            .ok();
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(TICK);

@@ -18,8 +18,7 @@ use crate::{metrics, pages};
 /// How long a user may take on the login page.
 const LOGIN_WINDOW_SECS: u64 = 600;
 
-pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = match req.query_params() {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
@@ -44,16 +43,9 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
         redirect_uri,
         state: params.get("state"),
     };
-    let pending = match validate(client, &params) {
+    let pending = match validate(client, redirect_uri, &params) {
         Ok(p) => p,
         Err(e) => return back.error(&e),
-    };
-    let pending = PendingAuthorization {
-        client_id: client.id.clone(),
-        redirect_uri: redirect_uri.to_string(),
-        state: params.get("state").unwrap_or_default().to_string(),
-        expires_at: now() + LOGIN_WINDOW_SECS,
-        ..pending
     };
     let prompt = params.get("prompt").unwrap_or("");
     let session = req
@@ -70,7 +62,7 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
             });
             issue_code(
                 issuer,
-                &settings,
+                settings,
                 pending,
                 &session.username,
                 session.auth_time,
@@ -90,7 +82,11 @@ pub fn authorize(issuer: &Issuer, req: &Request) -> Reply {
 }
 
 /// Checks the rest of an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3).
-fn validate(client: &Client, params: &Params) -> Result<PendingAuthorization, OAuthError> {
+fn validate(
+    client: &Client,
+    redirect_uri: &str,
+    params: &Params,
+) -> Result<PendingAuthorization, OAuthError> {
     if params.get("response_type") != Some("code") {
         return Err(OAuthError {
             status: StatusCode::BAD_REQUEST,
@@ -104,9 +100,9 @@ fn validate(client: &Client, params: &Params) -> Result<PendingAuthorization, OA
             "this client may not use the authorization code flow",
         ));
     }
-    if params.get("state").is_none() {
+    let Some(state) = params.get("state") else {
         return Err(OAuthError::invalid_request("`state` is required".into()));
-    }
+    };
     let code_challenge = match (
         params.get("code_challenge"),
         params.get("code_challenge_method"),
@@ -136,14 +132,14 @@ fn validate(client: &Client, params: &Params) -> Result<PendingAuthorization, OA
         (None, _) => None,
     };
     Ok(PendingAuthorization {
-        client_id: String::new(),
-        redirect_uri: String::new(),
-        state: String::new(),
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.to_string(),
+        state: state.to_string(),
         scope: resolve_scope(client, params)?,
         audience: resolve_audience(client, params)?,
         nonce: params.get("nonce").map(String::from),
         code_challenge,
-        expires_at: 0,
+        expires_at: now() + LOGIN_WINDOW_SECS,
     })
 }
 
@@ -158,8 +154,7 @@ pub fn login_page(issuer: &Issuer, req: &Request) -> Reply {
     }
 }
 
-pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = match req.form() {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
@@ -179,7 +174,7 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
         );
     };
     match issuer
-        .check_password(&settings, req, &pending.client_id, username, password)
+        .check_password(settings, req, &pending.client_id, username, password)
         .await
     {
         Ok(user) => {
@@ -192,10 +187,10 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
                 auth_time,
                 auth_time + settings.session.ttl.as_secs(),
             );
-            let mut reply = issue_code(issuer, &settings, pending, &user.username, auth_time);
+            let mut reply = issue_code(issuer, settings, pending, &user.username, auth_time);
             set_cookie(
                 &mut reply,
-                &settings,
+                settings,
                 req.tls,
                 &cookie,
                 settings.session.ttl.as_secs(),
@@ -228,8 +223,7 @@ pub async fn login_submit(issuer: &Issuer, req: &Request) -> Reply {
 
 /// RP-initiated logout (OIDC RP-Initiated Logout 1.0): ends the IdP session, then returns to the
 /// client if it registered the `post_logout_redirect_uri`.
-pub fn logout(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub fn logout(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = if req.method == http::Method::POST {
         req.form()
     } else {
@@ -289,7 +283,7 @@ pub fn logout(issuer: &Issuer, req: &Request) -> Reply {
             &pages::message("Signed out", "You are signed out."),
         ),
     };
-    set_cookie(&mut reply, &settings, req.tls, "", 0);
+    set_cookie(&mut reply, settings, req.tls, "", 0);
     reply
 }
 

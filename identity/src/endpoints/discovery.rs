@@ -4,12 +4,11 @@
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use crate::config::GrantType;
+use crate::config::{GrantType, Settings};
 use crate::http::{json, respond, Reply};
 use crate::issuer::Issuer;
 
-pub fn document(issuer: &Issuer) -> Reply {
-    let settings = issuer.settings();
+pub fn document(settings: &Settings) -> Reply {
     let base = &settings.process.issuer;
     let mut grants = vec!["authorization_code", "refresh_token", "client_credentials"];
     if settings
@@ -67,10 +66,10 @@ pub fn document(issuer: &Issuer) -> Reply {
 
 /// The published keys, cacheable for `keys.jwks_max_age`: retired keys stay listed at least
 /// that long past the last token they signed, so a cached copy never misses a live key.
-pub fn jwks(issuer: &Issuer) -> Reply {
+pub fn jwks(issuer: &Issuer, settings: &Settings) -> Reply {
     let set = issuer.keys.current();
     let r = respond(StatusCode::OK, "application/jwk-set+json", set.jwks.clone());
-    cacheable(r, issuer.settings().process.jwks_max_age.as_secs())
+    cacheable(r, settings.process.jwks_max_age.as_secs())
 }
 
 fn cacheable(mut r: Reply, max_age: u64) -> Reply {

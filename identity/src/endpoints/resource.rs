@@ -5,12 +5,12 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::audit::Event;
+use crate::config::Settings;
 use crate::http::{json, OAuthError, Reply, Request};
 use crate::issuer::{now, Issuer};
 use crate::tokens;
 
-pub fn userinfo(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let Some(token) = req.bearer() else {
         let mut e = OAuthError::invalid_token("a Bearer access token is required");
         e.challenge = Some(r#"Bearer realm="gatehouse-identity""#.into());
@@ -33,11 +33,10 @@ pub fn userinfo(issuer: &Issuer, req: &Request) -> Reply {
     }
 }
 
-pub async fn introspect(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
+        let (client, auth) = issuer.authenticate_client(settings, req, &params).await?;
         if auth == crate::issuer::ClientAuth::None {
             return Err(OAuthError::invalid_client("client authentication required"));
         }
@@ -95,11 +94,10 @@ pub async fn introspect(issuer: &Issuer, req: &Request) -> Reply {
     result.unwrap_or_else(|e| e.reply())
 }
 
-pub async fn revoke(issuer: &Issuer, req: &Request) -> Reply {
-    let settings = issuer.settings();
+pub async fn revoke(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, _) = issuer.authenticate_client(&settings, req, &params).await?;
+        let (client, _) = issuer.authenticate_client(settings, req, &params).await?;
         let token = params.require("token")?;
         let audit = |kind: &str, jti: Option<&str>| {
             issuer.audit.record(Event {

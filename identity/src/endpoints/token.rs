@@ -18,8 +18,8 @@ use crate::issuer::{now, ClientAuth, Issuer, LoginFailure};
 use crate::metrics;
 use crate::tokens::{Minter, Subject};
 
-pub async fn handle(issuer: &Issuer, req: &Request) -> Reply {
-    match grant(issuer, req).await {
+pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+    match grant(issuer, settings, req).await {
         Ok(reply) => reply,
         Err(e) => {
             metrics::TOKEN_ERRORS.with_label_values(&[e.error]).inc();
@@ -28,14 +28,13 @@ pub async fn handle(issuer: &Issuer, req: &Request) -> Reply {
     }
 }
 
-async fn grant(issuer: &Issuer, req: &Request) -> Result<Reply, OAuthError> {
-    let settings = issuer.settings();
+async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Reply, OAuthError> {
     let params = req.form()?;
     let grant_type = params.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type `{grant_type}` is not supported"))
     })?;
-    let (client, auth) = issuer.authenticate_client(&settings, req, &params).await?;
+    let (client, auth) = issuer.authenticate_client(settings, req, &params).await?;
     if !client.grant_types.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
             "this client may not use this grant type",
@@ -43,7 +42,7 @@ async fn grant(issuer: &Issuer, req: &Request) -> Result<Reply, OAuthError> {
     }
     let ctx = Grant {
         issuer,
-        settings: &settings,
+        settings,
         req,
         params: &params,
         client: &client,
@@ -98,7 +97,7 @@ impl Grant<'_> {
         let family = random_value();
         let code = match self.issuer.grants.redeem_code(code_value, now(), &family) {
             Redemption::Ok(code) => code,
-            Redemption::Reused { .. } => {
+            Redemption::Reused => {
                 self.audit_reuse(
                     "code_reuse",
                     "authorization code used twice; tokens from it revoked",
@@ -145,7 +144,7 @@ impl Grant<'_> {
         let value = self.params.require("refresh_token")?;
         let grant = match self.issuer.grants.use_refresh(value, now()) {
             Redemption::Ok(g) => g,
-            Redemption::Reused { .. } => {
+            Redemption::Reused => {
                 self.audit_reuse(
                     "refresh_token_reuse",
                     "refresh token used twice; its family is revoked",
