@@ -212,6 +212,27 @@ async fn sign_in(
 
 /// Runs the browser part of `authorize`: straight through with an SSO session, else through the
 /// login form as alice. Returns the callback's query parameters.
+/// The query of a successful callback: back at `redirect` with `state` unchanged, this issuer's
+/// `iss` (RFC 9207) and a code.
+fn callback(
+    id: &Identity,
+    resp: &reqwest::Response,
+    redirect: &str,
+    state: &str,
+) -> HashMap<String, String> {
+    let back = location(resp);
+    assert_eq!(without_query(&back), redirect, "{back}");
+    let q = query(&back);
+    assert_eq!(
+        q.get("state").map(String::as_str),
+        Some(state),
+        "state: {back}"
+    );
+    assert_eq!(q.get("iss"), Some(&id.issuer()), "iss: {back}");
+    assert!(q.contains_key("code"), "no code in {back}");
+    q
+}
+
 async fn authorize_as_alice(
     id: &Identity,
     browser: &reqwest::Client,
@@ -395,16 +416,7 @@ async fn a_standard_oidc_client_completes_the_code_flow_and_verifies_the_id_toke
     // The browser part: the form, then the password.
     let browser = browser();
     let resp = sign_in(&id, &browser, auth_url.as_str(), "alice", "alice-password").await;
-    let back = location(&resp);
-    assert_eq!(without_query(&back), WEB_CALLBACK);
-    let q = query(&back);
-    assert_eq!(
-        q.get("state"),
-        Some(csrf.secret()),
-        "state comes back unchanged"
-    );
-    assert_eq!(q.get("iss"), Some(&id.issuer()), "RFC 9207 iss");
-    let code = q.get("code").expect("a code").clone();
+    let code = callback(&id, &resp, WEB_CALLBACK, csrf.secret())["code"].clone();
 
     // The exchange, done by openidconnect (client_secret_basic + PKCE verifier).
     let token = web
@@ -559,12 +571,7 @@ async fn a_session_signs_the_user_in_to_a_second_client_without_a_password() {
         303,
         "SSO must not show the login form"
     );
-    let back = location(&resp);
-    assert_eq!(without_query(&back), SPA_CALLBACK);
-    let q = query(&back);
-    assert_eq!(q.get("state"), Some(csrf.secret()));
-    assert_eq!(q.get("iss"), Some(&id.issuer()));
-    let code = q.get("code").expect("a code").clone();
+    let code = callback(&id, &resp, SPA_CALLBACK, csrf.secret())["code"].clone();
 
     // openidconnect sends client_id and the verifier, no secret.
     let token = spa
@@ -1081,11 +1088,7 @@ async fn the_login_page_refuses_bad_passwords_escapes_input_and_sets_a_safe_cook
     // Secure, or the browser would drop it).
     let resp = post_login(&id, &browser, &request, "alice", "alice-password").await;
     let cookies = set_cookies(&resp);
-    let back = location(&resp);
-    assert_eq!(without_query(&back), WEB_CALLBACK);
-    let q = query(&back);
-    assert_eq!(q["state"], "st");
-    assert_eq!(q["iss"], id.issuer());
+    let q = callback(&id, &resp, WEB_CALLBACK, "st");
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     let parts: Vec<&str> = cookies[0].split(';').map(str::trim).collect();
     let (name, value) = parts[0].split_once('=').expect("name=value");

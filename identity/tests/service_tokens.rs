@@ -128,6 +128,17 @@ fn verify(
     verified.map_err(|e| format!("jwt-simple rejected the token: {e}"))
 }
 
+fn assert_key_gauges(metrics: &str, active: f64, retired: f64) {
+    for (state, want) in [("active", active), ("retired", retired)] {
+        let series = format!(r#"gatehouse_identity_keys{{state="{state}"}}"#);
+        assert_eq!(
+            metric_value(metrics, &series),
+            want,
+            "{series} in\n{metrics}"
+        );
+    }
+}
+
 /// A token `reports` gets for itself with Basic authentication and no parameters.
 async fn reports_token(identity: &Identity) -> Value {
     token_ok(
@@ -1002,16 +1013,7 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
         1.0,
         "{metrics}"
     );
-    assert_eq!(
-        metric_value(&metrics, r#"gatehouse_identity_keys{state="active"}"#),
-        2.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric_value(&metrics, r#"gatehouse_identity_keys{state="retired"}"#),
-        0.0,
-        "{metrics}"
-    );
+    assert_key_gauges(&metrics, 2.0, 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1327,16 +1329,7 @@ async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges(
         1.0,
         "{metrics}"
     );
-    assert_eq!(
-        metric_value(&metrics, r#"gatehouse_identity_keys{state="active"}"#),
-        2.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric_value(&metrics, r#"gatehouse_identity_keys{state="retired"}"#),
-        0.0,
-        "{metrics}"
-    );
+    assert_key_gauges(&metrics, 2.0, 0.0);
     assert!(
         metrics.contains("# TYPE gatehouse_identity_key_rotations_total counter"),
         "{metrics}"
