@@ -1,0 +1,559 @@
+//! CEL conditions: compiled once when policies load, evaluated per decision against one scope.
+//!
+//! Building a CEL context with the standard library costs tens of microseconds, so a policy set
+//! holds one root context (standard library plus our helpers) and every decision takes a cheap
+//! inner scope of it, with the request converted into CEL values once.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::Expr;
+use cel::extractors::Arguments;
+use cel::objects::{Key, Map};
+use cel::{Context, ExecutionError, Program, Value};
+use chrono::{Datelike, NaiveTime, Timelike};
+use ipnet::IpNet;
+use serde_json::Value as Json;
+
+use crate::request::{Principal, RequestContext, Resource};
+
+/// The variables a condition may name.
+pub const VARIABLES: [&str; 4] = ["principal", "resource", "action", "context"];
+
+/// Our helpers, beside CEL's standard library.
+pub const HELPERS: [&str; 3] = ["ipInRange", "timeBetween", "isWeekday"];
+
+/// A compiled CEL expression with its source, for explanations and errors.
+#[derive(Debug, Clone)]
+pub struct Expression {
+    pub source: Arc<str>,
+    program: Arc<Program>,
+}
+
+impl Expression {
+    /// Parses `source` and checks that it names only known variables and functions, so a typo
+    /// fails the load instead of denying every request at run time.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let program = Program::compile(source).map_err(|e| {
+            // The crate's message repeats "<input>" and draws a caret; keep the first line.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").to_string();
+            first.replace("ERROR: <input>:", "CEL syntax error at ")
+        })?;
+        let mut bound = HashSet::new();
+        comprehension_variables(program.expression(), &mut bound);
+        let references = program.references();
+        let mut unknown_vars: Vec<_> = references
+            .variables()
+            .into_iter()
+            .filter(|v| !VARIABLES.contains(v) && !bound.contains(*v))
+            .collect();
+        unknown_vars.sort_unstable();
+        if let Some(v) = unknown_vars.first() {
+            return Err(format!(
+                "unknown variable `{v}` (conditions can use {})",
+                VARIABLES.join(", ")
+            ));
+        }
+        let mut unknown_fns: Vec<_> = references
+            .functions()
+            .into_iter()
+            .filter(|f| !is_known_function(f))
+            .collect();
+        unknown_fns.sort_unstable();
+        if let Some(f) = unknown_fns.first() {
+            return Err(format!(
+                "unknown function `{f}` (helpers: {})",
+                HELPERS.join(", ")
+            ));
+        }
+        Ok(Self {
+            source: source.into(),
+            program: Arc::new(program),
+        })
+    }
+
+    /// `Ok(true|false)` for a boolean result; an error for anything else, so that a condition
+    /// returning a string or failing on a missing key is never read as "true".
+    pub fn evaluate(&self, scope: &Context) -> Result<bool, String> {
+        match self.program.execute(scope) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "condition returned {}, not a bool",
+                other.type_of()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>) {
+    match &e.expr {
+        Expr::Comprehension(c) => {
+            out.insert(&c.iter_var);
+            if let Some(v) = &c.iter_var2 {
+                out.insert(v);
+            }
+            out.insert(&c.accu_var);
+            for sub in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                comprehension_variables(sub, out);
+            }
+        }
+        Expr::Call(call) => {
+            if let Some(t) = &call.target {
+                comprehension_variables(t, out);
+            }
+            call.args
+                .iter()
+                .for_each(|a| comprehension_variables(a, out));
+        }
+        Expr::List(l) => l
+            .elements
+            .iter()
+            .for_each(|a| comprehension_variables(a, out)),
+        Expr::Map(m) => m.entries.iter().for_each(|entry| {
+            if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
+                comprehension_variables(&me.key, out);
+                comprehension_variables(&me.value, out);
+            }
+        }),
+        Expr::Select(s) => comprehension_variables(&s.operand, out),
+        _ => {}
+    }
+}
+
+/// Names the standard library declares, found by asking it: registering a function under a
+/// declared name is refused.
+static STANDARD_FUNCTIONS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    const CANDIDATES: &[&str] = &[
+        "size",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "bool",
+        "type",
+        "dyn",
+        "duration",
+        "timestamp",
+        "getFullYear",
+        "getMonth",
+        "getDayOfYear",
+        "getDayOfMonth",
+        "getDate",
+        "getDayOfWeek",
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getMilliseconds",
+        "max",
+        "min",
+        "exists",
+        "all",
+        "exists_one",
+        "map",
+        "filter",
+        "has",
+    ];
+    CANDIDATES
+        .iter()
+        .copied()
+        .filter(|name| {
+            let mut probe = Context::default();
+            probe.add_function(name, |x: i64| x).is_err()
+        })
+        .collect()
+});
+
+fn is_known_function(name: &str) -> bool {
+    // Operators (`_==_`, `!_`, `@in`, `_[_]`) come from the parser, not from user text.
+    name.starts_with('_')
+        || name.starts_with('@')
+        || name.starts_with('!')
+        || HELPERS.contains(&name)
+        || STANDARD_FUNCTIONS.contains(name)
+        || matches!(name, "max" | "min")
+}
+
+/// The context every decision's scope descends from: CEL's standard library and our helpers.
+pub fn root_context() -> Context<'static, 'static> {
+    let mut root = Context::default();
+    // Names are ours and not standard: registration cannot conflict.
+    let _ = root.add_function("ipInRange", ip_in_range);
+    let _ = root.add_function("timeBetween", time_between);
+    let _ = root.add_function("isWeekday", is_weekday);
+    root
+}
+
+fn helper_error(function: &str, message: impl ToString) -> ExecutionError {
+    ExecutionError::function_error(function, message)
+}
+
+/// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
+fn ip_in_range(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+    const NAME: &str = "ipInRange";
+    let [ip, ranges] = args.as_slice() else {
+        return Err(helper_error(NAME, "takes (ip, range or list of ranges)"));
+    };
+    let ip: IpAddr = match ip {
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| helper_error(NAME, format!("{s:?} is not an IP address")))?,
+        Value::Null => return Err(helper_error(NAME, "no IP address in the request")),
+        other => return Err(helper_error(NAME, format!("ip is a {}", other.type_of()))),
+    };
+    let contains = |range: &Value| -> Result<bool, ExecutionError> {
+        let Value::String(s) = range else {
+            return Err(helper_error(NAME, "ranges are strings like \"10.0.0.0/8\""));
+        };
+        let net: IpNet = s
+            .parse()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| helper_error(NAME, format!("{s:?} is not a CIDR range")))?;
+        Ok(net.contains(&ip))
+    };
+    let inside = match ranges {
+        Value::List(list) => {
+            let mut any = false;
+            for r in list.iter() {
+                any |= contains(r)?;
+            }
+            any
+        }
+        single => contains(single)?,
+    };
+    Ok(Value::Bool(inside))
+}
+
+fn local_time(
+    name: &str,
+    at: &Value,
+    zone: Option<&Value>,
+) -> Result<chrono::NaiveDateTime, ExecutionError> {
+    let Value::Timestamp(t) = at else {
+        return Err(helper_error(
+            name,
+            "the first argument must be a timestamp, such as context.time",
+        ));
+    };
+    match zone {
+        None => Ok(t.naive_utc()),
+        Some(Value::String(z)) => {
+            let tz: chrono_tz::Tz = z
+                .parse()
+                .map_err(|_| helper_error(name, format!("unknown time zone {z:?}")))?;
+            Ok(t.with_timezone(&tz).naive_local())
+        }
+        Some(other) => Err(helper_error(
+            name,
+            format!("the time zone is a {}, not a string", other.type_of()),
+        )),
+    }
+}
+
+/// `timeBetween(context.time, "09:00", "18:00"[, "Europe/Paris"])`: from inclusive, to exclusive,
+/// UTC unless a zone is named. A window whose end is before its start spans midnight.
+fn time_between(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+    const NAME: &str = "timeBetween";
+    let (at, from, to, zone) = match args.as_slice() {
+        [at, from, to] => (at, from, to, None),
+        [at, from, to, zone] => (at, from, to, Some(zone)),
+        _ => {
+            return Err(helper_error(
+                NAME,
+                "takes (time, \"HH:MM\", \"HH:MM\"[, zone])",
+            ))
+        }
+    };
+    let clock = |v: &Value| -> Result<NaiveTime, ExecutionError> {
+        match v {
+            Value::String(s) => NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| {
+                helper_error(NAME, format!("{s:?} is not a time of day like \"09:30\""))
+            }),
+            _ => Err(helper_error(
+                NAME,
+                "times of day are strings like \"09:30\"",
+            )),
+        }
+    };
+    let (from, to) = (clock(from)?, clock(to)?);
+    let now = local_time(NAME, at, zone)?.time();
+    let now = NaiveTime::from_hms_opt(now.hour(), now.minute(), now.second()).unwrap_or(now);
+    let inside = if from <= to {
+        from <= now && now < to
+    } else {
+        now >= from || now < to
+    };
+    Ok(Value::Bool(inside))
+}
+
+/// `isWeekday(context.time[, "Europe/Paris"])`: Monday to Friday.
+fn is_weekday(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+    const NAME: &str = "isWeekday";
+    let (at, zone) = match args.as_slice() {
+        [at] => (at, None),
+        [at, zone] => (at, Some(zone)),
+        _ => return Err(helper_error(NAME, "takes (time[, zone])")),
+    };
+    let day = local_time(NAME, at, zone)?.weekday();
+    Ok(Value::Bool(day.number_from_monday() <= 5))
+}
+
+/// The request as CEL values, converted once per decision (once per batch for the principal and
+/// context).
+#[derive(Clone)]
+pub struct Input {
+    pub principal: Value,
+    pub resource: Value,
+    pub action: Value,
+    pub context: Value,
+}
+
+impl Input {
+    pub fn scope<'r>(&self, root: &'r Context<'static, 'static>) -> Context<'r, 'static> {
+        let mut scope = root.new_inner_scope();
+        scope.add_variable_from_value("principal", self.principal.clone());
+        scope.add_variable_from_value("resource", self.resource.clone());
+        scope.add_variable_from_value("action", self.action.clone());
+        scope.add_variable_from_value("context", self.context.clone());
+        scope
+    }
+}
+
+fn string(s: &str) -> Value {
+    Value::String(Arc::new(s.to_string()))
+}
+
+fn map(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+    Value::Map(Map {
+        map: Arc::new(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+                .collect(),
+        ),
+    })
+}
+
+pub fn json_value(j: &Json) -> Value {
+    match j {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::UInt(u),
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => string(s),
+        Json::Array(items) => Value::List(Arc::new(items.iter().map(json_value).collect())),
+        Json::Object(o) => object(o),
+    }
+}
+
+fn object(o: &serde_json::Map<String, Json>) -> Value {
+    Value::Map(Map {
+        map: Arc::new(
+            o.iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_value(v)))
+                .collect(),
+        ),
+    })
+}
+
+pub fn principal_value(p: &Principal) -> Value {
+    map([
+        ("sub", string(&p.sub)),
+        (
+            "roles",
+            Value::List(Arc::new(p.roles.iter().map(|r| string(r)).collect())),
+        ),
+        ("attributes", object(&p.attributes)),
+    ])
+}
+
+pub fn resource_value(r: &Resource) -> Value {
+    map([
+        ("type", string(&r.kind)),
+        ("id", string(&r.id)),
+        ("owner", r.owner.as_deref().map_or(Value::Null, string)),
+        ("attributes", object(&r.attributes)),
+    ])
+}
+
+/// `time` is resolved by the caller (the request's, a frozen clock, or now).
+pub fn context_value(c: &RequestContext, time: chrono::DateTime<chrono::FixedOffset>) -> Value {
+    let mut entries: std::collections::HashMap<Key, Value> = c
+        .extra
+        .iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_value(v)))
+        .collect();
+    entries.insert(
+        Key::String(Arc::new("ip".into())),
+        c.ip.map_or(Value::Null, |ip| string(&ip.to_string())),
+    );
+    entries.insert(Key::String(Arc::new("time".into())), Value::Timestamp(time));
+    Value::Map(Map {
+        map: Arc::new(entries),
+    })
+}
+
+pub fn action_value(action: &str) -> Value {
+    string(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(source: &str, context: serde_json::Value) -> Result<bool, String> {
+        let root = root_context();
+        let expr = Expression::compile(source)?;
+        let ctx: RequestContext = serde_json::from_value(context).map_err(|e| e.to_string())?;
+        let time = ctx
+            .time
+            .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
+        let input = Input {
+            principal: principal_value(&Principal {
+                sub: "alice".into(),
+                roles: vec!["editor".into()],
+                ..Default::default()
+            }),
+            resource: resource_value(&Resource {
+                kind: "document".into(),
+                id: "d1".into(),
+                owner: Some("alice".into()),
+                ..Default::default()
+            }),
+            action: action_value("edit"),
+            context: context_value(&ctx, time),
+        };
+        expr.evaluate(&input.scope(&root))
+    }
+
+    #[test]
+    fn ip_in_range_takes_one_range_or_a_list() {
+        let ctx = serde_json::json!({"ip": "10.1.2.3"});
+        assert_eq!(
+            eval("ipInRange(context.ip, '10.0.0.0/8')", ctx.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("ipInRange(context.ip, '192.168.0.0/16')", ctx.clone()),
+            Ok(false)
+        );
+        assert_eq!(
+            eval(
+                "ipInRange(context.ip, ['192.168.0.0/16', '10.1.2.3'])",
+                ctx.clone()
+            ),
+            Ok(true)
+        );
+        let v6 = serde_json::json!({"ip": "2001:db8::1"});
+        assert_eq!(
+            eval("ipInRange(context.ip, '2001:db8::/32')", v6.clone()),
+            Ok(true)
+        );
+        assert_eq!(eval("ipInRange(context.ip, '10.0.0.0/8')", v6), Ok(false));
+        let bad = eval("ipInRange(context.ip, 'ten/8')", ctx).unwrap_err();
+        assert!(bad.contains("not a CIDR range"), "{bad}");
+        let missing =
+            eval("ipInRange(context.ip, '10.0.0.0/8')", serde_json::json!({})).unwrap_err();
+        assert!(missing.contains("no IP address"), "{missing}");
+    }
+
+    #[test]
+    fn time_between_handles_zones_and_midnight() {
+        // 07:30 UTC on a Monday is 08:30 in Paris (CET in November).
+        let ctx = serde_json::json!({"time": "2026-11-23T07:30:00Z"});
+        assert_eq!(
+            eval("timeBetween(context.time, '08:00', '18:00')", ctx.clone()),
+            Ok(false)
+        );
+        assert_eq!(
+            eval(
+                "timeBetween(context.time, '08:00', '18:00', 'Europe/Paris')",
+                ctx.clone()
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("timeBetween(context.time, '22:00', '08:00')", ctx.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("timeBetween(context.time, '07:30', '07:31')", ctx.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("timeBetween(context.time, '07:00', '07:30')", ctx.clone()),
+            Ok(false)
+        );
+        assert_eq!(eval("isWeekday(context.time)", ctx.clone()), Ok(true));
+        // Saturday 00:30 in Paris is still Friday in UTC.
+        let sat = serde_json::json!({"time": "2026-11-27T23:30:00Z"});
+        assert_eq!(eval("isWeekday(context.time)", sat.clone()), Ok(true));
+        assert_eq!(
+            eval("isWeekday(context.time, 'Europe/Paris')", sat),
+            Ok(false)
+        );
+        let bad = eval("timeBetween(context.time, '8am', '18:00')", ctx.clone()).unwrap_err();
+        assert!(bad.contains("time of day"), "{bad}");
+        let zone = eval("isWeekday(context.time, 'Mars/Olympus')", ctx).unwrap_err();
+        assert!(zone.contains("unknown time zone"), "{zone}");
+    }
+
+    #[test]
+    fn request_fields_are_visible() {
+        let ctx = serde_json::json!({"tenant": "acme"});
+        assert_eq!(
+            eval("resource.owner == principal.sub", ctx.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                "'editor' in principal.roles && action == 'edit'",
+                ctx.clone()
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval("context.tenant == 'acme'", ctx.clone()), Ok(true));
+        assert_eq!(
+            eval("principal.roles.exists(r, r == 'editor')", ctx.clone()),
+            Ok(true)
+        );
+        let not_bool = eval("principal.sub", ctx.clone()).unwrap_err();
+        assert!(not_bool.contains("not a bool"), "{not_bool}");
+        assert!(eval("resource.attributes.missing == 1", ctx).is_err());
+    }
+
+    #[test]
+    fn unknown_names_and_syntax_fail_at_compile() {
+        let e = Expression::compile("princpal.sub == 'x'").unwrap_err();
+        assert!(e.contains("unknown variable `princpal`"), "{e}");
+        let e = Expression::compile("ipInRanges(context.ip, '10.0.0.0/8')").unwrap_err();
+        assert!(e.contains("unknown function `ipInRanges`"), "{e}");
+        let e = Expression::compile("principal.sub ==").unwrap_err();
+        assert!(e.contains("syntax error"), "{e}");
+        for ok in [
+            "principal.roles.all(r, r != 'banned')",
+            "size(principal.roles) > 0 && principal.sub.startsWith('a')",
+            "has(resource.attributes.public) && timestamp('2026-01-01T00:00:00Z') < context.time",
+            "context.time.getHours('Europe/Paris') < 18",
+            "[1, 2].map(x, x * 2).size() == 2",
+        ] {
+            Expression::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! What a caller asks: who (principal), what (resource), which action, and in which context.
+//!
+//! Parsing goes through `serde_path_to_error`, so a malformed request is answered with the exact
+//! field at fault (`principal.roles[1]: invalid type: integer, expected a string`), never with a
+//! silent deny.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+/// One authorization question.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub principal: Principal,
+    pub resource: Resource,
+    pub action: String,
+    #[serde(default)]
+    pub context: RequestContext,
+}
+
+/// Many resource/action pairs for one principal in one context (`/authorize/batch`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub principal: Principal,
+    #[serde(default)]
+    pub context: RequestContext,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub resource: Resource,
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub attributes: Map<String, Json>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub attributes: Map<String, Json>,
+}
+
+/// The circumstances of the request. `ip` and `time` are typed (policies compare them with
+/// helpers); any other key is passed to conditions as it is, as `context.<key>`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RequestContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// RFC 3339. Absent: the time of the decision. Policy tests freeze it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<FixedOffset>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Json>,
+}
+
+/// A request that cannot be evaluated, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidRequest {
+    /// Dotted path such as `principal.roles[1]`; `body` when the JSON itself is broken.
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidRequest {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a JSON body into `T`, naming the field at fault when it does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InvalidRequest> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if field == "." || field == "?" {
+            if inner.is_syntax() || inner.is_eof() {
+                "body".to_string()
+            } else {
+                // A missing top-level field: serde names it in the message, not the path.
+                missing_field(&inner.to_string()).unwrap_or_else(|| "body".into())
+            }
+        } else {
+            field
+        };
+        InvalidRequest::new(field, strip_position(&inner.to_string()))
+    })?;
+    de.end()
+        .map_err(|e| InvalidRequest::new("body", strip_position(&e.to_string())))?;
+    Ok(value)
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// serde_json ends messages with "at line 1 column 57": noise for a one-line JSON body.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+impl Principal {
+    /// Fields serde cannot check: required strings must not be empty.
+    pub fn validate(&self, at: &str) -> Result<(), InvalidRequest> {
+        if self.sub.trim().is_empty() {
+            return Err(InvalidRequest::new(
+                format!("{at}.sub"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Resource {
+    pub fn validate(&self, at: &str) -> Result<(), InvalidRequest> {
+        if self.kind.trim().is_empty() {
+            return Err(InvalidRequest::new(
+                format!("{at}.type"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_action(action: &str, at: &str) -> Result<(), InvalidRequest> {
+    if action.trim().is_empty() {
+        return Err(InvalidRequest::new(at, "must not be empty"));
+    }
+    Ok(())
+}
+
+impl Request {
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        self.principal.validate("principal")?;
+        self.resource.validate("resource")?;
+        validate_action(&self.action, "action")
+    }
+}
+
+impl BatchRequest {
+    pub fn validate(&self, max_checks: usize) -> Result<(), InvalidRequest> {
+        self.principal.validate("principal")?;
+        if self.checks.is_empty() {
+            return Err(InvalidRequest::new(
+                "checks",
+                "must list at least one check",
+            ));
+        }
+        if self.checks.len() > max_checks {
+            return Err(InvalidRequest::new(
+                "checks",
+                format!(
+                    "{} checks, at most {max_checks} per batch",
+                    self.checks.len()
+                ),
+            ));
+        }
+        for (i, check) in self.checks.iter().enumerate() {
+            check.resource.validate(&format!("checks[{i}].resource"))?;
+            validate_action(&check.action, &format!("checks[{i}].action"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(body: &str) -> InvalidRequest {
+        match parse_json::<Request>(body.as_bytes()).and_then(|r| r.validate().map(|()| r)) {
+            Ok(r) => panic!("accepted {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let ok = r#"{"principal":{"sub":"a"},"resource":{"type":"document"},"action":"view"}"#;
+        assert!(parse_json::<Request>(ok.as_bytes()).is_ok());
+        let cases = [
+            (
+                r#"{"principal":{"sub":"a","roles":["x",1]},"resource":{"type":"d"},"action":"v"}"#,
+                "principal.roles[1]",
+            ),
+            (r#"{"resource":{"type":"d"},"action":"v"}"#, "principal"),
+            (
+                r#"{"principal":{"sub":"a"},"resource":{"type":"d"}}"#,
+                "action",
+            ),
+            (
+                r#"{"principal":{},"resource":{"type":"d"},"action":"v"}"#,
+                "principal",
+            ),
+            (
+                r#"{"principal":{"sub":""},"resource":{"type":"d"},"action":"v"}"#,
+                "principal.sub",
+            ),
+            (
+                r#"{"principal":{"sub":"a"},"resource":{"type":"d"},"action":"v","context":{"ip":"nope"}}"#,
+                "context.ip",
+            ),
+            (
+                r#"{"principal":{"sub":"a"},"resource":{"type":"d"},"action":"v","context":{"time":"yesterday"}}"#,
+                "context.time",
+            ),
+            (
+                r#"{"principal":{"sub":"a","role":["x"]},"resource":{"type":"d"},"action":"v"}"#,
+                "principal.role",
+            ),
+            (
+                r#"{"principal":{"sub":"a"},"resource":{"type":"d"},"action":"v""#,
+                "body",
+            ),
+            (
+                r#"{"principal":{"sub":"a"},"resource":{"type":"d"},"action":"v"} trailing"#,
+                "body",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = error(body);
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(!e.message.contains("line 1"), "{e}");
+        }
+        assert!(error(
+            r#"{"principal":{"sub":"a","role":["x"]},"resource":{"type":"d"},"action":"v"}"#
+        )
+        .message
+        .contains("role"));
+    }
+}
