@@ -52,6 +52,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let listeners = snapshot.listeners.clone();
     let admin_address = snapshot.admin.address.clone();
     let snapshot_identity = snapshot.embedded_identity.clone();
+    let snapshot_authz = snapshot.embedded_authz.clone();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
 
     for (i, listener) in listeners.iter().enumerate() {
@@ -105,6 +106,10 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     if let Some(identity) = &snapshot_identity {
         let issuer = gatehouse_identity::Issuer::start(identity)?;
         gatehouse_identity::server::add_services(&mut server, issuer)?;
+    }
+    if let Some(authz) = &snapshot_authz {
+        let service = gatehouse_authz::server::AuthzService::start(authz)?;
+        gatehouse_authz::server::add_services(&mut server, service);
     }
 
     server.add_service(background_service(

@@ -26,6 +26,9 @@ pub struct Decision {
     pub rule: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
+    /// Some condition could not be evaluated while deciding (counted in metrics).
+    #[serde(skip)]
+    pub condition_error: bool,
 }
 
 /// How a decision was reached, for `?explain=true` and failing policy tests.
@@ -173,6 +176,7 @@ impl<'a> Shared<'a> {
             scope: None,
             derived: vec![None; set.derived.len()],
             explain,
+            saw_error: false,
         };
         let mut traces = Vec::new();
         let mut denied: Option<(&Rule, Option<String>)> = None;
@@ -210,6 +214,7 @@ impl<'a> Shared<'a> {
             rules: traces,
             derived_roles: check.derived_traces(),
         });
+        let condition_error = check.saw_error;
         let (allow, reason, rule) = match (denied, allowed) {
             (Some((rule, None)), _) => (
                 false,
@@ -251,6 +256,7 @@ impl<'a> Shared<'a> {
             policy_version: rule.map(|r| r.policy_version.clone()),
             rule: rule.map(|r| r.name.clone()),
             explanation,
+            condition_error,
         }
     }
 }
@@ -262,6 +268,7 @@ struct Check<'s, 'a> {
     scope: Option<Context<'a, 'static>>,
     derived: Vec<Option<(Truth, Option<ConditionTrace>)>>,
     explain: bool,
+    saw_error: bool,
 }
 
 impl<'a> Check<'_, 'a> {
@@ -343,6 +350,7 @@ impl<'a> Check<'_, 'a> {
         };
         let explain = self.explain;
         let (t, condition_trace) = evaluate(condition, self.scope(action), explain);
+        self.saw_error |= matches!(t, Truth::Error(_));
         let outcome = match t {
             Truth::True => "applies",
             Truth::False => "condition false",
@@ -369,6 +377,7 @@ impl<'a> Check<'_, 'a> {
                 }
             }
         };
+        self.saw_error |= matches!(truth, Truth::Error(_));
         self.derived[index] = Some((truth.clone(), trace));
         truth
     }

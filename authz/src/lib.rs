@@ -2,12 +2,21 @@
 //!
 //! [`PolicySet`] is the evaluator: policies loaded from a directory, compiled once, asked with
 //! [`PolicySet::evaluate`]. [`Authorizer`] adds what a running service needs around it (hot
-//! reload, metrics, the decision log), and is what the gateway links to decide in-process.
+//! reload, metrics, the decision log), and is what the gateway links to decide in-process; the
+//! HTTP API ([`api`], [`server`]) is a thin layer over it.
+pub mod api;
+pub mod authorizer;
 pub mod condition;
+pub mod config;
 pub mod decision;
+pub mod decision_log;
+pub mod metrics;
 pub mod policy;
+pub mod policy_test;
 pub mod request;
+pub mod server;
 
+pub use authorizer::Authorizer;
 pub use decision::{Decision, Explanation, Options};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use request::{

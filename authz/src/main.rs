@@ -1,9 +1,89 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use gatehouse_authz::{config, policy, policy_test, server};
+
+/// gatehouse-authz: the policy decision service behind Gatehouse.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The service configuration file.
+    #[arg(long, short, global = true, default_value = "conf/authz.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Check the configuration file and its policy directory; print every problem, exit 1 if any.
+    Validate,
+    /// Run the policy tests (`*_test.yaml`) found in a policy directory against its policies.
+    Test {
+        /// The policy directory, e.g. conf/policies/.
+        dir: PathBuf,
+        /// Only run tests whose name (or suite name) matches this regular expression.
+        #[arg(long)]
+        run: Option<String>,
+        /// Print every check, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "{}: not implemented yet (tracked in issue #4)",
-        gatehouse_authz::SERVICE
-    );
-    ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Serve) => server::run(&cli.config),
+        Some(Command::Validate) => return validate(&cli.config),
+        Some(Command::Test { dir, run, verbose }) => {
+            return policy_test::run_cli(&dir, run.as_deref(), verbose)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse-authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let settings = match config::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match policy::load(&settings.policies) {
+        Ok(set) => {
+            println!(
+                "{}: OK ({} policies in {}, set {})",
+                path.display(),
+                set.policies.len(),
+                settings.policies.display(),
+                set.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            println!("{} problem(s) found", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -89,6 +89,7 @@ impl Compiler {
 
         self.check_process_settings(&main);
         let embedded_identity = self.embedded_identity(&main_path, &main.embedded);
+        let embedded_authz = self.embedded_authz(&main_path, &main.embedded);
         let (certs, to_generate) = self.certificates(&main.tls.certificates);
         if certs.is_empty() && to_generate == 0 {
             for (i, l) in main.listeners.iter().enumerate() {
@@ -122,6 +123,7 @@ impl Compiler {
             access_log: main.access_log.format,
             limits: main.limits,
             embedded_identity,
+            embedded_authz,
             routes,
             pools,
             certs,
@@ -141,6 +143,30 @@ impl Compiler {
                     (path.clone(), e.key)
                 };
                 self.error(&file, key, e.message, None);
+            }
+        }
+        Some(path)
+    }
+
+    /// Checks the embedded authz service's file and its policy directory, for the same reason.
+    fn embedded_authz(&mut self, main_path: &Path, spec: &EmbeddedSpec) -> Option<PathBuf> {
+        let path = self.resolve(spec.authz.as_deref()?);
+        match gatehouse_authz::config::load(&path) {
+            Err(errors) => {
+                for message in errors.0 {
+                    self.error(main_path, "embedded.authz".into(), message, None);
+                }
+            }
+            Ok(settings) => {
+                if let Err(errors) = gatehouse_authz::policy::load(&settings.policies) {
+                    for e in errors.0 {
+                        let message = match e.line {
+                            Some(line) => format!("{} (line {line})", e.message),
+                            None => e.message,
+                        };
+                        self.error(&e.file, e.key, message, None);
+                    }
+                }
             }
         }
         Some(path)

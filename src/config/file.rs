@@ -42,6 +42,9 @@ pub struct EmbeddedSpec {
     /// The `gatehouse-identity` configuration to serve from this process.
     #[serde(default)]
     pub identity: Option<String>,
+    /// The `gatehouse-authz` configuration to serve from this process.
+    #[serde(default)]
+    pub authz: Option<String>,
 }
 
 /// A file named in `include:`.

@@ -84,6 +84,7 @@ pub struct Snapshot {
     pub limits: LimitsSpec,
     /// `embedded.identity`: the identity service's config, served from this process.
     pub embedded_identity: Option<PathBuf>,
+    pub embedded_authz: Option<PathBuf>,
     pub routes: RouteTable,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub certs: CertStore,
@@ -120,6 +121,7 @@ impl Snapshot {
             || self.listeners != other.listeners
             || self.admin != other.admin
             || self.embedded_identity != other.embedded_identity
+            || self.embedded_authz != other.embedded_authz
     }
 }
 

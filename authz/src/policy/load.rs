@@ -198,7 +198,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         let mut names = HashMap::new();
         for (i, d) in set.definitions.iter().enumerate() {
             let key = format!("derived_roles.definitions[{i}]");
-            let line = || source.line_of(&["definitions:", &d.name]);
+            let line = || source.line_of(&["definitions:", &format!("name: {}", d.name)]);
             if names.contains_key(&d.name) {
                 errors.push(source.error(
                     line(),
@@ -281,24 +281,29 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         let mut rule_names = HashSet::new();
         for (i, r) in p.rules.iter().enumerate() {
             let key = format!("resource_policy.rules[{i}]");
-            let line = |anchor: &str| source.line_of(&["rules:", &r.name, anchor]);
+            let name_line = format!("name: {}", r.name);
+            let line = |anchors: &[&str]| {
+                let mut path = vec!["rules:", name_line.as_str()];
+                path.extend_from_slice(anchors);
+                source.line_of(&path)
+            };
             if !rule_names.insert(r.name.as_str()) {
                 errors.push(source.error(
-                    line(""),
+                    line(&[]),
                     format!("{key}.name"),
                     format!("rule name {:?} is used twice in this policy", r.name),
                 ));
             }
             if r.actions.is_empty() {
                 errors.push(source.error(
-                    line("actions"),
+                    line(&["actions"]),
                     format!("{key}.actions"),
                     "list at least one action (\"*\" for every action)",
                 ));
             }
             if r.roles.is_empty() && r.derived_roles.is_empty() {
                 errors.push(source.error(
-                    line(""),
+                    line(&[]),
                     format!("{key}.roles"),
                     "list roles or derived_roles (roles: [\"*\"] for everyone)",
                 ));
@@ -308,7 +313,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
                 match imported.get(name.as_str()) {
                     Some(idx) => derived_idx.push(*idx),
                     None => errors.push(source.error(
-                        line(name),
+                        line(&["derived_roles", name]),
                         format!("{key}.derived_roles[{j}]"),
                         format!(
                             "unknown derived role {name:?} (imported: {})",

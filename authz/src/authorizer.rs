@@ -1,0 +1,148 @@
+//! The evaluator as a running service uses it: the current policy set (hot-swapped on reload),
+//! metrics and the decision log around every decision. The HTTP service is a thin layer over
+//! this, and the gateway can hold one to decide in-process with the same policies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::decision::{Decision, Options};
+use crate::decision_log::{self, DecisionLog};
+use crate::metrics;
+use crate::policy::{self, PolicyErrors, PolicySet};
+use crate::request::{BatchRequest, Principal, Request, RequestContext, Resource};
+
+pub struct Authorizer {
+    policies: ArcSwap<PolicySet>,
+    directory: PathBuf,
+    log: Option<DecisionLog>,
+}
+
+impl Authorizer {
+    /// Loads the policies under `directory`; a set that does not load is an error at start.
+    pub fn new(directory: &Path, log: Option<DecisionLog>) -> Result<Self, PolicyErrors> {
+        metrics::init();
+        let set = policy::load(directory)?;
+        metrics::POLICIES.set(set.policies.len() as i64);
+        tracing::info!(
+            policies = set.policies.len(),
+            set = set.version(),
+            dir = %directory.display(),
+            "policies loaded"
+        );
+        Ok(Self {
+            policies: ArcSwap::from_pointee(set),
+            directory: directory.to_path_buf(),
+            log,
+        })
+    }
+
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.load_full()
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// One decision, counted and logged.
+    pub fn authorize(&self, request: &Request) -> Decision {
+        self.decide(request, Options::default())
+    }
+
+    pub fn decide(&self, request: &Request, options: Options) -> Decision {
+        let set = self.policies.load();
+        let started = Instant::now();
+        let decision = set.evaluate(request, options);
+        let elapsed = started.elapsed();
+        self.record(
+            &set,
+            &decision,
+            elapsed,
+            &request.principal,
+            &request.resource,
+            &request.action,
+            &request.context,
+        );
+        decision
+    }
+
+    /// Many checks for one principal: the principal and context are converted once.
+    pub fn decide_batch(&self, batch: &BatchRequest, options: Options) -> Vec<Decision> {
+        let set = self.policies.load();
+        let started = Instant::now();
+        let decisions = set.evaluate_batch(batch, options);
+        // One evaluation served every check: each is charged its share.
+        let elapsed = started.elapsed() / decisions.len().max(1) as u32;
+        for (decision, check) in decisions.iter().zip(&batch.checks) {
+            self.record(
+                &set,
+                decision,
+                elapsed,
+                &batch.principal,
+                &check.resource,
+                &check.action,
+                &batch.context,
+            );
+        }
+        decisions
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        set: &PolicySet,
+        decision: &Decision,
+        elapsed: Duration,
+        principal: &Principal,
+        resource: &Resource,
+        action: &str,
+        context: &RequestContext,
+    ) {
+        metrics::EVALUATION.observe(elapsed.as_secs_f64());
+        let result = if decision.allow { "allow" } else { "deny" };
+        let policy = decision.policy_id.as_deref().unwrap_or("none");
+        metrics::DECISIONS
+            .with_label_values(&[result, policy])
+            .inc();
+        if decision.condition_error {
+            metrics::CONDITION_ERRORS.inc();
+        }
+        if let Some(log) = &self.log {
+            let input = decision_log::Input {
+                principal,
+                resource,
+                action,
+                context,
+            };
+            log.record(decision, input, set.version(), elapsed.as_secs_f64() * 1e6);
+        }
+    }
+
+    /// Reloads the policy directory. `Ok(false)`: nothing changed. On error the running set stays.
+    pub fn reload(&self) -> Result<bool, PolicyErrors> {
+        match policy::load(&self.directory) {
+            Ok(set) if set.hash == self.policies.load().hash => Ok(false),
+            Ok(set) => {
+                tracing::info!(
+                    policies = set.policies.len(),
+                    set = set.version(),
+                    "policies reloaded"
+                );
+                metrics::POLICIES.set(set.policies.len() as i64);
+                metrics::RELOADS.with_label_values(&["success"]).inc();
+                self.policies.store(Arc::new(set));
+                Ok(true)
+            }
+            Err(errors) => {
+                metrics::RELOADS.with_label_values(&["failure"]).inc();
+                for e in &errors.0 {
+                    tracing::error!(problem = %e, "policy reload rejected; the running policies keep serving");
+                }
+                Err(errors)
+            }
+        }
+    }
+}
