@@ -35,7 +35,13 @@ pub fn error(status: StatusCode, error: &str, message: &str) -> Response<Vec<u8>
 }
 
 fn bad_request(e: InvalidRequest) -> Response<Vec<u8>> {
-    let top = e.field.split(['.', '[']).next().unwrap_or("body");
+    // A fixed set of labels: unknown names (query parameters, JSON keys) are the client's
+    // choice, and a series per name would let any client grow /metrics without bound.
+    let top = e.field.split(['.', '[']).next().unwrap_or_default();
+    let top = match top {
+        "body" | "principal" | "resource" | "action" | "context" | "checks" | "explain" => top,
+        _ => "other",
+    };
     metrics::BAD_REQUESTS.with_label_values(&[top]).inc();
     json_response(
         StatusCode::BAD_REQUEST,

@@ -129,8 +129,9 @@ fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>)
     }
 }
 
-/// Names the standard library declares, found by asking it: registering a function under a
-/// declared name is refused.
+/// CEL's standard functions, kept to those this version of the crate really declares (asked by
+/// registering under the name, which it refuses for a declared one). Macros such as `has` and
+/// `exists` are expanded by the parser and never appear as calls.
 static STANDARD_FUNCTIONS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     const CANDIDATES: &[&str] = &[
         "size",
@@ -158,14 +159,6 @@ static STANDARD_FUNCTIONS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         "getMinutes",
         "getSeconds",
         "getMilliseconds",
-        "max",
-        "min",
-        "exists",
-        "all",
-        "exists_one",
-        "map",
-        "filter",
-        "has",
     ];
     CANDIDATES
         .iter()
@@ -184,7 +177,6 @@ fn is_known_function(name: &str) -> bool {
         || name.starts_with('!')
         || HELPERS.contains(&name)
         || STANDARD_FUNCTIONS.contains(name)
-        || matches!(name, "max" | "min")
 }
 
 /// The context every decision's scope descends from: CEL's standard library and our helpers.

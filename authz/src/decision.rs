@@ -176,7 +176,7 @@ impl<'a> Shared<'a> {
             scope: None,
             derived: vec![None; set.derived.len()],
             explain,
-            saw_error: false,
+            first_error: None,
         };
         let mut traces = Vec::new();
         let mut denied: Option<(&Rule, Option<String>)> = None;
@@ -214,7 +214,7 @@ impl<'a> Shared<'a> {
             rules: traces,
             derived_roles: check.derived_traces(),
         });
-        let condition_error = check.saw_error;
+        let first_error = check.first_error.take();
         let (allow, reason, rule) = match (denied, allowed) {
             (Some((rule, None)), _) => (
                 false,
@@ -239,14 +239,18 @@ impl<'a> Shared<'a> {
                 format!("no policy covers resource type {:?}", resource.kind),
                 None,
             ),
-            (None, None) => (
-                false,
-                format!(
+            (None, None) => {
+                let mut reason = format!(
                     "no rule allows {action:?} on {:?} for this principal",
                     resource.kind
-                ),
-                None,
-            ),
+                );
+                // An allow rule that might have applied but could not be evaluated is worth
+                // saying: it is the usual cause of a surprising deny.
+                if let Some(e) = &first_error {
+                    reason.push_str(&format!("; a condition could not be evaluated ({e})"));
+                }
+                (false, reason, None)
+            }
         };
         Decision {
             decision_id: next_decision_id(),
@@ -256,7 +260,7 @@ impl<'a> Shared<'a> {
             policy_version: rule.map(|r| r.policy_version.clone()),
             rule: rule.map(|r| r.name.clone()),
             explanation,
-            condition_error,
+            condition_error: first_error.is_some(),
         }
     }
 }
@@ -268,7 +272,8 @@ struct Check<'s, 'a> {
     scope: Option<Context<'a, 'static>>,
     derived: Vec<Option<(Truth, Option<ConditionTrace>)>>,
     explain: bool,
-    saw_error: bool,
+    /// The first condition that could not be evaluated, for the reason and the metrics.
+    first_error: Option<String>,
 }
 
 impl<'a> Check<'_, 'a> {
@@ -350,7 +355,7 @@ impl<'a> Check<'_, 'a> {
         };
         let explain = self.explain;
         let (t, condition_trace) = evaluate(condition, self.scope(action), explain);
-        self.saw_error |= matches!(t, Truth::Error(_));
+        self.note_error(&t);
         let outcome = match t {
             Truth::True => "applies",
             Truth::False => "condition false",
@@ -377,9 +382,15 @@ impl<'a> Check<'_, 'a> {
                 }
             }
         };
-        self.saw_error |= matches!(truth, Truth::Error(_));
+        self.note_error(&truth);
         self.derived[index] = Some((truth.clone(), trace));
         truth
+    }
+
+    fn note_error(&mut self, truth: &Truth) {
+        if let (Truth::Error(e), None) = (truth, &self.first_error) {
+            self.first_error = Some(e.clone());
+        }
     }
 
     fn derived_traces(&self) -> Vec<DerivedRoleTrace> {

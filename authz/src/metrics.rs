@@ -60,7 +60,7 @@ pub static LOG_DROPS: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static BAD_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(register_int_counter_vec!(
         "gatehouse_authz_bad_requests_total",
-        "Requests answered 400, by the field at fault (top-level part).",
+        "Requests answered 400, by the field at fault (top-level part; \"other\" for names the API does not know).",
         &["field"]
     ))
 });

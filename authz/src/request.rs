@@ -98,13 +98,19 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Inva
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let field = if field == "." || field == "?" {
-            if inner.is_syntax() || inner.is_eof() {
-                "body".to_string()
+        let top = field == "." || field == "?";
+        let field = if inner.is_syntax() || inner.is_eof() {
+            // Broken JSON is the body's fault, wherever the parser stopped.
+            "body".to_string()
+        } else if let Some(missing) = missing_field(&inner.to_string()) {
+            // serde names a missing field in the message; the path stops at its parent.
+            if top {
+                missing
             } else {
-                // A missing top-level field: serde names it in the message, not the path.
-                missing_field(&inner.to_string()).unwrap_or_else(|| "body".into())
+                format!("{field}.{missing}")
             }
+        } else if top {
+            "body".to_string()
         } else {
             field
         };
@@ -221,7 +227,7 @@ mod tests {
             ),
             (
                 r#"{"principal":{},"resource":{"type":"d"},"action":"v"}"#,
-                "principal",
+                "principal.sub",
             ),
             (
                 r#"{"principal":{"sub":""},"resource":{"type":"d"},"action":"v"}"#,

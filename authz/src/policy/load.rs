@@ -106,7 +106,11 @@ impl Source {
     /// The line of a semantic problem (serde has no spans for those): the first line holding
     /// each anchor in turn, e.g. `["rules:", "name: edit", "owner"]`.
     fn line_of(&self, anchors: &[&str]) -> Option<usize> {
-        let mut from = 0;
+        self.line_after(0, anchors)
+    }
+
+    /// As [`Source::line_of`], skipping the first `from` lines.
+    fn line_after(&self, mut from: usize, anchors: &[&str]) -> Option<usize> {
         let lines: Vec<&str> = self.text.lines().collect();
         let mut found = None;
         for anchor in anchors {
@@ -162,7 +166,12 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
                     Some(i) => message[..i].to_string(),
                     None => message,
                 };
-                errors.push(source.error(line, "", message));
+                // ... and starts with the key path (`resource_policy.rules[0].when: ...`).
+                let (key, message) = match message.split_once(": ") {
+                    Some((path, rest)) if is_key_path(path) => (path.to_string(), rest.to_string()),
+                    _ => (String::new(), message),
+                };
+                errors.push(source.error(line, key, message));
                 continue;
             }
         };
@@ -196,9 +205,14 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut set_index: HashMap<String, HashMap<String, usize>> = HashMap::new();
     for (set_name, (source, set)) in &role_sets {
         let mut names = HashMap::new();
+        // Each definition is looked for after the previous one: a repeated name is reported
+        // where it repeats.
+        let mut after = source.line_of(&["definitions:"]).map_or(0, |l| l - 1);
         for (i, d) in set.definitions.iter().enumerate() {
             let key = format!("derived_roles.definitions[{i}]");
-            let line = || source.line_of(&["definitions:", &format!("name: {}", d.name)]);
+            let found = source.line_after(after, &[&format!("name: {}", d.name)]);
+            after = found.unwrap_or(after);
+            let line = || found;
             if names.contains_key(&d.name) {
                 errors.push(source.error(
                     line(),
@@ -279,13 +293,16 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         let policy_id: Arc<str> = p.id.as_str().into();
         let version: Arc<str> = p.version.as_str().into();
         let mut rule_names = HashSet::new();
+        // Each rule is looked for after the previous one: a repeated name is reported where it
+        // repeats.
+        let mut after = source.line_of(&["rules:"]).map_or(0, |l| l - 1);
         for (i, r) in p.rules.iter().enumerate() {
             let key = format!("resource_policy.rules[{i}]");
-            let name_line = format!("name: {}", r.name);
-            let line = |anchors: &[&str]| {
-                let mut path = vec!["rules:", name_line.as_str()];
-                path.extend_from_slice(anchors);
-                source.line_of(&path)
+            let rule_line = source.line_after(after, &[&format!("name: {}", r.name)]);
+            after = rule_line.unwrap_or(after);
+            let line = |anchors: &[&str]| match anchors {
+                [] => rule_line,
+                _ => source.line_after(rule_line? - 1, anchors),
             };
             if !rule_names.insert(r.name.as_str()) {
                 errors.push(source.error(
@@ -386,6 +403,14 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         loaded_at: SystemTime::now(),
         directory: dir.to_path_buf(),
     })
+}
+
+/// Whether serde_yaml's message prefix is a key path such as `resource_policy.rules[0].when`.
+fn is_key_path(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '?'))
 }
 
 fn known<'a>(names: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {
