@@ -70,7 +70,9 @@ pub fn init() {
     LazyLock::force(&DECISIONS);
     LazyLock::force(&EVALUATION);
     LazyLock::force(&CONDITION_ERRORS);
-    LazyLock::force(&RELOADS);
+    for result in ["success", "failure"] {
+        RELOADS.with_label_values(&[result]);
+    }
     LazyLock::force(&POLICIES);
     LazyLock::force(&LOG_DROPS);
     LazyLock::force(&BAD_REQUESTS);

@@ -2329,6 +2329,42 @@ mod load_errors {
     }
 
     #[test]
+    fn a_broken_derived_roles_file_is_the_only_error_its_importers_cause() {
+        let dir = PolicyDir::with(&[
+            (
+                "roles.yaml",
+                r#"
+                derived_roles:
+                  name: document_roles
+                  definitions:
+                    - name: owner
+                      parent_roles: ["*"]
+                      when: resource.owner ==
+                "#,
+            ),
+            (
+                "documents.yaml",
+                r#"
+                resource_policy:
+                  id: documents
+                  version: "1"
+                  resource: document
+                  import_derived_roles: [document_roles]
+                  rules:
+                    - name: owners-edit
+                      actions: [edit]
+                      effect: allow
+                      derived_roles: [owner]
+                "#,
+            ),
+        ]);
+        let errors = dir.errors();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].file.ends_with("roles.yaml"), "{errors:#?}");
+        assert_eq!(errors[0].key, "derived_roles.definitions[0].when");
+    }
+
+    #[test]
     fn every_broken_file_is_reported() {
         let dir = PolicyDir::with(&[
             ("a.yaml", &with_condition("principal.sub ==")),

@@ -200,6 +200,9 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             }
         }
     }
+    // A file that does not parse may define the derived roles others import: reporting their
+    // references as unknown would only add errors that fixing that file removes.
+    let check_references = errors.is_empty();
 
     let mut derived = Vec::new();
     let mut set_index: HashMap<String, HashMap<String, usize>> = HashMap::new();
@@ -273,6 +276,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         for (i, set) in p.import_derived_roles.iter().enumerate() {
             match set_index.get(set) {
                 Some(names) => imported.extend(names.iter().map(|(n, idx)| (n.as_str(), *idx))),
+                None if !check_references => {}
                 None => errors.push(source.error(
                     source.line_of(&["import_derived_roles", set]),
                     format!("resource_policy.import_derived_roles[{i}]"),
@@ -329,6 +333,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             for (j, name) in r.derived_roles.iter().enumerate() {
                 match imported.get(name.as_str()) {
                     Some(idx) => derived_idx.push(*idx),
+                    None if !check_references => {}
                     None => errors.push(source.error(
                         line(&["derived_roles", name]),
                         format!("{key}.derived_roles[{j}]"),
