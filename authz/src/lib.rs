@@ -15,6 +15,7 @@ pub mod policy;
 pub mod policy_test;
 pub mod request;
 pub mod server;
+pub mod yaml;
 
 pub use authorizer::Authorizer;
 pub use decision::{Decision, Explanation, Options};

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::decision::{ConditionTrace, Decision, Explanation, Options};
 use crate::policy::{self, PolicyErrors, PolicySet};
 use crate::request::{Principal, Request, RequestContext, Resource};
+use crate::yaml::{FileError, Source};
 
 // ---------------------------------------------------------------------------------------------
 // What the author writes.
@@ -198,29 +199,6 @@ impl fmt::Display for CheckLabel {
     }
 }
 
-/// A problem in a suite file, with its line when one is known and the key path at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SuiteError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    /// Key path such as `tests[2].expected[0].principal`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for SuiteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
 /// Why no test could be run.
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {
@@ -246,11 +224,11 @@ pub enum TestRunError {
     #[error("{}", invalid_message(.policies.as_ref(), .suites))]
     Invalid {
         policies: Option<PolicyErrors>,
-        suites: Vec<SuiteError>,
+        suites: Vec<FileError>,
     },
 }
 
-fn invalid_message(policies: Option<&PolicyErrors>, suites: &[SuiteError]) -> String {
+fn invalid_message(policies: Option<&PolicyErrors>, suites: &[FileError]) -> String {
     let mut out = String::new();
     let mut count = 0;
     for e in policies.iter().flat_map(|p| &p.0) {
@@ -268,57 +246,15 @@ fn invalid_message(policies: Option<&PolicyErrors>, suites: &[SuiteError]) -> St
 // ---------------------------------------------------------------------------------------------
 // Reading a suite.
 
-/// Where semantic problems are located: serde_yaml has no spans once a value is parsed, so a line
-/// is found by searching the text, like the policy loader does.
-struct Source<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Source<'_> {
-    fn error(
-        &self,
-        line: Option<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> SuiteError {
-        SuiteError {
-            file: self.path.to_path_buf(),
-            line,
-            key: key.into(),
-            message: message.into(),
-        }
+/// The line of `tests[i].name`, telling apart tests that share a name.
+fn test_line(source: &Source, tests: &[TestSpec], i: usize) -> Option<usize> {
+    let name = tests.get(i)?.name.as_str();
+    let earlier = tests[..i].iter().filter(|t| t.name == name).count();
+    let mut line = source.line_of(&[&["tests:"]])?;
+    for _ in 0..=earlier {
+        line = source.name_line(line + 1, name)?;
     }
-
-    /// The 1-based line found by locating each anchor in turn, from the line of the previous
-    /// one on; an anchor matches a line holding all of its words.
-    fn line_of(&self, anchors: &[&[&str]]) -> Option<usize> {
-        self.line_from(0, anchors)
-    }
-
-    /// As [`Source::line_of`], starting at the 1-based line `from` (0: the start).
-    fn line_from(&self, from: usize, anchors: &[&[&str]]) -> Option<usize> {
-        let lines: Vec<&str> = self.text.lines().collect();
-        let mut at = from.saturating_sub(1);
-        for anchor in anchors {
-            at += lines
-                .get(at..)?
-                .iter()
-                .position(|l| anchor.iter().all(|w| l.contains(w)))?;
-        }
-        Some(at + 1)
-    }
-
-    /// The line of `tests[i].name`, telling apart tests that share a name.
-    fn test_line(&self, tests: &[TestSpec], i: usize) -> Option<usize> {
-        let name = tests.get(i)?.name.as_str();
-        let earlier = tests[..i].iter().filter(|t| t.name == name).count();
-        let mut line = self.line_of(&[&["tests:"], &["name:", name]])?;
-        for _ in 0..earlier {
-            line = self.line_from(line + 1, &[&["name:", name]])?;
-        }
-        Some(line)
-    }
+    Some(line)
 }
 
 /// The names a test may use, for "unknown X" messages.
@@ -334,27 +270,8 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 impl Suite {
     /// Parses and checks one suite file; every problem found is returned, each with its key path
     /// and, where it can be found, its line.
-    pub fn parse(path: &Path, text: &str) -> Result<Suite, Vec<SuiteError>> {
-        let source = Source { path, text };
-        let de = serde_yaml::Deserializer::from_str(text);
-        let file: SuiteFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
-            let message = inner.to_string();
-            // serde_yaml appends " at line L column C": the line is already in the prefix.
-            let message = match message.rfind(" at line ") {
-                Some(i) => &message[..i],
-                None => &message,
-            };
-            // ... and starts with the key path, which the error carries apart.
-            let message = message
-                .strip_prefix(&format!("{key}: "))
-                .unwrap_or(message)
-                .to_string();
-            vec![source.error(line, key, message)]
-        })?;
+    pub fn parse(source: &Source) -> Result<Suite, Vec<FileError>> {
+        let file: SuiteFile = source.parse().map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if file.name.trim().is_empty() {
             errors.push(source.error(source.line_of(&[&["name:"]]), "name", "must not be empty"));
@@ -379,7 +296,7 @@ impl Suite {
         for (i, spec) in file.tests.iter().enumerate() {
             if let Some(first) = names.insert(spec.name.as_str(), i) {
                 errors.push(source.error(
-                    source.test_line(&file.tests, i),
+                    test_line(source, &file.tests, i),
                     format!("tests[{i}].name"),
                     format!("test name {:?} is also used by tests[{first}]", spec.name),
                 ));
@@ -394,7 +311,7 @@ impl Suite {
         Ok(Suite {
             name: file.name,
             description: file.description,
-            file: path.to_path_buf(),
+            file: source.path.clone(),
             now: file.now,
             tests,
         })
@@ -421,14 +338,14 @@ fn compile_test(
     spec: &TestSpec,
     i: usize,
     source: &Source,
-    errors: &mut Vec<SuiteError>,
+    errors: &mut Vec<FileError>,
 ) -> Option<Test> {
     let before = errors.len();
     let test = TestSource {
         file,
         spec,
         at: format!("tests[{i}]"),
-        line: source.test_line(&file.tests, i),
+        line: test_line(source, &file.tests, i),
         source,
     };
     if spec.name.trim().is_empty() {
@@ -457,7 +374,7 @@ struct TestSource<'a> {
     at: String,
     /// The line of its `name:`.
     line: Option<usize>,
-    source: &'a Source<'a>,
+    source: &'a Source,
 }
 
 impl<'a> TestSource<'a> {
@@ -467,7 +384,7 @@ impl<'a> TestSource<'a> {
     }
 
     /// The input: every name defined, none twice, no list empty but `contexts`.
-    fn check_input(&self, errors: &mut Vec<SuiteError>) {
+    fn check_input(&self, errors: &mut Vec<FileError>) {
         let input = &self.spec.input;
         let file = self.file;
         let lists = [
@@ -536,7 +453,7 @@ impl<'a> TestSource<'a> {
     /// check expected twice.
     fn expectations(
         &self,
-        errors: &mut Vec<SuiteError>,
+        errors: &mut Vec<FileError>,
     ) -> HashMap<ExpectationKey<'a>, (Expect, usize)> {
         let input = &self.spec.input;
         let mut expected = HashMap::new();
@@ -818,25 +735,16 @@ pub fn load_suites(dir: &Path) -> Result<Vec<Suite>, TestRunError> {
     let mut suites: Vec<Suite> = Vec::new();
     let mut errors = Vec::new();
     for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let source = match Source::read(&path) {
+            Ok(s) => s,
             Err(e) => {
-                errors.push(SuiteError {
-                    file: path,
-                    line: None,
-                    key: String::new(),
-                    message: format!("cannot read: {e}"),
-                });
+                errors.push(e);
                 continue;
             }
         };
-        match Suite::parse(&path, &text) {
+        match Suite::parse(&source) {
             Ok(suite) => {
                 if let Some(other) = suites.iter().find(|s| s.name == suite.name) {
-                    let source = Source {
-                        path: &path,
-                        text: &text,
-                    };
                     errors.push(source.error(
                         source.line_of(&[&["name:"]]),
                         "name",
@@ -1059,15 +967,18 @@ mod tests {
         policy::load(&dir).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn parse(text: &str) -> Result<Suite, Vec<SuiteError>> {
-        Suite::parse(Path::new("t_test.yaml"), text)
+    fn parse(text: &str) -> Result<Suite, Vec<FileError>> {
+        Suite::parse(&Source {
+            path: "t_test.yaml".into(),
+            text: text.to_string(),
+        })
     }
 
     fn suite(text: &str) -> Suite {
         parse(text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn errors(text: &str) -> Vec<SuiteError> {
+    fn errors(text: &str) -> Vec<FileError> {
         match parse(text) {
             Ok(s) => panic!("accepted {s:?}"),
             Err(e) => e,

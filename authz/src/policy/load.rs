@@ -13,28 +13,10 @@ use sha2::{Digest, Sha256};
 use super::file::{DerivedRolesSpec, Effect, PolicyFile, ResourcePolicySpec};
 use super::{DerivedRole, KindRules, PolicyInfo, PolicySet, Rule};
 use crate::condition::root_context;
+use crate::yaml::{FileError, Source};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    /// Key path such as `resource_policy.rules[2].when`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// A problem in a policy file.
+pub type PolicyError = FileError;
 
 /// Every problem found in one attempt to load a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,95 +65,31 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-struct Source {
-    path: PathBuf,
-    text: String,
-}
-
-impl Source {
-    fn error(
-        &self,
-        line: Option<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> PolicyError {
-        PolicyError {
-            file: self.path.clone(),
-            line,
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The line of a semantic problem (serde has no spans for those): the first line holding
-    /// each anchor in turn, e.g. `["rules:", "name: edit", "owner"]`.
-    fn line_of(&self, anchors: &[&str]) -> Option<usize> {
-        self.line_after(0, anchors)
-    }
-
-    /// As [`Source::line_of`], skipping the first `from` lines.
-    fn line_after(&self, mut from: usize, anchors: &[&str]) -> Option<usize> {
-        let lines: Vec<&str> = self.text.lines().collect();
-        let mut found = None;
-        for anchor in anchors {
-            let at = lines[from..].iter().position(|l| l.contains(anchor))? + from;
-            found = Some(at + 1);
-            from = at;
-        }
-        found
-    }
-}
-
 /// Loads and compiles every policy under `dir`.
 pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut errors = Vec::new();
-    let dir_error = |message: String| {
-        PolicyErrors(vec![PolicyError {
-            file: dir.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message,
-        }])
-    };
+    let dir_error = |message: String| PolicyErrors(vec![FileError::whole_file(dir, message)]);
     let files =
         yaml_files(dir).map_err(|e| dir_error(format!("cannot read the policy directory: {e}")))?;
     let mut hasher = Sha256::new();
     let mut policies: Vec<(Source, ResourcePolicySpec)> = Vec::new();
     let mut role_sets: BTreeMap<String, (Source, DerivedRolesSpec)> = BTreeMap::new();
     for path in files.into_iter().filter(|p| !is_test_file(p)) {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let source = match Source::read(&path) {
+            Ok(s) => s,
             Err(e) => {
-                errors.push(PolicyError {
-                    file: path,
-                    line: None,
-                    key: String::new(),
-                    message: format!("cannot read: {e}"),
-                });
+                errors.push(e);
                 continue;
             }
         };
         let relative = path.strip_prefix(dir).unwrap_or(&path);
         hasher.update(relative.as_os_str().as_encoded_bytes());
-        hasher.update((text.len() as u64).to_le_bytes());
-        hasher.update(text.as_bytes());
-        let source = Source { path, text };
-        let parsed: PolicyFile = match serde_yaml::from_str(&source.text) {
+        hasher.update((source.text.len() as u64).to_le_bytes());
+        hasher.update(source.text.as_bytes());
+        let parsed: PolicyFile = match source.parse() {
             Ok(p) => p,
             Err(e) => {
-                let line = e.location().map(|l| l.line());
-                let message = e.to_string();
-                // serde_yaml appends " at line L column C": the line is already in the prefix.
-                let message = match message.rfind(" at line ") {
-                    Some(i) => message[..i].to_string(),
-                    None => message,
-                };
-                // ... and starts with the key path (`resource_policy.rules[0].when: ...`).
-                let (key, message) = match message.split_once(": ") {
-                    Some((path, rest)) if is_key_path(path) => (path.to_string(), rest.to_string()),
-                    _ => (String::new(), message),
-                };
-                errors.push(source.error(line, key, message));
+                errors.push(e);
                 continue;
             }
         };
@@ -179,7 +97,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             (Some(p), None) => policies.push((source, p)),
             (None, Some(set)) => {
                 if let Some((other, _)) = role_sets.get(&set.name) {
-                    let line = source.line_of(&["name:"]);
+                    let line = source.line_of(&[&["name:"]]);
                     let msg = format!(
                         "a derived_roles set named {:?} is also defined in {}",
                         set.name,
@@ -210,10 +128,10 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         let mut names = HashMap::new();
         // Each definition is looked for after the previous one: a repeated name is reported
         // where it repeats.
-        let mut after = source.line_of(&["definitions:"]).map_or(0, |l| l - 1);
+        let mut after = source.line_of(&[&["definitions:"]]).unwrap_or(0);
         for (i, d) in set.definitions.iter().enumerate() {
             let key = format!("derived_roles.definitions[{i}]");
-            let found = source.line_after(after, &[&format!("name: {}", d.name)]);
+            let found = source.name_line(after + 1, &d.name);
             after = found.unwrap_or(after);
             let line = || found;
             if names.contains_key(&d.name) {
@@ -241,7 +159,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         }
         if set.definitions.is_empty() {
             errors.push(source.error(
-                source.line_of(&["definitions:"]),
+                source.line_of(&[&["definitions:"]]),
                 "derived_roles.definitions",
                 "defines no roles",
             ));
@@ -255,7 +173,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     for (source, p) in &policies {
         if let Some(other) = seen_ids.get(&p.id) {
             let msg = format!("policy id {:?} is also used by {}", p.id, other.display());
-            errors.push(source.error(source.line_of(&["id:"]), "resource_policy.id", msg));
+            errors.push(source.error(source.line_of(&[&["id:"]]), "resource_policy.id", msg));
             continue;
         }
         seen_ids.insert(p.id.clone(), source.path.clone());
@@ -266,7 +184,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         ] {
             if value.trim().is_empty() {
                 errors.push(source.error(
-                    source.line_of(&[&format!("{field}:")]),
+                    source.line_of(&[&[&format!("{field}:")]]),
                     format!("resource_policy.{field}"),
                     "must not be empty",
                 ));
@@ -278,7 +196,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
                 Some(names) => imported.extend(names.iter().map(|(n, idx)| (n.as_str(), *idx))),
                 None if !check_references => {}
                 None => errors.push(source.error(
-                    source.line_of(&["import_derived_roles", set]),
+                    source.line_of(&[&["import_derived_roles"], &[set]]),
                     format!("resource_policy.import_derived_roles[{i}]"),
                     format!(
                         "no derived_roles set named {set:?} (known: {})",
@@ -289,7 +207,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         }
         if p.rules.is_empty() {
             errors.push(source.error(
-                source.line_of(&["rules:"]),
+                source.line_of(&[&["rules:"]]),
                 "resource_policy.rules",
                 "lists no rules",
             ));
@@ -299,14 +217,14 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         let mut rule_names = HashSet::new();
         // Each rule is looked for after the previous one: a repeated name is reported where it
         // repeats.
-        let mut after = source.line_of(&["rules:"]).map_or(0, |l| l - 1);
+        let mut after = source.line_of(&[&["rules:"]]).unwrap_or(0);
         for (i, r) in p.rules.iter().enumerate() {
             let key = format!("resource_policy.rules[{i}]");
-            let rule_line = source.line_after(after, &[&format!("name: {}", r.name)]);
+            let rule_line = source.name_line(after + 1, &r.name);
             after = rule_line.unwrap_or(after);
-            let line = |anchors: &[&str]| match anchors {
+            let line = |anchors: &[&[&str]]| match anchors {
                 [] => rule_line,
-                _ => source.line_after(rule_line? - 1, anchors),
+                _ => source.line_from(rule_line?, anchors),
             };
             if !rule_names.insert(r.name.as_str()) {
                 errors.push(source.error(
@@ -317,7 +235,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             }
             if r.actions.is_empty() {
                 errors.push(source.error(
-                    line(&["actions"]),
+                    line(&[&["actions"]]),
                     format!("{key}.actions"),
                     "list at least one action (\"*\" for every action)",
                 ));
@@ -335,7 +253,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
                     Some(idx) => derived_idx.push(*idx),
                     None if !check_references => {}
                     None => errors.push(source.error(
-                        line(&["derived_roles", name]),
+                        line(&[&["derived_roles"], &[name]]),
                         format!("{key}.derived_roles[{j}]"),
                         format!(
                             "unknown derived role {name:?} (imported: {})",
@@ -408,14 +326,6 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         loaded_at: SystemTime::now(),
         directory: dir.to_path_buf(),
     })
-}
-
-/// Whether serde_yaml's message prefix is a key path such as `resource_policy.rules[0].when`.
-fn is_key_path(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '?'))
 }
 
 fn known<'a>(names: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {
