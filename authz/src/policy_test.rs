@@ -301,7 +301,7 @@ impl Suite {
                     format!("test name {:?} is also used by tests[{first}]", spec.name),
                 ));
             }
-            if let Some(test) = compile_test(&file, spec, i, &source, &mut errors) {
+            if let Some(test) = compile_test(&file, spec, i, source, &mut errors) {
                 tests.push(test);
             }
         }
