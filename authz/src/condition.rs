@@ -2,17 +2,24 @@
 //!
 //! Building a CEL context with the standard library costs tens of microseconds, so a policy set
 //! holds one root context (standard library plus our helpers) and every decision takes a cheap
-//! inner scope of it, with the request converted into CEL values once.
+//! inner scope of it. The scope's variables resolve through [`Input`]: each of `principal`,
+//! `resource`, `action` and `context` is converted into CEL values (borrowing the request's
+//! strings) when a condition first names it, and at most once per request (principal and context:
+//! once per batch).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cel::common::ast::Expr;
-use cel::extractors::Arguments;
-use cel::objects::{Key, Map};
-use cel::{Context, ExecutionError, Program, Value};
-use chrono::{Datelike, NaiveTime, Timelike};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, ExecutionError, FunctionContext, Program, Value};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
 use ipnet::IpNet;
 use serde_json::Value as Json;
 
@@ -193,75 +200,115 @@ fn helper_error(function: &str, message: impl ToString) -> ExecutionError {
     ExecutionError::function_error(function, message)
 }
 
+/// The helpers read their arguments as the interpreter resolved them (borrowed CEL values):
+/// nothing is converted to a `Value` on the way in. Only error messages convert, for the type name.
+fn type_name(v: &dyn Val) -> String {
+    match Value::try_from(v) {
+        Ok(value) => value.type_of().to_string(),
+        Err(_) => v.get_type().name().to_string(),
+    }
+}
+
+fn is_null(v: &dyn Val) -> bool {
+    v.downcast_ref::<CelNull>().is_some()
+}
+
 /// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
-fn ip_in_range(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     const NAME: &str = "ipInRange";
-    let [ip, ranges] = args.as_slice() else {
+    let [ip, ranges] = ftx.args.as_slice() else {
         return Err(helper_error(NAME, "takes (ip, range or list of ranges)"));
     };
-    let ip: IpAddr = match ip {
-        Value::String(s) => s
+    let ip: IpAddr = match ip.downcast_ref::<CelString>() {
+        Some(s) => s
+            .inner()
             .parse()
-            .map_err(|_| helper_error(NAME, format!("{s:?} is not an IP address")))?,
-        Value::Null => return Err(helper_error(NAME, "no IP address in the request")),
-        other => return Err(helper_error(NAME, format!("ip is a {}", other.type_of()))),
+            .map_err(|_| helper_error(NAME, format!("{:?} is not an IP address", s.inner())))?,
+        None if is_null(ip.as_ref()) => {
+            return Err(helper_error(NAME, "no IP address in the request"))
+        }
+        None => {
+            return Err(helper_error(
+                NAME,
+                format!("ip is a {}", type_name(ip.as_ref())),
+            ))
+        }
     };
-    let contains = |range: &Value| -> Result<bool, ExecutionError> {
-        let Value::String(s) = range else {
+    let contains = |range: &dyn Val| -> Result<bool, ExecutionError> {
+        let Some(s) = range.downcast_ref::<CelString>() else {
             return Err(helper_error(NAME, "ranges are strings like \"10.0.0.0/8\""));
         };
+        let s = s.inner();
         let net: IpNet = s
             .parse()
             .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
             .map_err(|_| helper_error(NAME, format!("{s:?} is not a CIDR range")))?;
         Ok(net.contains(&ip))
     };
-    let inside = match ranges {
-        Value::List(list) => {
+    let inside = match ranges.downcast_ref::<CelList>() {
+        Some(list) => {
             let mut any = false;
-            for r in list.iter() {
-                any |= contains(r)?;
+            for r in list.inner() {
+                any |= contains(r.as_ref())?;
             }
             any
         }
-        single => contains(single)?,
+        None => contains(ranges.as_ref())?,
     };
     Ok(Value::Bool(inside))
 }
 
 fn local_time(
     name: &str,
-    at: &Value,
-    zone: Option<&Value>,
+    at: &dyn Val,
+    zone: Option<&dyn Val>,
 ) -> Result<chrono::NaiveDateTime, ExecutionError> {
-    let Value::Timestamp(t) = at else {
+    let Some(t) = at.downcast_ref::<CelTimestamp>() else {
         return Err(helper_error(
             name,
             "the first argument must be a timestamp, such as context.time",
         ));
     };
+    let t = t.inner();
     match zone {
         None => Ok(t.naive_utc()),
-        Some(Value::String(z)) => {
-            let tz: chrono_tz::Tz = z
-                .parse()
-                .map_err(|_| helper_error(name, format!("unknown time zone {z:?}")))?;
-            Ok(t.with_timezone(&tz).naive_local())
-        }
-        Some(other) => Err(helper_error(
-            name,
-            format!("the time zone is a {}, not a string", other.type_of()),
-        )),
+        Some(zone) => match zone.downcast_ref::<CelString>() {
+            Some(z) => {
+                let tz: chrono_tz::Tz = z.inner().parse().map_err(|_| {
+                    helper_error(name, format!("unknown time zone {:?}", z.inner()))
+                })?;
+                Ok(t.with_timezone(&tz).naive_local())
+            }
+            None => Err(helper_error(
+                name,
+                format!("the time zone is a {}, not a string", type_name(zone)),
+            )),
+        },
     }
+}
+
+/// "HH:MM" as a time of day. The usual two-digit form is read directly; anything else goes to
+/// chrono's `%H:%M` parser, which gives the same answer for the two-digit form.
+fn clock_time(s: &str) -> Option<NaiveTime> {
+    if let [h1, h2, b':', m1, m2] = *s.as_bytes() {
+        if [h1, h2, m1, m2].iter().all(u8::is_ascii_digit) {
+            let hour = u32::from(h1 - b'0') * 10 + u32::from(h2 - b'0');
+            let minute = u32::from(m1 - b'0') * 10 + u32::from(m2 - b'0');
+            if let Some(t) = NaiveTime::from_hms_opt(hour, minute, 0) {
+                return Some(t);
+            }
+        }
+    }
+    NaiveTime::parse_from_str(s, "%H:%M").ok()
 }
 
 /// `timeBetween(context.time, "09:00", "18:00"[, "Europe/Paris"])`: from inclusive, to exclusive,
 /// UTC unless a zone is named. A window whose end is before its start spans midnight.
-fn time_between(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+fn time_between(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     const NAME: &str = "timeBetween";
-    let (at, from, to, zone) = match args.as_slice() {
+    let (at, from, to, zone) = match ftx.args.as_slice() {
         [at, from, to] => (at, from, to, None),
-        [at, from, to, zone] => (at, from, to, Some(zone)),
+        [at, from, to, zone] => (at, from, to, Some(zone.as_ref())),
         _ => {
             return Err(helper_error(
                 NAME,
@@ -269,19 +316,22 @@ fn time_between(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
             ))
         }
     };
-    let clock = |v: &Value| -> Result<NaiveTime, ExecutionError> {
-        match v {
-            Value::String(s) => NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| {
-                helper_error(NAME, format!("{s:?} is not a time of day like \"09:30\""))
+    let clock = |v: &dyn Val| -> Result<NaiveTime, ExecutionError> {
+        match v.downcast_ref::<CelString>() {
+            Some(s) => clock_time(s.inner()).ok_or_else(|| {
+                helper_error(
+                    NAME,
+                    format!("{:?} is not a time of day like \"09:30\"", s.inner()),
+                )
             }),
-            _ => Err(helper_error(
+            None => Err(helper_error(
                 NAME,
                 "times of day are strings like \"09:30\"",
             )),
         }
     };
-    let (from, to) = (clock(from)?, clock(to)?);
-    let now = local_time(NAME, at, zone)?.time();
+    let (from, to) = (clock(from.as_ref())?, clock(to.as_ref())?);
+    let now = local_time(NAME, at.as_ref(), zone)?.time();
     let now = NaiveTime::from_hms_opt(now.hour(), now.minute(), now.second()).unwrap_or(now);
     let inside = if from <= to {
         from <= now && now < to
@@ -292,117 +342,218 @@ fn time_between(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
 }
 
 /// `isWeekday(context.time[, "Europe/Paris"])`: Monday to Friday.
-fn is_weekday(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+fn is_weekday(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     const NAME: &str = "isWeekday";
-    let (at, zone) = match args.as_slice() {
+    let (at, zone) = match ftx.args.as_slice() {
         [at] => (at, None),
-        [at, zone] => (at, Some(zone)),
+        [at, zone] => (at, Some(zone.as_ref())),
         _ => return Err(helper_error(NAME, "takes (time[, zone])")),
     };
-    let day = local_time(NAME, at, zone)?.weekday();
+    let day = local_time(NAME, at.as_ref(), zone)?.weekday();
     Ok(Value::Bool(day.number_from_monday() <= 5))
 }
 
-/// The request as CEL values, converted once per decision (once per batch for the principal and
-/// context).
-#[derive(Clone)]
-pub struct Input {
-    pub principal: Value,
-    pub resource: Value,
-    pub action: Value,
-    pub context: Value,
+/// A request value as CEL sees it. It borrows the request's strings: converting copies no
+/// string, it only allocates the maps, lists and boxes that hold them.
+pub type CelVal<'r> = Box<dyn Val + 'r>;
+
+/// What every check of one request (or one batch) shares: the principal and the context. Each is
+/// converted for CEL when a condition first names it, at most once.
+pub struct SharedInput<'r> {
+    principal: &'r Principal,
+    context: &'r RequestContext,
+    /// The time conditions see when the request names none (a frozen clock); else the clock is
+    /// read when `context` is first converted.
+    now: Option<DateTime<FixedOffset>>,
+    principal_val: OnceLock<CelVal<'r>>,
+    context_val: OnceLock<CelVal<'r>>,
 }
 
-impl Input {
-    pub fn scope<'r>(&self, root: &'r Context<'static, 'static>) -> Context<'r, 'static> {
+impl<'r> SharedInput<'r> {
+    pub fn new(
+        principal: &'r Principal,
+        context: &'r RequestContext,
+        now: Option<DateTime<FixedOffset>>,
+    ) -> Self {
+        Self {
+            principal,
+            context,
+            now,
+            principal_val: OnceLock::new(),
+            context_val: OnceLock::new(),
+        }
+    }
+
+    fn principal(&self) -> &(dyn Val + 'r) {
+        self.principal_val
+            .get_or_init(|| principal_val(self.principal))
+            .as_ref()
+    }
+
+    fn context(&self) -> &(dyn Val + 'r) {
+        self.context_val
+            .get_or_init(|| {
+                let time = self
+                    .context
+                    .time
+                    .or(self.now)
+                    .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
+                context_val(self.context, time)
+            })
+            .as_ref()
+    }
+}
+
+/// The variables of one check: the shared `principal` and `context`, and this check's
+/// `resource` and `action`, each converted on first use. Conditions see them through
+/// [`Input::scope`]; a variable no condition names is never converted.
+pub struct Input<'s, 'r> {
+    shared: &'s SharedInput<'r>,
+    resource: &'s Resource,
+    action: &'s str,
+    resource_val: OnceLock<CelVal<'s>>,
+    action_val: OnceLock<CelVal<'s>>,
+}
+
+impl<'s, 'r> Input<'s, 'r> {
+    pub fn new(shared: &'s SharedInput<'r>, resource: &'s Resource, action: &'s str) -> Self {
+        Self {
+            shared,
+            resource,
+            action,
+            resource_val: OnceLock::new(),
+            action_val: OnceLock::new(),
+        }
+    }
+
+    /// The scope conditions are evaluated in: `root` (CEL's standard library and our helpers)
+    /// with these variables. Building it allocates nothing.
+    ///
+    /// `root` is the policy set's `Context<'static, 'static>`; it coerces to any shorter lifetime.
+    pub fn scope<'x>(&'x self, root: &'x Context<'x, 'x>) -> Context<'x, 'x> {
         let mut scope = root.new_inner_scope();
-        scope.add_variable_from_value("principal", self.principal.clone());
-        scope.add_variable_from_value("resource", self.resource.clone());
-        scope.add_variable_from_value("action", self.action.clone());
-        scope.add_variable_from_value("context", self.context.clone());
+        scope.set_variable_resolver(self);
         scope
     }
 }
 
-fn string(s: &str) -> Value {
-    Value::String(Arc::new(s.to_string()))
+impl VariableResolver for Input<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value: &'b (dyn Val + 'b) = match variable {
+            "principal" => self.shared.principal(),
+            "context" => self.shared.context(),
+            "resource" => self
+                .resource_val
+                .get_or_init(|| resource_val(self.resource))
+                .as_ref(),
+            "action" => self.action_val.get_or_init(|| string(self.action)).as_ref(),
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
+    }
 }
 
-fn map(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::Map(Map {
-        map: Arc::new(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-                .collect(),
-        ),
-    })
+fn string(s: &str) -> CelVal<'_> {
+    Box::new(CelString::from(s))
 }
 
-pub fn json_value(j: &Json) -> Value {
+fn key(s: &str) -> CelMapKey<'_> {
+    CelMapKey::String(CelString::from(s))
+}
+
+fn map<'r, const N: usize>(entries: [(&'static str, CelVal<'r>); N]) -> CelVal<'r> {
+    let map: HashMap<CelMapKey<'r>, CelVal<'r>> =
+        entries.into_iter().map(|(k, v)| (key(k), v)).collect();
+    Box::new(CelMap::from(map))
+}
+
+/// A JSON value (attributes, extra context keys) as CEL: numbers that fit `int` are ints, then
+/// `uint`, else doubles.
+pub fn json_val(j: &Json) -> CelVal<'_> {
     match j {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
         Json::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Value::Int(i),
-            (None, Some(u)) => Value::UInt(u),
-            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
         Json::String(s) => string(s),
-        Json::Array(items) => Value::List(Arc::new(items.iter().map(json_value).collect())),
+        Json::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_val).collect::<Vec<_>>(),
+        )),
         Json::Object(o) => object(o),
     }
 }
 
-fn object(o: &serde_json::Map<String, Json>) -> Value {
-    Value::Map(Map {
-        map: Arc::new(
-            o.iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_value(v)))
-                .collect(),
-        ),
-    })
+fn object(o: &serde_json::Map<String, Json>) -> CelVal<'_> {
+    let map: HashMap<CelMapKey<'_>, CelVal<'_>> =
+        o.iter().map(|(k, v)| (key(k), json_val(v))).collect();
+    Box::new(CelMap::from(map))
 }
 
-pub fn principal_value(p: &Principal) -> Value {
+pub fn principal_val(p: &Principal) -> CelVal<'_> {
+    let roles: Vec<CelVal<'_>> = p.roles.iter().map(|r| string(r)).collect();
     map([
         ("sub", string(&p.sub)),
-        (
-            "roles",
-            Value::List(Arc::new(p.roles.iter().map(|r| string(r)).collect())),
-        ),
+        ("roles", Box::new(CelList::from(roles))),
         ("attributes", object(&p.attributes)),
     ])
 }
 
-pub fn resource_value(r: &Resource) -> Value {
+pub fn resource_val(r: &Resource) -> CelVal<'_> {
     map([
         ("type", string(&r.kind)),
         ("id", string(&r.id)),
-        ("owner", r.owner.as_deref().map_or(Value::Null, string)),
+        (
+            "owner",
+            match r.owner.as_deref() {
+                Some(owner) => string(owner),
+                None => Box::new(CelNull),
+            },
+        ),
         ("attributes", object(&r.attributes)),
     ])
 }
 
-/// `time` is resolved by the caller (the request's, a frozen clock, or now).
-pub fn context_value(c: &RequestContext, time: chrono::DateTime<chrono::FixedOffset>) -> Value {
-    let mut entries: std::collections::HashMap<Key, Value> = c
-        .extra
-        .iter()
-        .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_value(v)))
-        .collect();
-    entries.insert(
-        Key::String(Arc::new("ip".into())),
-        c.ip.map_or(Value::Null, |ip| string(&ip.to_string())),
-    );
-    entries.insert(Key::String(Arc::new("time".into())), Value::Timestamp(time));
-    Value::Map(Map {
-        map: Arc::new(entries),
-    })
+/// `ip.to_string()`, with IPv4 (the common case) written without the formatting machinery:
+/// dotted decimal, as `Display` writes it.
+fn ip_string(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
-pub fn action_value(action: &str) -> Value {
-    string(action)
+/// `time` is resolved by the caller (the request's, a frozen clock, or now). Keys of `extra`
+/// named `ip` or `time` are shadowed by the typed fields, as before.
+pub fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
+    let mut entries: HashMap<CelMapKey<'_>, CelVal<'_>> = HashMap::with_capacity(c.extra.len() + 2);
+    for (k, v) in &c.extra {
+        entries.insert(key(k), json_val(v));
+    }
+    let ip: CelVal<'_> = match c.ip {
+        Some(ip) => Box::new(CelString::from(ip_string(ip))),
+        None => Box::new(CelNull),
+    };
+    entries.insert(key("ip"), ip);
+    entries.insert(key("time"), Box::new(CelTimestamp::from(time)));
+    Box::new(CelMap::from(entries))
 }
 
 #[cfg(test)]
@@ -416,22 +567,50 @@ mod tests {
         let time = ctx
             .time
             .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
-        let input = Input {
-            principal: principal_value(&Principal {
-                sub: "alice".into(),
-                roles: vec!["editor".into()],
-                ..Default::default()
-            }),
-            resource: resource_value(&Resource {
-                kind: "document".into(),
-                id: "d1".into(),
-                owner: Some("alice".into()),
-                ..Default::default()
-            }),
-            action: action_value("edit"),
-            context: context_value(&ctx, time),
+        let principal = Principal {
+            sub: "alice".into(),
+            roles: vec!["editor".into()],
+            ..Default::default()
         };
-        expr.evaluate(&input.scope(&root))
+        let resource = Resource {
+            kind: "document".into(),
+            id: "d1".into(),
+            owner: Some("alice".into()),
+            ..Default::default()
+        };
+        let shared = SharedInput::new(&principal, &ctx, Some(time));
+        let input = Input::new(&shared, &resource, "edit");
+        let scope = input.scope(&root);
+        expr.evaluate(&scope)
+    }
+
+    #[test]
+    fn ipv4_strings_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "192.168.100.20",
+            "255.255.255.255",
+            "1.10.100.9",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ip_string(v6), "2001:db8::1");
+    }
+
+    #[test]
+    fn clock_times_read_as_chrono_reads_them() {
+        for t in [
+            "00:00", "08:00", "09:30", "19:00", "23:59", "24:00", "12:60", "9:30", "8am", "",
+        ] {
+            assert_eq!(
+                clock_time(t),
+                NaiveTime::parse_from_str(t, "%H:%M").ok(),
+                "{t:?}"
+            );
+        }
     }
 
     #[test]

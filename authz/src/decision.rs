@@ -12,7 +12,7 @@ use cel::Context;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::condition::{action_value, context_value, principal_value, resource_value, Input};
+use crate::condition::{Input, SharedInput};
 use crate::policy::{Condition, Effect, PolicySet, Rule};
 use crate::request::{BatchRequest, Principal, Request, RequestContext, Resource};
 
@@ -103,44 +103,37 @@ pub struct Options {
 }
 
 /// Decision ids: a random per-process prefix and a counter, unique without a random draw per
-/// decision.
+/// decision. 32 lowercase hex digits (`{prefix:016x}{counter:016x}`), written without `format!`.
 pub fn next_decision_id() -> String {
     static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{n:016x}", *PREFIX)
+    let mut id = String::with_capacity(32);
+    for value in [*PREFIX, n] {
+        for shift in (0..16).rev() {
+            id.push(char::from(HEX[((value >> (4 * shift)) & 0xf) as usize]));
+        }
+    }
+    id
 }
 
-/// The parts of a request shared by every check of a batch, converted for CEL at most once.
+/// The parts of a request shared by every check of a batch: the principal and the context,
+/// converted for CEL at most once, when a first condition names them.
 struct Shared<'a> {
     set: &'a PolicySet,
     principal: &'a Principal,
-    context: &'a RequestContext,
-    now: DateTime<FixedOffset>,
-    values: Option<(cel::Value, cel::Value)>,
-}
-
-impl Shared<'_> {
-    fn values(&mut self) -> (cel::Value, cel::Value) {
-        self.values
-            .get_or_insert_with(|| {
-                (
-                    principal_value(self.principal),
-                    context_value(self.context, self.context.time.unwrap_or(self.now)),
-                )
-            })
-            .clone()
-    }
+    input: SharedInput<'a>,
 }
 
 impl PolicySet {
     pub fn evaluate(&self, request: &Request, options: Options) -> Decision {
-        let mut shared = Shared::new(self, &request.principal, &request.context, options);
+        let shared = Shared::new(self, &request.principal, &request.context, options);
         shared.decide(&request.resource, &request.action, options.explain)
     }
 
     pub fn evaluate_batch(&self, batch: &BatchRequest, options: Options) -> Vec<Decision> {
-        let mut shared = Shared::new(self, &batch.principal, &batch.context, options);
+        let shared = Shared::new(self, &batch.principal, &batch.context, options);
         batch
             .checks
             .iter()
@@ -159,21 +152,19 @@ impl<'a> Shared<'a> {
         Self {
             set,
             principal,
-            context,
-            now: options
-                .now
-                .unwrap_or_else(|| chrono::Utc::now().fixed_offset()),
-            values: None,
+            input: SharedInput::new(principal, context, options.now),
         }
     }
 
-    fn decide(&mut self, resource: &Resource, action: &str, explain: bool) -> Decision {
+    fn decide(&self, resource: &Resource, action: &str, explain: bool) -> Decision {
         let set = self.set;
         let rules = set.rules_for(&resource.kind);
+        let input = Input::new(&self.input, resource, action);
+        let scope = input.scope(&set.root);
         let mut check = Check {
             shared: self,
-            resource,
-            scope: None,
+            action,
+            scope: &scope,
             derived: vec![None; set.derived.len()],
             explain,
             first_error: None,
@@ -181,7 +172,7 @@ impl<'a> Shared<'a> {
         let mut traces = Vec::new();
         let mut denied: Option<(&Rule, Option<String>)> = None;
         for rule in &rules.deny {
-            let (truth, trace) = check.applies(rule, action);
+            let (truth, trace) = check.applies(rule);
             traces.extend(trace);
             if denied.is_none() && truth != Truth::False {
                 denied = Some((
@@ -199,7 +190,7 @@ impl<'a> Shared<'a> {
         let mut allowed: Option<&Rule> = None;
         if denied.is_none() || explain {
             for rule in &rules.allow {
-                let (truth, trace) = check.applies(rule, action);
+                let (truth, trace) = check.applies(rule);
                 traces.extend(trace);
                 if allowed.is_none() && truth == Truth::True {
                     allowed = Some(rule);
@@ -216,11 +207,7 @@ impl<'a> Shared<'a> {
         });
         let first_error = check.first_error.take();
         let (allow, reason, rule) = match (denied, allowed) {
-            (Some((rule, None)), _) => (
-                false,
-                format!("denied by rule {:?} of policy {:?}", &*rule.name, &*rule.policy),
-                Some(rule),
-            ),
+            (Some((rule, None)), _) => (false, by_rule("denied", rule), Some(rule)),
             (Some((rule, Some(error))), _) => (
                 false,
                 format!(
@@ -229,21 +216,19 @@ impl<'a> Shared<'a> {
                 ),
                 Some(rule),
             ),
-            (None, Some(rule)) => (
-                true,
-                format!("allowed by rule {:?} of policy {:?}", &*rule.name, &*rule.policy),
-                Some(rule),
-            ),
+            (None, Some(rule)) => (true, by_rule("allowed", rule), Some(rule)),
             (None, None) if rules.is_empty() => (
                 false,
                 format!("no policy covers resource type {:?}", resource.kind),
                 None,
             ),
             (None, None) => {
-                let mut reason = format!(
-                    "no rule allows {action:?} on {:?} for this principal",
-                    resource.kind
-                );
+                let mut reason = String::with_capacity(64);
+                reason.push_str("no rule allows ");
+                push_debug(&mut reason, action);
+                reason.push_str(" on ");
+                push_debug(&mut reason, &resource.kind);
+                reason.push_str(" for this principal");
                 // An allow rule that might have applied but could not be evaluated is worth
                 // saying: it is the usual cause of a surprising deny.
                 if let Some(e) = &first_error {
@@ -265,37 +250,57 @@ impl<'a> Shared<'a> {
     }
 }
 
+/// `{what} by rule "<rule>" of policy "<policy>"`: the names as `{:?}` writes them.
+fn by_rule(what: &str, rule: &Rule) -> String {
+    let mut reason = String::with_capacity(what.len() + rule.name.len() + rule.policy.len() + 24);
+    reason.push_str(what);
+    reason.push_str(" by rule ");
+    push_debug(&mut reason, &rule.name);
+    reason.push_str(" of policy ");
+    push_debug(&mut reason, &rule.policy);
+    reason
+}
+
+/// Appends `value` exactly as `{:?}` would (quoted and escaped), without the formatting machinery
+/// for the usual case: printable ASCII with neither `"` nor `\`, which `{:?}` leaves as it is.
+fn push_debug(out: &mut String, value: &str) {
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{value:?}");
+    }
+}
+
+/// Why a rule was relevant to the principal: one of its roles, or a derived role (by index).
+/// Spelled out as a string for explanations only.
+#[derive(Clone, Copy)]
+enum Via<'r> {
+    Role(&'r str),
+    Derived(usize),
+}
+
 /// One resource/action check: its CEL scope and derived roles are computed on first need.
 struct Check<'s, 'a> {
-    shared: &'s mut Shared<'a>,
-    resource: &'s Resource,
-    scope: Option<Context<'a, 'static>>,
+    shared: &'s Shared<'a>,
+    action: &'s str,
+    /// Conditions' variables: converted when a condition first names them.
+    scope: &'s Context<'s, 's>,
     derived: Vec<Option<(Truth, Option<ConditionTrace>)>>,
     explain: bool,
     /// The first condition that could not be evaluated, for the reason and the metrics.
     first_error: Option<String>,
 }
 
-impl<'a> Check<'_, 'a> {
-    fn scope(&mut self, action: &str) -> &Context<'a, 'static> {
-        if self.scope.is_none() {
-            let (principal, context) = self.shared.values();
-            let input = Input {
-                principal,
-                resource: resource_value(self.resource),
-                action: action_value(action),
-                context,
-            };
-            self.scope = Some(input.scope(&self.shared.set.root));
-        }
-        match &self.scope {
-            Some(s) => s,
-            None => unreachable!("set just above"),
-        }
-    }
-
+impl Check<'_, '_> {
     /// Whether `rule` applies: `False` settles it; `Error` counts as applying for deny rules only.
-    fn applies(&mut self, rule: &Rule, action: &str) -> (Truth, Option<RuleTrace>) {
+    fn applies(&mut self, rule: &Rule) -> (Truth, Option<RuleTrace>) {
+        let action = self.action;
         let trace = |outcome: &'static str, truth: &Truth, role: Option<String>, condition| {
             let matched = match truth {
                 Truth::True => true,
@@ -321,13 +326,14 @@ impl<'a> Check<'_, 'a> {
             return (t, tr);
         }
         let principal = self.shared.principal;
-        let mut role = rule.role_of(&principal.roles).map(str::to_string);
+        let set = self.shared.set;
+        let mut via = rule.role_of(&principal.roles).map(Via::Role);
         let mut role_error = None;
-        if role.is_none() {
+        if via.is_none() {
             for &d in &rule.derived {
-                match self.derived_role(d, action) {
+                match self.derived_role(d) {
                     Truth::True => {
-                        role = Some(format!("derived:{}", self.shared.set.derived[d].name));
+                        via = Some(Via::Derived(d));
                         break;
                     }
                     Truth::Error(e) => role_error = Some(e),
@@ -335,7 +341,14 @@ impl<'a> Check<'_, 'a> {
                 }
             }
         }
-        if role.is_none() {
+        // The role as explanations name it (`editor`, `*`, `derived:owner`): built for them only.
+        let role = || {
+            via.map(|v| match v {
+                Via::Role(r) => r.to_string(),
+                Via::Derived(d) => format!("derived:{}", set.derived[d].name),
+            })
+        };
+        if via.is_none() {
             let t = match role_error {
                 Some(e) => Truth::Error(format!("derived role: {e}")),
                 None => Truth::False,
@@ -350,22 +363,22 @@ impl<'a> Check<'_, 'a> {
         }
         let Some(condition) = &rule.condition else {
             let t = Truth::True;
-            let tr = self.explain.then(|| trace("applies", &t, role, None));
+            let tr = self.explain.then(|| trace("applies", &t, role(), None));
             return (t, tr);
         };
         let explain = self.explain;
-        let (t, condition_trace) = evaluate(condition, self.scope(action), explain);
+        let (t, condition_trace) = evaluate(condition, self.scope, explain);
         self.note_error(&t);
         let outcome = match t {
             Truth::True => "applies",
             Truth::False => "condition false",
             Truth::Error(_) => "condition error",
         };
-        let tr = explain.then(|| trace(outcome, &t, role, condition_trace));
+        let tr = explain.then(|| trace(outcome, &t, role(), condition_trace));
         (t, tr)
     }
 
-    fn derived_role(&mut self, index: usize, action: &str) -> Truth {
+    fn derived_role(&mut self, index: usize) -> Truth {
         if let Some((truth, _)) = &self.derived[index] {
             return truth.clone();
         }
@@ -378,7 +391,7 @@ impl<'a> Check<'_, 'a> {
                 None => (Truth::True, None),
                 Some(c) => {
                     let explain = self.explain;
-                    evaluate(c, self.scope(action), explain)
+                    evaluate(c, self.scope, explain)
                 }
             }
         };
@@ -493,6 +506,41 @@ mod tests {
                 now: None,
             },
         )
+    }
+
+    #[test]
+    fn reasons_quote_names_as_debug_does() {
+        for name in [
+            "owner-or-admin-edits",
+            "with space",
+            "",
+            "quote\"inside",
+            "back\\slash",
+            "tab\there",
+            "caf\u{e9}",
+            "zero\u{200b}width",
+            "it's",
+        ] {
+            let mut quoted = String::new();
+            push_debug(&mut quoted, name);
+            assert_eq!(quoted, format!("{name:?}"));
+        }
+    }
+
+    #[test]
+    fn decision_ids_are_32_hex_digits_and_unique() {
+        let (a, b) = (next_decision_id(), next_decision_id());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a}"
+        );
+        assert_ne!(a, b);
+        // Same process prefix, a later counter value (tests running beside this one draw too).
+        assert_eq!(a[..16], b[..16]);
+        let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap_or_default();
+        assert!(n(&b) > n(&a), "{a} {b}");
     }
 
     #[test]

@@ -127,15 +127,25 @@ impl ServeHttp for ApiApp {
             }
         }
         let head = session.req_header();
-        api::handle(
+        with_length(api::handle(
             &self.service.authorizer,
             self.service.settings.max_batch_checks,
             &head.method,
             head.uri.path(),
             head.uri.query(),
             &body,
-        )
+        ))
     }
+}
+
+/// Without a length Pingora ends the answer by closing the connection, so every decision would
+/// pay a new TCP connection.
+fn with_length(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
+    let len = response.body().len();
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    response
 }
 
 /// The admin listener: `/metrics`, `/healthz`, `POST /reload`.
@@ -146,6 +156,12 @@ struct AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        with_length(self.answer(session).await)
+    }
+}
+
+impl AdminApp {
+    async fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         match (req.method.clone(), req.uri.path()) {
             (Method::GET, "/metrics") => {

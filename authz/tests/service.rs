@@ -1282,3 +1282,58 @@ fn validate_checks_the_config_and_its_policies() {
         "{stdout}"
     );
 }
+
+/// Two decisions over one TCP connection: answers carry their length, so the connection stays
+/// open (without it every decision would pay a new connection).
+#[tokio::test]
+async fn decisions_keep_the_connection_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authz = Authz::standard();
+    let url = authz.url(AUTHORIZE);
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let body = ask("alice", &[], "view", office_hours()).to_string();
+    let request = format!(
+        "POST {AUTHORIZE} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for round in 0..2 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the whole body announced by Content-Length has arrived.
+        loop {
+            let n = tokio::time::timeout(READY_TIMEOUT, conn.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no answer in round {round}"))
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed in round {round}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).to_string();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or_else(|| panic!("no content-length in {head}"));
+                if rest.len() >= length {
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    assert!(rest.contains("\"allow\":true"), "{rest}");
+                    break;
+                }
+            }
+        }
+    }
+}
