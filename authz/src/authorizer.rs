@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::decision::{Decision, Options};
-use crate::decision_log::{self, DecisionLog};
+use crate::decision_log::{DecisionLog, Input};
 use crate::metrics;
 use crate::policy::{self, PolicyErrors, PolicySet};
-use crate::request::{BatchRequest, Principal, Request, RequestContext, Resource};
+use crate::request::{BatchRequest, Request};
 
 pub struct Authorizer {
     policies: ArcSwap<PolicySet>,
@@ -57,15 +57,13 @@ impl Authorizer {
         let started = Instant::now();
         let decision = set.evaluate(request, options);
         let elapsed = started.elapsed();
-        self.record(
-            &set,
-            &decision,
-            elapsed,
-            &request.principal,
-            &request.resource,
-            &request.action,
-            &request.context,
-        );
+        let input = Input {
+            principal: &request.principal,
+            resource: &request.resource,
+            action: &request.action,
+            context: &request.context,
+        };
+        self.record(&set, &decision, elapsed, input);
         decision
     }
 
@@ -77,30 +75,18 @@ impl Authorizer {
         // One evaluation served every check: each is charged its share.
         let elapsed = started.elapsed() / decisions.len().max(1) as u32;
         for (decision, check) in decisions.iter().zip(&batch.checks) {
-            self.record(
-                &set,
-                decision,
-                elapsed,
-                &batch.principal,
-                &check.resource,
-                &check.action,
-                &batch.context,
-            );
+            let input = Input {
+                principal: &batch.principal,
+                resource: &check.resource,
+                action: &check.action,
+                context: &batch.context,
+            };
+            self.record(&set, decision, elapsed, input);
         }
         decisions
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        set: &PolicySet,
-        decision: &Decision,
-        elapsed: Duration,
-        principal: &Principal,
-        resource: &Resource,
-        action: &str,
-        context: &RequestContext,
-    ) {
+    fn record(&self, set: &PolicySet, decision: &Decision, elapsed: Duration, input: Input<'_>) {
         metrics::EVALUATION.observe(elapsed.as_secs_f64());
         let result = if decision.allow { "allow" } else { "deny" };
         let policy = decision.policy_id.as_deref().unwrap_or("none");
@@ -111,12 +97,6 @@ impl Authorizer {
             metrics::CONDITION_ERRORS.inc();
         }
         if let Some(log) = &self.log {
-            let input = decision_log::Input {
-                principal,
-                resource,
-                action,
-                context,
-            };
             log.record(decision, input, set.version(), elapsed.as_secs_f64() * 1e6);
         }
     }

@@ -103,19 +103,12 @@ pub struct Options {
 }
 
 /// Decision ids: a random per-process prefix and a counter, unique without a random draw per
-/// decision. 32 lowercase hex digits (`{prefix:016x}{counter:016x}`), written without `format!`.
+/// decision. 32 lowercase hex digits.
 pub fn next_decision_id() -> String {
     static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = String::with_capacity(32);
-    for value in [*PREFIX, n] {
-        for shift in (0..16).rev() {
-            id.push(char::from(HEX[((value >> (4 * shift)) & 0xf) as usize]));
-        }
-    }
-    id
+    format!("{:016x}{n:016x}", *PREFIX)
 }
 
 /// The parts of a request shared by every check of a batch: the principal and the context,
@@ -223,12 +216,10 @@ impl<'a> Shared<'a> {
                 None,
             ),
             (None, None) => {
-                let mut reason = String::with_capacity(64);
-                reason.push_str("no rule allows ");
-                push_debug(&mut reason, action);
-                reason.push_str(" on ");
-                push_debug(&mut reason, &resource.kind);
-                reason.push_str(" for this principal");
+                let mut reason = format!(
+                    "no rule allows {action:?} on {:?} for this principal",
+                    resource.kind
+                );
                 // An allow rule that might have applied but could not be evaluated is worth
                 // saying: it is the usual cause of a surprising deny.
                 if let Some(e) = &first_error {
@@ -250,31 +241,11 @@ impl<'a> Shared<'a> {
     }
 }
 
-/// `{what} by rule "<rule>" of policy "<policy>"`: the names as `{:?}` writes them.
 fn by_rule(what: &str, rule: &Rule) -> String {
-    let mut reason = String::with_capacity(what.len() + rule.name.len() + rule.policy.len() + 24);
-    reason.push_str(what);
-    reason.push_str(" by rule ");
-    push_debug(&mut reason, &rule.name);
-    reason.push_str(" of policy ");
-    push_debug(&mut reason, &rule.policy);
-    reason
-}
-
-/// Appends `value` exactly as `{:?}` would (quoted and escaped), without the formatting machinery
-/// for the usual case: printable ASCII with neither `"` nor `\`, which `{:?}` leaves as it is.
-fn push_debug(out: &mut String, value: &str) {
-    if value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-    } else {
-        use std::fmt::Write;
-        let _ = write!(out, "{value:?}");
-    }
+    format!(
+        "{what} by rule {:?} of policy {:?}",
+        &*rule.name, &*rule.policy
+    )
 }
 
 /// Why a rule was relevant to the principal: one of its roles, or a derived role (by index).
@@ -506,25 +477,6 @@ mod tests {
                 now: None,
             },
         )
-    }
-
-    #[test]
-    fn reasons_quote_names_as_debug_does() {
-        for name in [
-            "owner-or-admin-edits",
-            "with space",
-            "",
-            "quote\"inside",
-            "back\\slash",
-            "tab\there",
-            "caf\u{e9}",
-            "zero\u{200b}width",
-            "it's",
-        ] {
-            let mut quoted = String::new();
-            push_debug(&mut quoted, name);
-            assert_eq!(quoted, format!("{name:?}"));
-        }
     }
 
     #[test]

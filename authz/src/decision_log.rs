@@ -29,6 +29,14 @@ pub struct Input<'a> {
     pub context: &'a RequestContext,
 }
 
+/// The input as logged: borrowed from the request, or a tree with redacted values.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Logged<'a> {
+    AsAsked(Input<'a>),
+    Redacted(Json),
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     decision_id: &'a str,
@@ -40,7 +48,7 @@ struct Line<'a> {
     rule: Option<&'a str>,
     policy_set: &'a str,
     latency_us: f64,
-    input: Json,
+    input: Logged<'a>,
 }
 
 #[derive(Clone)]
@@ -83,16 +91,23 @@ impl DecisionLog {
     }
 
     pub fn record(&self, decision: &Decision, input: Input<'_>, policy_set: &str, latency_us: f64) {
-        let mut input = match serde_json::to_value(&input) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "decision input not serialisable");
-                return;
+        // Redaction edits a JSON tree; without it the borrowed input is written as it is.
+        let input = if self.redact.is_empty() {
+            Logged::AsAsked(input)
+        } else {
+            match serde_json::to_value(&input) {
+                Ok(mut tree) => {
+                    for path in &self.redact {
+                        redact(&mut tree, path);
+                    }
+                    Logged::Redacted(tree)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "decision input not serialisable");
+                    return;
+                }
             }
         };
-        for path in &self.redact {
-            redact(&mut input, path);
-        }
         let line = Line {
             decision_id: &decision.decision_id,
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

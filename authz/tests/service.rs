@@ -1198,6 +1198,12 @@ async fn the_decision_log_rotates_by_size_and_keeps_the_configured_files() {
     let two = authz.decision_log("decisions.log.2");
     assert!(!one.is_empty() && !two.is_empty());
     assert!(!authz.path("decisions.log.3").exists());
+    // Without redaction the input is logged as asked.
+    let input = &live.last().expect("a line")["input"];
+    assert_eq!(input["principal"]["sub"], "alice");
+    assert_eq!(input["resource"]["id"], "doc-049");
+    assert_eq!(input["action"], "view");
+    assert_eq!(input["context"], office_hours());
     for name in ["decisions.log", "decisions.log.1", "decisions.log.2"] {
         let size = std::fs::metadata(authz.path(name)).unwrap().len();
         assert!(size <= 4096, "{name} is {size} bytes");
