@@ -3,9 +3,7 @@
 //! The queue is bounded: when the writer falls behind, lines are dropped and counted in
 //! `gatehouse_access_log_dropped_total` rather than buffered without limit.
 
-use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-
+use gatehouse_service::{LineWriter, Sink};
 use serde::Serialize;
 
 use crate::config::file::AccessLogFormat;
@@ -55,17 +53,19 @@ impl Entry<'_> {
 
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: SyncSender<String>,
+    lines: LineWriter,
 }
 
 impl AccessLog {
     /// Starts the writer thread; lines go to standard output.
     pub fn start() -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx))?;
-        Ok(Self { tx })
+        let lines = LineWriter::start(
+            "access-log",
+            Sink::Stdout,
+            QUEUE,
+            metrics::ACCESS_LOG_DROPPED.clone(),
+        )?;
+        Ok(Self { lines })
     }
 
     pub fn write(&self, format: AccessLogFormat, entry: &Entry<'_>) {
@@ -77,23 +77,6 @@ impl AccessLog {
                 Err(_) => return,
             },
         };
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics::ACCESS_LOG_DROPPED.inc(),
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-}
-
-fn write_lines(rx: Receiver<String>) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Ok(line) = rx.recv() {
-        let _ = writeln!(out, "{line}");
-        // Batch whatever queued up meanwhile, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
+        self.lines.write(line);
     }
 }

@@ -42,14 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gatehouse_service::tracing_setup::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Validate) => return validate(&cli.config),
@@ -84,23 +77,15 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    match config::load(path, None, LoadMode::CheckOnly) {
-        Ok(snapshot) => {
-            println!(
+    gatehouse_service::print_validation(config::load(path, None, LoadMode::CheckOnly).map(
+        |snapshot| {
+            format!(
                 "{}: OK ({} routes, {} upstreams, hash {})",
                 path.display(),
                 snapshot.routes.len(),
                 snapshot.pools.len(),
                 &snapshot.hash[..12]
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{} problem(s) found", errors.0.len());
-            ExitCode::FAILURE
-        }
-    }
+            )
+        },
+    ))
 }

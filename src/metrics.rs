@@ -79,6 +79,14 @@ pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static HEADER_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_request_header_timeouts_total",
+        "Client connections closed because a request header did not arrive in time."
+    )
+    .expect("metric registers once")
+});
+
 /// Touch every metric so `/metrics` lists them all from the first scrape.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -90,6 +98,7 @@ pub fn init() {
     }
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&ACCESS_LOG_DROPPED);
+    LazyLock::force(&HEADER_TIMEOUTS);
 }
 
 /// Sets the healthy-target gauge from the running snapshot, at scrape time: a pool removed by a

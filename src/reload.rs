@@ -2,33 +2,33 @@
 //!
 //! Reload = load (parse, validate, compile) → swap. A failed load leaves the running snapshot in
 //! place, logs every problem and counts a failure; requests in flight keep the `Arc` they loaded.
+//! The watcher and the admin endpoint are the shared kit's; this module says what a reload is.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use notify::{RecursiveMode, Watcher};
+use gatehouse_service::{ReloadGate, ReloadOutcome, Reloadable, Watched, WatchedPath};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::mpsc;
+use serde_json::{Map, Value};
 
-use crate::config::{self, ConfigErrors, LoadMode, Snapshot};
+use crate::config::{self, LoadMode, LocatedErrors, Snapshot};
 use crate::metrics;
 
-#[derive(Debug)]
 pub struct ConfigStore {
     path: PathBuf,
     current: ArcSwap<Snapshot>,
-    /// Serialises reloads: the file watcher, SIGHUP and the admin endpoint may race.
-    reloading: Mutex<()>,
+    gate: ReloadGate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    Applied { version: u64 },
-    Unchanged,
+impl std::fmt::Debug for ConfigStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConfigStore {
@@ -36,7 +36,7 @@ impl ConfigStore {
         Self {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(initial),
-            reloading: Mutex::new(()),
+            gate: ReloadGate::new(&metrics::CONFIG_RELOADS, "config"),
         }
     }
 
@@ -44,22 +44,9 @@ impl ConfigStore {
         self.current.load_full()
     }
 
-    pub fn reload(&self) -> Result<ReloadOutcome, ConfigErrors> {
-        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+    fn load_and_swap(&self) -> Result<ReloadOutcome, LocatedErrors> {
         let old = self.current();
-        let result = config::load(&self.path, Some(&old), LoadMode::Run);
-        let new = match result {
-            Ok(new) => new,
-            Err(errors) => {
-                metrics::CONFIG_RELOADS
-                    .with_label_values(&["failure"])
-                    .inc();
-                for e in &errors.0 {
-                    tracing::error!(problem = %e, "config reload rejected; the running config stays");
-                }
-                return Err(errors);
-            }
-        };
+        let new = config::load(&self.path, Some(&old), LoadMode::Run)?;
         if new.hash == old.hash {
             return Ok(ReloadOutcome::Unchanged);
         }
@@ -69,13 +56,29 @@ impl ConfigStore {
         let new = Arc::new(new);
         start_pools(&new);
         self.current.store(new.clone());
-        metrics::CONFIG_RELOADS
-            .with_label_values(&["success"])
-            .inc();
         tracing::info!(version = new.version, hash = %new.hash, routes = new.routes.len(), "config reloaded");
-        Ok(ReloadOutcome::Applied {
-            version: new.version,
-        })
+        Ok(ReloadOutcome::Applied)
+    }
+}
+
+impl Reloadable for ConfigStore {
+    fn reload(&self) -> Result<ReloadOutcome, LocatedErrors> {
+        self.gate.run(|| self.load_and_swap())
+    }
+
+    fn reload_status(&self) -> Map<String, Value> {
+        Map::from_iter([("version".into(), self.current().version.into())])
+    }
+}
+
+impl Watched for ConfigStore {
+    /// The directory of every file the snapshot was built from.
+    fn watched_paths(&self) -> Vec<WatchedPath> {
+        self.current()
+            .files
+            .iter()
+            .map(|f| WatchedPath::dir_of(f))
+            .collect()
     }
 }
 
@@ -86,84 +89,16 @@ fn start_pools(snapshot: &Snapshot) {
     }
 }
 
-/// Background service: starts the first snapshot's health checks, then reloads on file changes
-/// and SIGHUP until shutdown.
-pub struct ConfigWatcher {
+/// Background service: runs the first snapshot's health checks on its runtime until shutdown;
+/// later snapshots start theirs when they are swapped in.
+pub struct FirstPools {
     pub store: Arc<ConfigStore>,
 }
 
-/// Editors save by rename and write in bursts: wait for the burst to end before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(200);
-
 #[async_trait]
-impl BackgroundService for ConfigWatcher {
+impl BackgroundService for FirstPools {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         start_pools(&self.store.current());
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let mut watched_dirs = Vec::new();
-        let mut watcher = match notify::recommended_watcher(
-            move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
-                    let _ = tx.send(());
-                }
-            },
-        ) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch config files; reload with SIGHUP instead");
-                None
-            }
-        };
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP");
-                None
-            }
-        };
-        loop {
-            if let Some(w) = watcher.as_mut() {
-                watch_dirs(w, &self.store.current(), &mut watched_dirs);
-            }
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return; }
-                    continue;
-                }
-                Some(()) = rx.recv() => {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while rx.try_recv().is_ok() {}
-                }
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    tracing::info!("SIGHUP: reloading config");
-                }
-            }
-            // Compiling reads files and may resolve names: keep it off the async workers.
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.reload()).await;
-        }
-    }
-}
-
-/// Watches the directories holding every file of the snapshot (directories, not files: editors
-/// replace files by renaming, which would silently end a watch on the file itself).
-fn watch_dirs(
-    watcher: &mut notify::RecommendedWatcher,
-    snapshot: &Snapshot,
-    watched: &mut Vec<PathBuf>,
-) {
-    for file in &snapshot.files {
-        let dir = match file.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if watched.contains(&dir) {
-            continue;
-        }
-        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            Ok(()) => watched.push(dir),
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
-        }
+        while shutdown.changed().await.is_ok() && !*shutdown.borrow() {}
     }
 }

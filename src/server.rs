@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::tls::ALPN;
 use pingora::protocols::Stream;
 use pingora::proxy::{http_proxy, HttpProxy};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -16,13 +17,14 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use gatehouse_service::{AdminApp, BufferedApp, FileWatcher};
+
 use crate::access_log::AccessLog;
-use crate::admin::AdminApp;
 use crate::config::{self, LoadMode, Snapshot};
 use crate::echo::EchoApp;
 use crate::metrics;
-use crate::proxy::{Gateway, ListenerRole};
-use crate::reload::{ConfigStore, ConfigWatcher};
+use crate::proxy::{client_limits, Gateway, ListenerRole};
+use crate::reload::{ConfigStore, FirstPools};
 use crate::tls::SniResolver;
 
 /// How the process was started.
@@ -53,6 +55,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let admin_address = snapshot.admin.address.clone();
     let snapshot_identity = snapshot.embedded_identity.clone();
     let snapshot_authz = snapshot.embedded_authz.clone();
+    let snapshot_timeouts = snapshot.limits.timeouts();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
 
     for (i, listener) in listeners.iter().enumerate() {
@@ -71,7 +74,14 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
             proxy.server_options = Some(options);
         }
         let name = format!("gatehouse listener {i} ({})", listener.address);
-        let mut service = Service::new(name, CountConnections(Arc::new(proxy)));
+        let mut service = Service::new(
+            name,
+            GuardConnections {
+                app: Arc::new(proxy),
+                store: store.clone(),
+                h2c: listener.h2c,
+            },
+        );
         if listener.tls {
             let mut tls = TlsSettings::intermediate("", "")?;
             tls.set_cert_resolver(Arc::new(SniResolver {
@@ -87,9 +97,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
 
     let mut admin = Service::new(
         "gatehouse admin".into(),
-        HttpServer::new_app(AdminApp {
-            store: store.clone(),
-        }),
+        BufferedApp::new(Arc::new(AdminApp::new(store.clone(), snapshot_timeouts))),
     );
     admin.add_tcp(&admin_address);
     server.add_service(admin);
@@ -113,8 +121,16 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     }
 
     server.add_service(background_service(
+        "pool health",
+        FirstPools {
+            store: store.clone(),
+        },
+    ));
+    // Built here, before the server runs, so that its SIGHUP handler is in place before any
+    // listener reports ready.
+    server.add_service(background_service(
         "config watcher",
-        ConfigWatcher { store },
+        FileWatcher::new(store, "config"),
     ));
     tracing::info!(config = %config_path.display(), "gatehouse starting");
     server.run_forever()
@@ -153,12 +169,21 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
     }
 }
 
-/// Keeps `gatehouse_downstream_connections_open` for a proxy service: one count per client
-/// connection, held across every request it carries.
-struct CountConnections<A>(Arc<A>);
+/// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`
+/// (one count per client connection, held across every request it carries) and keeps the
+/// request-header deadline on HTTP/1 connections.
+///
+/// HTTP/2 connections (negotiated by ALPN, or any connection of an h2c listener) are left to
+/// Pingora's own timeouts: their streams are served on other tasks, so this loop cannot see when
+/// a header arrives.
+struct GuardConnections<A> {
+    app: Arc<A>,
+    store: Arc<ConfigStore>,
+    h2c: bool,
+}
 
 #[async_trait]
-impl<A> ServerApp for CountConnections<HttpProxy<A>>
+impl<A> ServerApp for GuardConnections<HttpProxy<A>>
 where
     HttpProxy<A>: ServerApp + Send + Sync + 'static,
     A: Send + Sync + 'static,
@@ -169,14 +194,23 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = metrics::OpenConnection::open();
-        let mut next = self.0.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.0.process_new(stream, shutdown).await;
+        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        if h2 || self.h2c {
+            let mut next = self.app.process_new(stream, shutdown).await;
+            while let Some(stream) = next {
+                next = self.app.process_new(stream, shutdown).await;
+            }
+        } else {
+            let deadline = self.store.current().limits.request_header_timeout;
+            client_limits::with_header_deadline(deadline, stream, |stream| {
+                self.app.process_new(stream, shutdown)
+            })
+            .await;
         }
         None
     }
 
     async fn cleanup(&self) {
-        self.0.cleanup().await
+        self.app.cleanup().await
     }
 }

@@ -18,7 +18,7 @@ use super::file::{
     BalanceSpec, CertificateSpec, EmbeddedSpec, HealthCheckKind, MainFile, RouteSpec, RoutesFile,
     UpstreamSpec,
 };
-use super::{ConfigError, ConfigErrors, LoadMode, Snapshot};
+use super::{LoadMode, LocatedError, LocatedErrors, Snapshot};
 use crate::metrics::RouteMetrics;
 use crate::routing::{HostMatch, PathMatch, Route, RouteTable};
 use crate::tls::{self, CertError, CertStore};
@@ -28,7 +28,7 @@ pub struct Compiler {
     main_path: PathBuf,
     base_dir: PathBuf,
     mode: LoadMode,
-    errors: Vec<ConfigError>,
+    errors: Vec<LocatedError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
 }
@@ -49,10 +49,10 @@ impl Compiler {
         }
     }
 
-    pub fn compile(mut self, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+    pub fn compile(mut self, previous: Option<&Snapshot>) -> Result<Snapshot, LocatedErrors> {
         let main_path = self.main_path.clone();
         let Some(main) = self.parse_file::<MainFile>(&main_path) else {
-            return Err(ConfigErrors(self.errors));
+            return Err(LocatedErrors(self.errors));
         };
 
         // Gather routes and pools from the main file and its includes, keeping where each came from.
@@ -108,7 +108,7 @@ impl Compiler {
         let routes = self.routes(routes, &pools, &upstreams);
 
         if !self.errors.is_empty() {
-            return Err(ConfigErrors(self.errors));
+            return Err(LocatedErrors(self.errors));
         }
         Ok(Snapshot {
             version: previous.map_or(1, |p| p.version + 1),
@@ -173,12 +173,9 @@ impl Compiler {
     }
 
     fn error(&mut self, file: &Path, key: String, message: String, hint: Option<String>) {
-        self.errors.push(ConfigError {
-            file: file.to_path_buf(),
-            key,
-            message,
-            hint,
-        });
+        let mut error = LocatedError::new(file, key, message);
+        error.hint = hint;
+        self.errors.push(error);
     }
 
     fn resolve(&self, path: &str) -> PathBuf {

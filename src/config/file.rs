@@ -137,12 +137,37 @@ pub struct AccessLogSpec {
 pub struct LimitsSpec {
     /// Total size of request header names and values; larger requests get 431.
     pub max_request_header_bytes: usize,
+    /// Largest request body; a larger declared `Content-Length` gets 413 before any byte of the
+    /// body is read, a larger streamed body 413 when it crosses the limit. No limit by default.
+    pub max_request_body_bytes: Option<u64>,
+    /// Time for a whole HTTP/1 request header, from the moment the connection is ready for a
+    /// request (keep-alive idle time included); the connection is closed when it runs out.
+    #[serde(with = "humantime_serde")]
+    pub request_header_timeout: Duration,
+    /// Longest wait for the next piece of a request body (an idle timeout: a large upload that
+    /// keeps moving is not cut off).
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
 }
 
 impl Default for LimitsSpec {
     fn default() -> Self {
+        let service = gatehouse_service::Timeouts::default();
         Self {
             max_request_header_bytes: 64 * 1024,
+            max_request_body_bytes: None,
+            request_header_timeout: service.header,
+            request_body_timeout: service.body,
+        }
+    }
+}
+
+impl LimitsSpec {
+    /// The same deadlines for the admin listener.
+    pub fn timeouts(&self) -> gatehouse_service::Timeouts {
+        gatehouse_service::Timeouts {
+            header: self.request_header_timeout,
+            body: self.request_body_timeout,
         }
     }
 }

@@ -7,7 +7,6 @@ pub mod compile;
 pub mod file;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,47 +17,8 @@ use crate::tls::CertStore;
 use crate::upstream::Pool;
 use file::{AccessLogFormat, AdminSpec, LimitsSpec, ListenerSpec, ServerSpec};
 
-/// One problem in the configuration, located by file and key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// Dotted key path, such as `routes[3].upstream`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Every problem found in one attempt to load the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+/// Configuration problems are the shared kit's: file, line, key path (`routes[3].upstream`), hint.
+pub use gatehouse_service::{LocatedError, LocatedErrors};
 
 /// Whether loading may write files: start-up and reload generate missing development
 /// certificates, `gatehouse validate` only checks.
@@ -132,6 +92,6 @@ pub fn load(
     path: &Path,
     previous: Option<&Snapshot>,
     mode: LoadMode,
-) -> Result<Snapshot, ConfigErrors> {
+) -> Result<Snapshot, LocatedErrors> {
     compile::Compiler::new(path, mode).compile(previous)
 }

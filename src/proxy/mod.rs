@@ -10,6 +10,7 @@
 //! | `fail_to_proxy`           | the JSON error body for upstream failures                   |
 //! | `logging`                 | metrics and the access-log line                             |
 
+pub mod client_limits;
 pub mod request_id;
 pub mod respond;
 
@@ -61,6 +62,8 @@ pub struct RequestCtx {
     target: Option<SocketAddr>,
     connect_failures: u8,
     rejection: Option<Rejection>,
+    /// Request body bytes received so far, against `limits.max_request_body_bytes`.
+    body_bytes: u64,
 }
 
 /// A connect failure is retried once, on another target.
@@ -75,6 +78,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
+        client_limits::header_read();
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
@@ -85,6 +89,7 @@ impl ProxyHttp for Gateway {
             target: None,
             connect_failures: 0,
             rejection: None,
+            body_bytes: 0,
         }
     }
 
@@ -114,7 +119,18 @@ impl ProxyHttp for Gateway {
                 .reject(session, ctx, Rejection::HeaderTooLarge, &message, &[])
                 .await;
         }
+        if client_limits::declared_body_too_large(req, snapshot.limits.max_request_body_bytes) {
+            // The body stays unread: this connection cannot carry another request.
+            session.set_keepalive(None);
+            let message = body_limit_message(&snapshot);
+            return self
+                .reject(session, ctx, Rejection::BodyTooLarge, &message, &[])
+                .await;
+        }
         ctx.host = request_host(req);
+        // Pingora's per-read timeout also bounds each wait for the next piece of the body.
+        session.set_read_timeout(Some(snapshot.limits.request_body_timeout));
+        let req = session.req_header();
 
         if let Some(port) = self.role.redirect_https_port {
             let location = https_location(&ctx.host, port, req);
@@ -159,6 +175,31 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         Ok(false)
+    }
+
+    /// Owns the streamed-body limit: a body without a length (chunked) that crosses
+    /// `limits.max_request_body_bytes` ends the request with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limit = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.limits.max_request_body_bytes);
+        if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the limit",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -296,6 +337,7 @@ impl ProxyHttp for Gateway {
         let rejection = match e.etype() {
             ErrorType::HTTPStatus(503) => Rejection::NoHealthyTarget,
             ErrorType::HTTPStatus(400) => Rejection::BadRequest,
+            ErrorType::HTTPStatus(413) => Rejection::BodyTooLarge,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
@@ -324,6 +366,7 @@ impl ProxyHttp for Gateway {
             }
             Rejection::NoHealthyTarget => "every target of this route's upstream is down",
             Rejection::BadRequest => "the request could not be read",
+            Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
             _ => "the gateway failed to proxy this request",
         };
         // Pingora closes the client connection after a proxy failure; say so in the answer, or a
@@ -397,6 +440,13 @@ impl Gateway {
         respond::error(session, rejection, message, &ctx.request_id, headers).await?;
         Ok(true)
     }
+}
+
+fn body_limit_message(snapshot: &Snapshot) -> String {
+    format!(
+        "request bodies are limited to {} bytes",
+        snapshot.limits.max_request_body_bytes.unwrap_or(u64::MAX)
+    )
 }
 
 fn select_target(route: &Route, session: &Session) -> Option<SocketAddr> {

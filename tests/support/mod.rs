@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod polling;
+#[allow(dead_code)]
+pub mod slow_clients;
 // Not every test file uses every helper.
 #[allow(unused_imports)]
 pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
