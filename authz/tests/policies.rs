@@ -2156,6 +2156,88 @@ mod load_errors {
     }
 
     #[test]
+    fn a_derived_role_defined_by_two_imported_sets() {
+        // Were the last import to win, `extra_roles`' unconditional `owner` would make every
+        // principal the owner of every document.
+        let dir = PolicyDir::with(&[
+            ("roles.yaml", ROLES),
+            (
+                "extra_roles.yaml",
+                r#"
+                derived_roles:
+                  name: extra_roles
+                  definitions:
+                    - name: reviewer
+                      parent_roles: [editor]
+                    - name: author
+                      parent_roles: ["*"]
+                      when: "true"
+                "#,
+            ),
+            (
+                "documents.yaml",
+                r#"
+                resource_policy:
+                  id: documents
+                  version: "1"
+                  resource: document
+                  import_derived_roles:
+                    - document_roles
+                    - extra_roles
+                  rules:
+                    - name: authors-edit
+                      actions: [edit]
+                      effect: allow
+                      derived_roles: [author]
+                "#,
+            ),
+        ]);
+        let e = dir.error();
+        assert_eq!(e.file, dir.file("documents.yaml"));
+        let message = format!(
+            r#"derived role "author" is defined by both imported sets "document_roles" ({}) and "extra_roles" ({}); rename one"#,
+            dir.file("roles.yaml").display(),
+            dir.file("extra_roles.yaml").display()
+        );
+        assert_error(
+            &e,
+            Some(7),
+            "resource_policy.import_derived_roles[1]",
+            &message,
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:7: resource_policy.import_derived_roles[1]: {message}",
+                dir.file("documents.yaml").display()
+            )
+        );
+
+        // Importing one set twice is no clash: the names lead to the same roles.
+        dir.write(
+            "documents.yaml",
+            r#"
+            resource_policy:
+              id: documents
+              version: "1"
+              resource: document
+              import_derived_roles: [document_roles, document_roles]
+              rules:
+                - name: authors-edit
+                  actions: [edit]
+                  effect: allow
+                  derived_roles: [author]
+            "#,
+        );
+        let set = dir.load();
+        let d = decide(
+            &set,
+            &ask("bob", &[]).to("edit", "document").owned_by("alice"),
+        );
+        assert_no_rule_allows(&d, "edit", "document");
+    }
+
+    #[test]
     fn a_policy_id_used_by_two_files() {
         let policy = |version: &str| {
             let policy = r#"

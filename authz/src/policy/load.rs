@@ -2,6 +2,7 @@
 //! parsed, cross-checked and compiled. Any problem in any file rejects the whole set, and every
 //! problem found is reported with its file, line and key path.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -202,8 +203,9 @@ struct DerivedRoles<'a> {
 }
 
 /// What importing a set brings: its roles' names and indexes into [`DerivedRoles::roles`], in
-/// the order they are defined.
+/// the order they are defined, and the file defining them (for errors).
 struct RoleSet<'a> {
+    file: &'a Path,
     roles: Vec<(&'a str, usize)>,
 }
 
@@ -217,7 +219,8 @@ fn number_derived_roles<'a>(
     };
     for (name, (source, set)) in role_sets {
         let roles = number_set(source, set, &mut derived.roles, errors);
-        derived.sets.insert(name.as_str(), RoleSet { roles });
+        let file = source.path.as_path();
+        derived.sets.insert(name.as_str(), RoleSet { file, roles });
     }
     derived
 }
@@ -361,29 +364,51 @@ impl<'a> PolicyCompiler<'a, '_> {
     }
 
     /// The derived roles the policy's rules may name: those of the sets it imports.
+    ///
+    /// Two imported sets defining one name is an error: whichever set won, a rule naming the role
+    /// would not mean what half of its readers think (an `owner` granted to anyone by the other
+    /// set makes every principal an owner).
     fn imports(&mut self, derived: &DerivedRoles<'a>) -> HashMap<&'a str, usize> {
-        let mut imported = HashMap::new();
+        // Role name -> its index, and the set it came from (name and definition) for errors.
+        let mut imported: HashMap<&'a str, (usize, &'a str, &RoleSet)> = HashMap::new();
         for (i, set_name) in self.policy.import_derived_roles.iter().enumerate() {
-            match derived.sets.get(set_name.as_str()) {
-                Some(set) => imported.extend(set.roles.iter().copied()),
-                None if !self.check_references => {}
-                None => {
-                    let line = self
-                        .source
-                        .line_of(&[&["import_derived_roles"], &[set_name]]);
+            let key = format!("resource_policy.import_derived_roles[{i}]");
+            let source = self.source;
+            let line = || source.line_of(&[&["import_derived_roles"], &[set_name]]);
+            let Some((&set_name, set)) = derived.sets.get_key_value(set_name.as_str()) else {
+                if self.check_references {
                     let msg = format!(
                         "no derived_roles set named {set_name:?} (known: {})",
                         known(derived.sets.keys())
                     );
-                    self.report(
-                        line,
-                        format!("resource_policy.import_derived_roles[{i}]"),
-                        msg,
-                    );
+                    self.report(line(), key, msg);
+                }
+                continue;
+            };
+            for &(role, index) in &set.roles {
+                match imported.entry(role) {
+                    Entry::Vacant(slot) => {
+                        slot.insert((index, set_name, set));
+                    }
+                    // The same set imported twice: the same role, no ambiguity.
+                    Entry::Occupied(first) if first.get().0 == index => {}
+                    Entry::Occupied(first) => {
+                        let (_, first_name, first_set) = first.get();
+                        let msg = format!(
+                            "derived role {role:?} is defined by both imported sets {first_name:?} \
+                             ({}) and {set_name:?} ({}); rename one",
+                            first_set.file.display(),
+                            set.file.display()
+                        );
+                        self.report(line(), key.clone(), msg);
+                    }
                 }
             }
         }
         imported
+            .into_iter()
+            .map(|(role, (index, ..))| (role, index))
+            .collect()
     }
 
     fn rules(&mut self, imported: &HashMap<&str, usize>) -> Vec<Arc<Rule>> {
