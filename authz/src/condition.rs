@@ -20,7 +20,7 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, ExecutionError, FunctionContext, Program, Value};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
 
 use crate::request::{Principal, RequestContext, Resource};
@@ -213,17 +213,42 @@ fn is_null(v: &dyn Val) -> bool {
     v.downcast_ref::<CelNull>().is_some()
 }
 
+/// An address as `ipInRange` reads it. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, how a
+/// dual-stack socket reports an IPv4 client) is the IPv4 address it carries: compared as IPv6,
+/// it would escape every IPv4 range of a deny list.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// A range as `ipInRange` reads it: CIDR (`10.0.0.0/8`) or a single address. A range inside the
+/// IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 range it maps, since addresses in it
+/// are read as IPv4 (see [`parse_ip`]); otherwise a deny list written that way would stop
+/// matching the very clients it names.
+pub fn parse_range(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR range"))?;
+    let IpNet::V6(v6) = net else {
+        return Ok(net);
+    };
+    let mapped = v6.network().to_ipv4_mapped();
+    match (mapped, v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => Ok(Ipv4Net::new(v4, len).map(IpNet::V4).unwrap_or(net)),
+        _ => Ok(net),
+    }
+}
+
 /// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
 fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     const NAME: &str = "ipInRange";
     let [ip, ranges] = ftx.args.as_slice() else {
         return Err(helper_error(NAME, "takes (ip, range or list of ranges)"));
     };
-    let ip: IpAddr = match ip.downcast_ref::<CelString>() {
-        Some(s) => s
-            .inner()
-            .parse()
-            .map_err(|_| helper_error(NAME, format!("{:?} is not an IP address", s.inner())))?,
+    let ip = match ip.downcast_ref::<CelString>() {
+        Some(s) => parse_ip(s.inner()).map_err(|m| helper_error(NAME, m))?,
         None if is_null(ip.as_ref()) => {
             return Err(helper_error(NAME, "no IP address in the request"))
         }
@@ -238,11 +263,7 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         let Some(s) = range.downcast_ref::<CelString>() else {
             return Err(helper_error(NAME, "ranges are strings like \"10.0.0.0/8\""));
         };
-        let s = s.inner();
-        let net: IpNet = s
-            .parse()
-            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| helper_error(NAME, format!("{s:?} is not a CIDR range")))?;
+        let net = parse_range(s.inner()).map_err(|m| helper_error(NAME, m))?;
         Ok(net.contains(&ip))
     };
     let inside = match ranges.downcast_ref::<CelList>() {
@@ -509,7 +530,8 @@ fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
         entries.insert(key(k), json_val(v));
     }
     let ip: CelVal<'_> = match c.ip {
-        Some(ip) => Box::new(CelString::from(ip.to_string())),
+        // Canonical for a request built in-process too (parsed ones already are): see `parse_ip`.
+        Some(ip) => Box::new(CelString::from(ip.to_canonical().to_string())),
         None => Box::new(CelNull),
     };
     entries.insert(key("ip"), ip);
@@ -522,9 +544,13 @@ mod tests {
     use super::*;
 
     fn eval(source: &str, context: serde_json::Value) -> Result<bool, String> {
+        let ctx: RequestContext = serde_json::from_value(context).map_err(|e| e.to_string())?;
+        eval_in(source, ctx)
+    }
+
+    fn eval_in(source: &str, ctx: RequestContext) -> Result<bool, String> {
         let root = root_context();
         let expr = Expression::compile(source)?;
-        let ctx: RequestContext = serde_json::from_value(context).map_err(|e| e.to_string())?;
         let time = ctx
             .time
             .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
@@ -574,6 +600,43 @@ mod tests {
         let missing =
             eval("ipInRange(context.ip, '10.0.0.0/8')", serde_json::json!({})).unwrap_err();
         assert!(missing.contains("no IP address"), "{missing}");
+    }
+
+    #[test]
+    fn ip_in_range_reads_ipv4_mapped_addresses_and_ranges_as_ipv4() {
+        let none = serde_json::json!({});
+        // The address as a literal, not through the request parser: the helper normalises it.
+        for source in [
+            "ipInRange('::ffff:10.1.2.3', '10.0.0.0/8')",
+            "ipInRange('::ffff:10.1.2.3', ['192.168.0.0/16', '10.1.2.3'])",
+            // A range written in the mapped form is an IPv4 range ...
+            "ipInRange('10.1.2.3', '::ffff:10.0.0.0/104')",
+            "ipInRange('::ffff:10.1.2.3', '::ffff:10.0.0.0/104')",
+            "ipInRange('10.1.2.3', '::ffff:10.1.2.3')",
+        ] {
+            assert_eq!(eval(source, none.clone()), Ok(true), "{source}");
+        }
+        for source in [
+            "ipInRange('::ffff:11.1.2.3', '10.0.0.0/8')",
+            "ipInRange('11.1.2.3', '::ffff:10.0.0.0/104')",
+            // ... and an IPv6 range wider than the mapped block stays an IPv6 range.
+            "ipInRange('10.1.2.3', '::/64')",
+        ] {
+            assert_eq!(eval(source, none.clone()), Ok(false), "{source}");
+        }
+        // A request built in-process (not parsed) may carry the mapped form too.
+        let mapped = IpAddr::from([0, 0, 0, 0, 0, 0xffff, 0x0a01, 0x0203]); // ::ffff:10.1.2.3
+        let context = RequestContext {
+            ip: Some(mapped),
+            ..Default::default()
+        };
+        assert_eq!(
+            eval_in(
+                "context.ip == '10.1.2.3' && ipInRange(context.ip, '10.0.0.0/8')",
+                context
+            ),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -982,6 +982,65 @@ mod conditions {
     }
 
     #[test]
+    fn an_ipv4_mapped_ipv6_address_is_checked_as_the_ipv4_address_it_carries() {
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`: an IPv4 deny list must
+        // still catch them.
+        let set = things(
+            r#"
+            - name: blocked-networks
+              actions: ["*"]
+              effect: deny
+              roles: ["*"]
+              when: ipInRange(context.ip, ["10.0.0.0/8", "192.0.2.0/24"])
+            - name: everyone-views
+              actions: [view]
+              effect: allow
+              roles: ["*"]
+            - name: seen-as-ipv4
+              actions: [inspect]
+              effect: allow
+              roles: ["*"]
+              when: context.ip == "10.1.2.3"
+            "#,
+        );
+        let from = |action: &str, ip: &str| {
+            decide(
+                &set,
+                &ask("p", &[]).to(action, "thing").context(json!({"ip": ip})),
+            )
+        };
+        for blocked in [
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "::FFFF:a01:203",
+            "::ffff:192.0.2.200",
+        ] {
+            let d = from("view", blocked);
+            assert_denied(&d, "things", "1", "blocked-networks");
+            assert_eq!(
+                trace(&d, "blocked-networks").outcome,
+                "applies",
+                "{blocked}"
+            );
+        }
+        // Conditions see the IPv4 form.
+        let d = from("inspect", "::ffff:10.1.2.3");
+        assert_denied(&d, "things", "1", "blocked-networks");
+        assert_eq!(trace(&d, "seen-as-ipv4").outcome, "applies");
+        // Only mapped addresses are IPv4 ones: other IPv6 addresses ending in the same 32 bits
+        // are not.
+        for outside in ["::ffff:11.1.2.3", "2001:db8::a01:203", "64:ff9b::a01:203"] {
+            let d = from("view", outside);
+            assert_allowed(&d, "things", "1", "everyone-views");
+            assert_eq!(
+                trace(&d, "blocked-networks").outcome,
+                "condition false",
+                "{outside}"
+            );
+        }
+    }
+
+    #[test]
     fn time_between_reads_the_clock_in_the_named_zone_and_excludes_the_end() {
         let set = things(
             r#"
