@@ -11,14 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use cel::common::ast::Expr;
+use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
     CelUInt,
 };
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use cel::{Context, ExecutionError, FunctionContext, Program, Value};
+use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
@@ -39,8 +39,9 @@ pub struct Expression {
 }
 
 impl Expression {
-    /// Parses `source` and checks that it names only known variables and functions, so a typo
-    /// fails the load instead of denying every request at run time.
+    /// Parses `source` and checks that it names only known variables and functions, and that
+    /// the helper arguments it writes as literals can be read, so a typo fails the load instead
+    /// of denying every request at run time.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| {
             // The crate's message repeats "<input>" and draws a caret; keep the first line.
@@ -75,6 +76,7 @@ impl Expression {
                 HELPERS.join(", ")
             ));
         }
+        check_literal_arguments(program.expression())?;
         Ok(Self {
             source: source.into(),
             program: Arc::new(program),
@@ -95,14 +97,11 @@ impl Expression {
     }
 }
 
-fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>) {
+/// Calls `f` on `e` and on every expression inside it, parents first.
+fn visit<'a>(e: &'a IdedExpr, f: &mut impl FnMut(&'a IdedExpr)) {
+    f(e);
     match &e.expr {
         Expr::Comprehension(c) => {
-            out.insert(&c.iter_var);
-            if let Some(v) = &c.iter_var2 {
-                out.insert(v);
-            }
-            out.insert(&c.accu_var);
             for sub in [
                 &c.iter_range,
                 &c.accu_init,
@@ -110,30 +109,119 @@ fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>)
                 &c.loop_step,
                 &c.result,
             ] {
-                comprehension_variables(sub, out);
+                visit(sub, f);
             }
         }
         Expr::Call(call) => {
             if let Some(t) = &call.target {
-                comprehension_variables(t, out);
+                visit(t, f);
             }
-            call.args
-                .iter()
-                .for_each(|a| comprehension_variables(a, out));
+            call.args.iter().for_each(|a| visit(a, f));
         }
-        Expr::List(l) => l
-            .elements
-            .iter()
-            .for_each(|a| comprehension_variables(a, out)),
+        Expr::List(l) => l.elements.iter().for_each(|a| visit(a, f)),
         Expr::Map(m) => m.entries.iter().for_each(|entry| {
-            if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                comprehension_variables(&me.key, out);
-                comprehension_variables(&me.value, out);
+            if let EntryExpr::MapEntry(me) = &entry.expr {
+                visit(&me.key, f);
+                visit(&me.value, f);
             }
         }),
-        Expr::Select(s) => comprehension_variables(&s.operand, out),
-        _ => {}
+        Expr::Struct(st) => st.entries.iter().for_each(|entry| {
+            if let EntryExpr::StructField(field) = &entry.expr {
+                visit(&field.value, f);
+            }
+        }),
+        Expr::Select(sel) => visit(&sel.operand, f),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
+}
+
+fn comprehension_variables<'a>(e: &'a IdedExpr, out: &mut HashSet<&'a str>) {
+    visit(e, &mut |e| {
+        if let Expr::Comprehension(c) = &e.expr {
+            out.insert(&c.iter_var);
+            if let Some(v) = &c.iter_var2 {
+                out.insert(v);
+            }
+            out.insert(&c.accu_var);
+        }
+    });
+}
+
+/// What a helper reads from each of its arguments, for checking literals at load.
+#[derive(Clone, Copy)]
+enum Argument {
+    /// Computed at run time (a timestamp): nothing to check at load.
+    Any,
+    Ip,
+    /// One range, or a list of them.
+    Ranges,
+    Clock,
+    Zone,
+}
+
+impl Argument {
+    /// The argument kinds of one of our helpers, by position; `None` for other functions.
+    fn of_helper(name: &str) -> Option<&'static [Argument]> {
+        use Argument::*;
+        match name {
+            "ipInRange" => Some(&[Ip, Ranges]),
+            "timeBetween" => Some(&[Any, Clock, Clock, Zone]),
+            "isWeekday" => Some(&[Any, Zone]),
+            _ => None,
+        }
+    }
+
+    /// Reads a string with the parser the helper uses at run time.
+    fn read(self, s: &str) -> Result<(), String> {
+        match self {
+            Argument::Any => Ok(()),
+            Argument::Ip => parse_ip(s).map(drop),
+            Argument::Ranges => parse_range(s).map(drop),
+            Argument::Clock => parse_clock(s).map(drop),
+            Argument::Zone => parse_zone(s).map(drop),
+        }
+    }
+}
+
+/// Checks the helper arguments written as string literals (or, for ranges, lists of them) with
+/// the parsers the helpers use at run time: a range, address, time of day or zone that can never
+/// be read would otherwise make the condition an error on every evaluation. Arguments computed
+/// from the request can only be checked then.
+fn check_literal_arguments(e: &IdedExpr) -> Result<(), String> {
+    let mut first_error = None;
+    visit(e, &mut |e| {
+        if let (None, Expr::Call(call)) = (&first_error, &e.expr) {
+            first_error = check_call(call).err();
+        }
+    });
+    first_error.map_or(Ok(()), Err)
+}
+
+fn check_call(call: &CallExpr) -> Result<(), String> {
+    // Our helpers are global functions: called as a method, the call fails on its arguments at
+    // run time whatever they are.
+    let (None, Some(kinds)) = (&call.target, Argument::of_helper(&call.func_name)) else {
+        return Ok(());
+    };
+    let helper = &call.func_name;
+    for (i, (arg, kind)) in call.args.iter().zip(kinds).enumerate() {
+        let n = i + 1;
+        match (&arg.expr, kind) {
+            (Expr::Literal(LiteralValue::String(s)), _) => kind
+                .read(s.inner())
+                .map_err(|m| format!("`{helper}` argument {n}: {m}"))?,
+            (Expr::List(list), Argument::Ranges) => {
+                for (j, item) in list.elements.iter().enumerate() {
+                    if let Expr::Literal(LiteralValue::String(s)) = &item.expr {
+                        kind.read(s.inner())
+                            .map_err(|m| format!("`{helper}` argument {n}, item {}: {m}", j + 1))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// CEL's standard functions, kept to those this version of the crate really declares (asked by
@@ -279,6 +367,17 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     Ok(Value::Bool(inside))
 }
 
+/// A time of day as `timeBetween` reads it: `"HH:MM"`, 00:00 to 23:59.
+pub fn parse_clock(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?} is not a time of day like \"09:30\""))
+}
+
+/// A time zone as `timeBetween` and `isWeekday` read it: an IANA name such as `"Europe/Paris"`.
+pub fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse().map_err(|_| format!("unknown time zone {s:?}"))
+}
+
 fn local_time(
     name: &str,
     at: &dyn Val,
@@ -295,9 +394,7 @@ fn local_time(
         None => Ok(t.naive_utc()),
         Some(zone) => match zone.downcast_ref::<CelString>() {
             Some(z) => {
-                let tz: chrono_tz::Tz = z.inner().parse().map_err(|_| {
-                    helper_error(name, format!("unknown time zone {:?}", z.inner()))
-                })?;
+                let tz = parse_zone(z.inner()).map_err(|m| helper_error(name, m))?;
                 Ok(t.with_timezone(&tz).naive_local())
             }
             None => Err(helper_error(
@@ -324,12 +421,7 @@ fn time_between(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     };
     let clock = |v: &dyn Val| -> Result<NaiveTime, ExecutionError> {
         match v.downcast_ref::<CelString>() {
-            Some(s) => NaiveTime::parse_from_str(s.inner(), "%H:%M").map_err(|_| {
-                helper_error(
-                    NAME,
-                    format!("{:?} is not a time of day like \"09:30\"", s.inner()),
-                )
-            }),
+            Some(s) => parse_clock(s.inner()).map_err(|m| helper_error(NAME, m)),
             None => Err(helper_error(
                 NAME,
                 "times of day are strings like \"09:30\"",
@@ -595,7 +687,12 @@ mod tests {
             Ok(true)
         );
         assert_eq!(eval("ipInRange(context.ip, '10.0.0.0/8')", v6), Ok(false));
-        let bad = eval("ipInRange(context.ip, 'ten/8')", ctx).unwrap_err();
+        // A range from the request is read when evaluated (a literal one when compiled).
+        let bad = eval(
+            "ipInRange(context.ip, context.range)",
+            serde_json::json!({"ip": "10.1.2.3", "range": "ten/8"}),
+        )
+        .unwrap_err();
         assert!(bad.contains("not a CIDR range"), "{bad}");
         let missing =
             eval("ipInRange(context.ip, '10.0.0.0/8')", serde_json::json!({})).unwrap_err();
@@ -674,10 +771,74 @@ mod tests {
             eval("isWeekday(context.time, 'Europe/Paris')", sat),
             Ok(false)
         );
-        let bad = eval("timeBetween(context.time, '8am', '18:00')", ctx.clone()).unwrap_err();
+        let from_request = serde_json::json!({
+            "time": "2026-11-23T07:30:00Z", "from": "8am", "zone": "Mars/Olympus",
+        });
+        let bad = eval(
+            "timeBetween(context.time, context.from, '18:00')",
+            from_request.clone(),
+        )
+        .unwrap_err();
         assert!(bad.contains("time of day"), "{bad}");
-        let zone = eval("isWeekday(context.time, 'Mars/Olympus')", ctx).unwrap_err();
+        let zone = eval("isWeekday(context.time, context.zone)", from_request).unwrap_err();
         assert!(zone.contains("unknown time zone"), "{zone}");
+    }
+
+    #[test]
+    fn literal_arguments_are_read_at_compile_by_the_parsers_used_at_run_time() {
+        // (condition with the value as a literal, the same with the value from the request,
+        // the request)
+        let cases = [
+            (
+                "ipInRange(context.ip, '10.0.0.0/33')",
+                "ipInRange(context.ip, context.v)",
+                serde_json::json!({"ip": "10.1.2.3", "v": "10.0.0.0/33"}),
+            ),
+            (
+                "ipInRange(context.ip, ['10.0.0.0/8', '10.0.0.0/33'])",
+                "ipInRange(context.ip, ['10.0.0.0/8', context.v])",
+                serde_json::json!({"ip": "11.1.2.3", "v": "10.0.0.0/33"}),
+            ),
+            (
+                "ipInRange('10.1.2', '10.0.0.0/8')",
+                "ipInRange(context.v, '10.0.0.0/8')",
+                serde_json::json!({"v": "10.1.2"}),
+            ),
+            (
+                "timeBetween(context.time, '08:00', '24:00')",
+                "timeBetween(context.time, '08:00', context.v)",
+                serde_json::json!({"v": "24:00"}),
+            ),
+            (
+                "timeBetween(context.time, '08:00', '18:00', 'Europe/Pariss')",
+                "timeBetween(context.time, '08:00', '18:00', context.v)",
+                serde_json::json!({"v": "Europe/Pariss"}),
+            ),
+            (
+                "isWeekday(context.time, 'Mars/Olympus')",
+                "isWeekday(context.time, context.v)",
+                serde_json::json!({"v": "Mars/Olympus"}),
+            ),
+        ];
+        for (literal, computed, context) in cases {
+            let at_compile = Expression::compile(literal).map(drop).unwrap_err();
+            let at_run_time = eval(computed, context).unwrap_err();
+            // `` `ipInRange` argument 2: <message> `` and
+            // `Error executing function 'ipInRange': <message>`: the same message.
+            let message = at_compile.split_once(": ").map_or("", |(_, m)| m);
+            assert!(!message.is_empty(), "{at_compile}");
+            assert!(
+                at_run_time.ends_with(&format!(": {message}")),
+                "{literal}: {at_compile} / {at_run_time}"
+            );
+        }
+        // Strings given to functions that are not ours are not read as helper arguments.
+        for ok in [
+            "'Mars/Olympus'.startsWith('Mars')",
+            "context.time.getHours('Europe/Paris') < 18",
+        ] {
+            Expression::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]

@@ -2110,6 +2110,119 @@ mod load_errors {
         dir.load();
     }
 
+    /// A policy whose second rule has condition `when`, at line 14.
+    fn second_rule_with_condition(when: &str) -> String {
+        let policy = r#"
+            resource_policy:
+              id: documents
+              version: "1"
+              resource: document
+              rules:
+                - name: editors-view
+                  actions: [view]
+                  effect: allow
+                  roles: [editor]
+                - name: office-edits
+                  actions: [edit]
+                  effect: allow
+                  roles: [editor]
+                  when: WHEN
+            "#;
+        dedent(policy).replace("WHEN", when)
+    }
+
+    #[test]
+    fn a_helper_argument_written_as_a_literal_that_the_helper_cannot_read() {
+        // Were they checked only when evaluated, each of these would make the condition an error
+        // on every request (and its rule never apply, or always deny).
+        let cases = [
+            (
+                r#"ipInRange(context.ip, "10.0.0.0/99")"#,
+                r#"`ipInRange` argument 2: "10.0.0.0/99" is not a CIDR range"#,
+            ),
+            (
+                r#"ipInRange(context.ip, ["10.0.0.0/8", "bogus"])"#,
+                r#"`ipInRange` argument 2, item 2: "bogus" is not a CIDR range"#,
+            ),
+            (
+                r#"ipInRange("10.0.0.256", "10.0.0.0/8")"#,
+                r#"`ipInRange` argument 1: "10.0.0.256" is not an IP address"#,
+            ),
+            (
+                r#"timeBetween(context.time, "08:00", "25:00")"#,
+                r#"`timeBetween` argument 3: "25:00" is not a time of day like "09:30""#,
+            ),
+            (
+                r#"timeBetween(context.time, "8am", "19:00")"#,
+                r#"`timeBetween` argument 2: "8am" is not a time of day like "09:30""#,
+            ),
+            (
+                r#"timeBetween(context.time, "08:00", "19:00", "Mars/Olympus")"#,
+                r#"`timeBetween` argument 4: unknown time zone "Mars/Olympus""#,
+            ),
+            (
+                r#"isWeekday(context.time, "Mars/Olympus")"#,
+                r#"`isWeekday` argument 2: unknown time zone "Mars/Olympus""#,
+            ),
+            // Wherever the call is in the expression.
+            (
+                r#"principal.sub == "a" || !isWeekday(context.time, "Mars/Olympus")"#,
+                r#"`isWeekday` argument 2: unknown time zone "Mars/Olympus""#,
+            ),
+        ];
+        for (when, message) in cases {
+            let (dir, e) = only_error(&second_rule_with_condition(when));
+            assert_error(&e, Some(14), "resource_policy.rules[1].when", message);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}:14: resource_policy.rules[1].when: {message}",
+                    dir.file("documents.yaml").display()
+                ),
+                "{when}"
+            );
+        }
+
+        // Inside a combinator and in a derived role, the key path leads to the part at fault.
+        let (_, e) = only_error(&second_rule_with_condition(
+            "\n        any:\n          - principal.sub == \"a\"\n          - timeBetween(context.time, \"08:00\", \"24:00\")",
+        ));
+        assert_error(
+            &e,
+            Some(17),
+            "resource_policy.rules[1].when.any[1]",
+            r#"`timeBetween` argument 3: "24:00" is not a time of day"#,
+        );
+        let (_, e) = only_error(
+            r#"
+            derived_roles:
+              name: office_roles
+              definitions:
+                - name: on_site
+                  parent_roles: ["*"]
+                  when: ipInRange(context.ip, ["10.0.0.0/8", "10.300.0.0/16"])
+            "#,
+        );
+        assert_error(
+            &e,
+            Some(6),
+            "derived_roles.definitions[0].when",
+            r#"`ipInRange` argument 2, item 2: "10.300.0.0/16" is not a CIDR range"#,
+        );
+
+        // Literals the helpers read load; arguments computed from the request are checked when
+        // evaluated.
+        for when in [
+            r#"ipInRange(context.ip, ["10.0.0.0/8", "::ffff:192.0.2.0/120", "2001:db8::1"])"#,
+            r#"ipInRange("::ffff:10.1.2.3", context.ranges)"#,
+            r#"timeBetween(context.time, "00:00", "23:59", "Europe/Paris")"#,
+            r#"timeBetween(context.time, context.from, "19:00", context.zone)"#,
+            r#"isWeekday(context.time, "UTC") && isWeekday(context.time, principal.attributes.zone)"#,
+        ] {
+            PolicyDir::with(&[("documents.yaml", &second_rule_with_condition(when))]).load();
+        }
+    }
+
     const ROLES: &str = r#"
         derived_roles:
           name: document_roles
