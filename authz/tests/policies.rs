@@ -572,6 +572,76 @@ mod combining {
     }
 
     #[test]
+    fn a_types_own_rules_are_named_before_wildcard_rules_even_from_a_later_file() {
+        // a-global.yaml loads before b-documents.yaml, yet for a document the rules of the
+        // document policies come first, then those of the "*" policies: of two deny rules (or two
+        // allow rules) that apply, the document policy's is named.
+        let dir = PolicyDir::with(&[
+            (
+                "a-global.yaml",
+                r#"
+                resource_policy:
+                  id: global
+                  version: "2"
+                  resource: "*"
+                  rules:
+                    - name: global-freeze
+                      actions: [delete]
+                      effect: deny
+                      roles: ["*"]
+                    - name: everyone-views-anything
+                      actions: [view]
+                      effect: allow
+                      roles: ["*"]
+                "#,
+            ),
+            (
+                "b-documents.yaml",
+                r#"
+                resource_policy:
+                  id: documents
+                  version: "1"
+                  resource: document
+                  rules:
+                    - name: legal-hold
+                      actions: [delete]
+                      effect: deny
+                      roles: ["*"]
+                    - name: everyone-views-documents
+                      actions: [view]
+                      effect: allow
+                      roles: ["*"]
+                "#,
+            ),
+        ]);
+        let set = dir.load();
+        let d = decide(&set, &ask("bob", &[]).to("delete", "document"));
+        assert_denied(&d, "documents", "1", "legal-hold");
+        assert_eq!(
+            outcomes(&d),
+            [
+                ("legal-hold", "applies", true),
+                ("global-freeze", "applies", true),
+                ("everyone-views-documents", "action not listed", false),
+                ("everyone-views-anything", "action not listed", false),
+            ]
+        );
+        let d = set.evaluate(
+            &ask("bob", &[]).to("delete", "document").request(),
+            Options::default(),
+        );
+        assert_denied(&d, "documents", "1", "legal-hold");
+        let d = decide(&set, &ask("bob", &[]).to("view", "document"));
+        assert_allowed(&d, "documents", "1", "everyone-views-documents");
+
+        // A type with no policy of its own: the "*" rules alone.
+        let d = decide(&set, &ask("bob", &[]).to("delete", "invoice"));
+        assert_denied(&d, "global", "2", "global-freeze");
+        let d = decide(&set, &ask("bob", &[]).to("view", "invoice"));
+        assert_allowed(&d, "global", "2", "everyone-views-anything");
+    }
+
+    #[test]
     fn nothing_matched_is_a_deny() {
         let set = PolicyDir::with(&[(
             "documents.yaml",
