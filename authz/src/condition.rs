@@ -11,16 +11,16 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use cel::common::ast::Expr;
+use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
     CelUInt,
 };
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use cel::{Context, ExecutionError, FunctionContext, Program, Value};
+use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
 
 use crate::request::{Principal, RequestContext, Resource};
@@ -39,8 +39,9 @@ pub struct Expression {
 }
 
 impl Expression {
-    /// Parses `source` and checks that it names only known variables and functions, so a typo
-    /// fails the load instead of denying every request at run time.
+    /// Parses `source` and checks that it names only known variables and functions, and that
+    /// the helper arguments it writes as literals can be read, so a typo fails the load instead
+    /// of denying every request at run time.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| {
             // The crate's message repeats "<input>" and draws a caret; keep the first line.
@@ -75,6 +76,7 @@ impl Expression {
                 HELPERS.join(", ")
             ));
         }
+        check_literal_arguments(program.expression())?;
         Ok(Self {
             source: source.into(),
             program: Arc::new(program),
@@ -95,14 +97,11 @@ impl Expression {
     }
 }
 
-fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>) {
+/// Calls `f` on `e` and on every expression inside it, parents first.
+fn visit<'a>(e: &'a IdedExpr, f: &mut impl FnMut(&'a IdedExpr)) {
+    f(e);
     match &e.expr {
         Expr::Comprehension(c) => {
-            out.insert(&c.iter_var);
-            if let Some(v) = &c.iter_var2 {
-                out.insert(v);
-            }
-            out.insert(&c.accu_var);
             for sub in [
                 &c.iter_range,
                 &c.accu_init,
@@ -110,30 +109,119 @@ fn comprehension_variables<'a>(e: &'a cel::IdedExpr, out: &mut HashSet<&'a str>)
                 &c.loop_step,
                 &c.result,
             ] {
-                comprehension_variables(sub, out);
+                visit(sub, f);
             }
         }
         Expr::Call(call) => {
             if let Some(t) = &call.target {
-                comprehension_variables(t, out);
+                visit(t, f);
             }
-            call.args
-                .iter()
-                .for_each(|a| comprehension_variables(a, out));
+            call.args.iter().for_each(|a| visit(a, f));
         }
-        Expr::List(l) => l
-            .elements
-            .iter()
-            .for_each(|a| comprehension_variables(a, out)),
+        Expr::List(l) => l.elements.iter().for_each(|a| visit(a, f)),
         Expr::Map(m) => m.entries.iter().for_each(|entry| {
-            if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                comprehension_variables(&me.key, out);
-                comprehension_variables(&me.value, out);
+            if let EntryExpr::MapEntry(me) = &entry.expr {
+                visit(&me.key, f);
+                visit(&me.value, f);
             }
         }),
-        Expr::Select(s) => comprehension_variables(&s.operand, out),
-        _ => {}
+        Expr::Struct(st) => st.entries.iter().for_each(|entry| {
+            if let EntryExpr::StructField(field) = &entry.expr {
+                visit(&field.value, f);
+            }
+        }),
+        Expr::Select(sel) => visit(&sel.operand, f),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
+}
+
+fn comprehension_variables<'a>(e: &'a IdedExpr, out: &mut HashSet<&'a str>) {
+    visit(e, &mut |e| {
+        if let Expr::Comprehension(c) = &e.expr {
+            out.insert(&c.iter_var);
+            if let Some(v) = &c.iter_var2 {
+                out.insert(v);
+            }
+            out.insert(&c.accu_var);
+        }
+    });
+}
+
+/// What a helper reads from each of its arguments, for checking literals at load.
+#[derive(Clone, Copy)]
+enum Argument {
+    /// Computed at run time (a timestamp): nothing to check at load.
+    Any,
+    Ip,
+    /// One range, or a list of them.
+    Ranges,
+    Clock,
+    Zone,
+}
+
+impl Argument {
+    /// The argument kinds of one of our helpers, by position; `None` for other functions.
+    fn of_helper(name: &str) -> Option<&'static [Argument]> {
+        use Argument::*;
+        match name {
+            "ipInRange" => Some(&[Ip, Ranges]),
+            "timeBetween" => Some(&[Any, Clock, Clock, Zone]),
+            "isWeekday" => Some(&[Any, Zone]),
+            _ => None,
+        }
+    }
+
+    /// Reads a string with the parser the helper uses at run time.
+    fn read(self, s: &str) -> Result<(), String> {
+        match self {
+            Argument::Any => Ok(()),
+            Argument::Ip => parse_ip(s).map(drop),
+            Argument::Ranges => parse_range(s).map(drop),
+            Argument::Clock => parse_clock(s).map(drop),
+            Argument::Zone => parse_zone(s).map(drop),
+        }
+    }
+}
+
+/// Checks the helper arguments written as string literals (or, for ranges, lists of them) with
+/// the parsers the helpers use at run time: a range, address, time of day or zone that can never
+/// be read would otherwise make the condition an error on every evaluation. Arguments computed
+/// from the request can only be checked then.
+fn check_literal_arguments(e: &IdedExpr) -> Result<(), String> {
+    let mut first_error = None;
+    visit(e, &mut |e| {
+        if let (None, Expr::Call(call)) = (&first_error, &e.expr) {
+            first_error = check_call(call).err();
+        }
+    });
+    first_error.map_or(Ok(()), Err)
+}
+
+fn check_call(call: &CallExpr) -> Result<(), String> {
+    // Our helpers are global functions: called as a method, the call fails on its arguments at
+    // run time whatever they are.
+    let (None, Some(kinds)) = (&call.target, Argument::of_helper(&call.func_name)) else {
+        return Ok(());
+    };
+    let helper = &call.func_name;
+    for (i, (arg, kind)) in call.args.iter().zip(kinds).enumerate() {
+        let n = i + 1;
+        match (&arg.expr, kind) {
+            (Expr::Literal(LiteralValue::String(s)), _) => kind
+                .read(s.inner())
+                .map_err(|m| format!("`{helper}` argument {n}: {m}"))?,
+            (Expr::List(list), Argument::Ranges) => {
+                for (j, item) in list.elements.iter().enumerate() {
+                    if let Expr::Literal(LiteralValue::String(s)) = &item.expr {
+                        kind.read(s.inner())
+                            .map_err(|m| format!("`{helper}` argument {n}, item {}: {m}", j + 1))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// CEL's standard functions, kept to those this version of the crate really declares (asked by
@@ -213,17 +301,42 @@ fn is_null(v: &dyn Val) -> bool {
     v.downcast_ref::<CelNull>().is_some()
 }
 
+/// An address as `ipInRange` reads it. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, how a
+/// dual-stack socket reports an IPv4 client) is the IPv4 address it carries: compared as IPv6,
+/// it would escape every IPv4 range of a deny list.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// A range as `ipInRange` reads it: CIDR (`10.0.0.0/8`) or a single address. A range inside the
+/// IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 range it maps, since addresses in it
+/// are read as IPv4 (see [`parse_ip`]); otherwise a deny list written that way would stop
+/// matching the very clients it names.
+pub fn parse_range(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR range"))?;
+    let IpNet::V6(v6) = net else {
+        return Ok(net);
+    };
+    let mapped = v6.network().to_ipv4_mapped();
+    match (mapped, v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => Ok(Ipv4Net::new(v4, len).map(IpNet::V4).unwrap_or(net)),
+        _ => Ok(net),
+    }
+}
+
 /// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
 fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     const NAME: &str = "ipInRange";
     let [ip, ranges] = ftx.args.as_slice() else {
         return Err(helper_error(NAME, "takes (ip, range or list of ranges)"));
     };
-    let ip: IpAddr = match ip.downcast_ref::<CelString>() {
-        Some(s) => s
-            .inner()
-            .parse()
-            .map_err(|_| helper_error(NAME, format!("{:?} is not an IP address", s.inner())))?,
+    let ip = match ip.downcast_ref::<CelString>() {
+        Some(s) => parse_ip(s.inner()).map_err(|m| helper_error(NAME, m))?,
         None if is_null(ip.as_ref()) => {
             return Err(helper_error(NAME, "no IP address in the request"))
         }
@@ -238,11 +351,7 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         let Some(s) = range.downcast_ref::<CelString>() else {
             return Err(helper_error(NAME, "ranges are strings like \"10.0.0.0/8\""));
         };
-        let s = s.inner();
-        let net: IpNet = s
-            .parse()
-            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| helper_error(NAME, format!("{s:?} is not a CIDR range")))?;
+        let net = parse_range(s.inner()).map_err(|m| helper_error(NAME, m))?;
         Ok(net.contains(&ip))
     };
     let inside = match ranges.downcast_ref::<CelList>() {
@@ -256,6 +365,17 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         None => contains(ranges.as_ref())?,
     };
     Ok(Value::Bool(inside))
+}
+
+/// A time of day as `timeBetween` reads it: `"HH:MM"`, 00:00 to 23:59.
+pub fn parse_clock(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?} is not a time of day like \"09:30\""))
+}
+
+/// A time zone as `timeBetween` and `isWeekday` read it: an IANA name such as `"Europe/Paris"`.
+pub fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse().map_err(|_| format!("unknown time zone {s:?}"))
 }
 
 fn local_time(
@@ -274,9 +394,7 @@ fn local_time(
         None => Ok(t.naive_utc()),
         Some(zone) => match zone.downcast_ref::<CelString>() {
             Some(z) => {
-                let tz: chrono_tz::Tz = z.inner().parse().map_err(|_| {
-                    helper_error(name, format!("unknown time zone {:?}", z.inner()))
-                })?;
+                let tz = parse_zone(z.inner()).map_err(|m| helper_error(name, m))?;
                 Ok(t.with_timezone(&tz).naive_local())
             }
             None => Err(helper_error(
@@ -303,12 +421,7 @@ fn time_between(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     };
     let clock = |v: &dyn Val| -> Result<NaiveTime, ExecutionError> {
         match v.downcast_ref::<CelString>() {
-            Some(s) => NaiveTime::parse_from_str(s.inner(), "%H:%M").map_err(|_| {
-                helper_error(
-                    NAME,
-                    format!("{:?} is not a time of day like \"09:30\"", s.inner()),
-                )
-            }),
+            Some(s) => parse_clock(s.inner()).map_err(|m| helper_error(NAME, m)),
             None => Err(helper_error(
                 NAME,
                 "times of day are strings like \"09:30\"",
@@ -509,7 +622,8 @@ fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
         entries.insert(key(k), json_val(v));
     }
     let ip: CelVal<'_> = match c.ip {
-        Some(ip) => Box::new(CelString::from(ip.to_string())),
+        // Canonical for a request built in-process too (parsed ones already are): see `parse_ip`.
+        Some(ip) => Box::new(CelString::from(ip.to_canonical().to_string())),
         None => Box::new(CelNull),
     };
     entries.insert(key("ip"), ip);
@@ -522,9 +636,13 @@ mod tests {
     use super::*;
 
     fn eval(source: &str, context: serde_json::Value) -> Result<bool, String> {
+        let ctx: RequestContext = serde_json::from_value(context).map_err(|e| e.to_string())?;
+        eval_in(source, ctx)
+    }
+
+    fn eval_in(source: &str, ctx: RequestContext) -> Result<bool, String> {
         let root = root_context();
         let expr = Expression::compile(source)?;
-        let ctx: RequestContext = serde_json::from_value(context).map_err(|e| e.to_string())?;
         let time = ctx
             .time
             .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
@@ -569,11 +687,53 @@ mod tests {
             Ok(true)
         );
         assert_eq!(eval("ipInRange(context.ip, '10.0.0.0/8')", v6), Ok(false));
-        let bad = eval("ipInRange(context.ip, 'ten/8')", ctx).unwrap_err();
+        // A range from the request is read when evaluated (a literal one when compiled).
+        let bad = eval(
+            "ipInRange(context.ip, context.range)",
+            serde_json::json!({"ip": "10.1.2.3", "range": "ten/8"}),
+        )
+        .unwrap_err();
         assert!(bad.contains("not a CIDR range"), "{bad}");
         let missing =
             eval("ipInRange(context.ip, '10.0.0.0/8')", serde_json::json!({})).unwrap_err();
         assert!(missing.contains("no IP address"), "{missing}");
+    }
+
+    #[test]
+    fn ip_in_range_reads_ipv4_mapped_addresses_and_ranges_as_ipv4() {
+        let none = serde_json::json!({});
+        // The address as a literal, not through the request parser: the helper normalises it.
+        for source in [
+            "ipInRange('::ffff:10.1.2.3', '10.0.0.0/8')",
+            "ipInRange('::ffff:10.1.2.3', ['192.168.0.0/16', '10.1.2.3'])",
+            // A range written in the mapped form is an IPv4 range ...
+            "ipInRange('10.1.2.3', '::ffff:10.0.0.0/104')",
+            "ipInRange('::ffff:10.1.2.3', '::ffff:10.0.0.0/104')",
+            "ipInRange('10.1.2.3', '::ffff:10.1.2.3')",
+        ] {
+            assert_eq!(eval(source, none.clone()), Ok(true), "{source}");
+        }
+        for source in [
+            "ipInRange('::ffff:11.1.2.3', '10.0.0.0/8')",
+            "ipInRange('11.1.2.3', '::ffff:10.0.0.0/104')",
+            // ... and an IPv6 range wider than the mapped block stays an IPv6 range.
+            "ipInRange('10.1.2.3', '::/64')",
+        ] {
+            assert_eq!(eval(source, none.clone()), Ok(false), "{source}");
+        }
+        // A request built in-process (not parsed) may carry the mapped form too.
+        let mapped = IpAddr::from([0, 0, 0, 0, 0, 0xffff, 0x0a01, 0x0203]); // ::ffff:10.1.2.3
+        let context = RequestContext {
+            ip: Some(mapped),
+            ..Default::default()
+        };
+        assert_eq!(
+            eval_in(
+                "context.ip == '10.1.2.3' && ipInRange(context.ip, '10.0.0.0/8')",
+                context
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -611,10 +771,74 @@ mod tests {
             eval("isWeekday(context.time, 'Europe/Paris')", sat),
             Ok(false)
         );
-        let bad = eval("timeBetween(context.time, '8am', '18:00')", ctx.clone()).unwrap_err();
+        let from_request = serde_json::json!({
+            "time": "2026-11-23T07:30:00Z", "from": "8am", "zone": "Mars/Olympus",
+        });
+        let bad = eval(
+            "timeBetween(context.time, context.from, '18:00')",
+            from_request.clone(),
+        )
+        .unwrap_err();
         assert!(bad.contains("time of day"), "{bad}");
-        let zone = eval("isWeekday(context.time, 'Mars/Olympus')", ctx).unwrap_err();
+        let zone = eval("isWeekday(context.time, context.zone)", from_request).unwrap_err();
         assert!(zone.contains("unknown time zone"), "{zone}");
+    }
+
+    #[test]
+    fn literal_arguments_are_read_at_compile_by_the_parsers_used_at_run_time() {
+        // (condition with the value as a literal, the same with the value from the request,
+        // the request)
+        let cases = [
+            (
+                "ipInRange(context.ip, '10.0.0.0/33')",
+                "ipInRange(context.ip, context.v)",
+                serde_json::json!({"ip": "10.1.2.3", "v": "10.0.0.0/33"}),
+            ),
+            (
+                "ipInRange(context.ip, ['10.0.0.0/8', '10.0.0.0/33'])",
+                "ipInRange(context.ip, ['10.0.0.0/8', context.v])",
+                serde_json::json!({"ip": "11.1.2.3", "v": "10.0.0.0/33"}),
+            ),
+            (
+                "ipInRange('10.1.2', '10.0.0.0/8')",
+                "ipInRange(context.v, '10.0.0.0/8')",
+                serde_json::json!({"v": "10.1.2"}),
+            ),
+            (
+                "timeBetween(context.time, '08:00', '24:00')",
+                "timeBetween(context.time, '08:00', context.v)",
+                serde_json::json!({"v": "24:00"}),
+            ),
+            (
+                "timeBetween(context.time, '08:00', '18:00', 'Europe/Pariss')",
+                "timeBetween(context.time, '08:00', '18:00', context.v)",
+                serde_json::json!({"v": "Europe/Pariss"}),
+            ),
+            (
+                "isWeekday(context.time, 'Mars/Olympus')",
+                "isWeekday(context.time, context.v)",
+                serde_json::json!({"v": "Mars/Olympus"}),
+            ),
+        ];
+        for (literal, computed, context) in cases {
+            let at_compile = Expression::compile(literal).map(drop).unwrap_err();
+            let at_run_time = eval(computed, context).unwrap_err();
+            // `` `ipInRange` argument 2: <message> `` and
+            // `Error executing function 'ipInRange': <message>`: the same message.
+            let message = at_compile.split_once(": ").map_or("", |(_, m)| m);
+            assert!(!message.is_empty(), "{at_compile}");
+            assert!(
+                at_run_time.ends_with(&format!(": {message}")),
+                "{literal}: {at_compile} / {at_run_time}"
+            );
+        }
+        // Strings given to functions that are not ours are not read as helper arguments.
+        for ok in [
+            "'Mars/Olympus'.startsWith('Mars')",
+            "context.time.getHours('Europe/Paris') < 18",
+        ] {
+            Expression::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]

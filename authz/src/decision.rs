@@ -149,6 +149,9 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Deny rules first, then allow rules, each list in [`KindRules`](crate::policy::KindRules)
+    /// order (the type's own policies, then `"*"` policies): the first rule that applies decides
+    /// and is named (a deny rule also applies when its condition could not be evaluated).
     fn decide(&self, resource: &Resource, action: &str, explain: bool) -> Decision {
         let set = self.set;
         let rules = set.rules_for(&resource.kind);

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, FixedOffset};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value as Json};
 
 /// One authorization question.
@@ -65,13 +65,23 @@ pub struct Resource {
 /// helpers); any other key is passed to conditions as it is, as `context.<key>`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RequestContext {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`, how a dual-stack socket reports an IPv4
+    /// client) are read as the IPv4 address they carry, so that IPv4 ranges in policies see them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "canonical_ip"
+    )]
     pub ip: Option<IpAddr>,
     /// RFC 3339. Absent: the time of the decision. Policy tests freeze it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<DateTime<FixedOffset>>,
     #[serde(flatten)]
     pub extra: Map<String, Json>,
+}
+
+fn canonical_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    Ok(Option::<IpAddr>::deserialize(d)?.map(|ip| ip.to_canonical()))
 }
 
 /// A request that cannot be evaluated, naming the field at fault.
@@ -264,5 +274,27 @@ mod tests {
         )
         .message
         .contains("role"));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_context_ip_is_read_as_the_ipv4_address() {
+        let ip_of = |ip: &str| {
+            let body = serde_json::json!({
+                "principal": {"sub": "a"}, "resource": {"type": "d"}, "action": "v",
+                "context": {"ip": ip},
+            });
+            parse_json::<Request>(body.to_string().as_bytes())
+                .map(|r| r.context.ip.map(|ip| ip.to_string()))
+        };
+        assert_eq!(ip_of("::ffff:10.1.2.3"), Ok(Some("10.1.2.3".into())));
+        assert_eq!(ip_of("::FFFF:a01:203"), Ok(Some("10.1.2.3".into())));
+        // Other IPv6 addresses are kept as they are.
+        assert_eq!(
+            ip_of("2001:db8::a01:203"),
+            Ok(Some("2001:db8::a01:203".into()))
+        );
+        assert_eq!(ip_of("::a01:203"), Ok(Some("::a01:203".into())));
+        let no_ip = br#"{"principal":{"sub":"a"},"resource":{"type":"d"},"action":"v","context":{"ip":null}}"#;
+        assert_eq!(parse_json::<Request>(no_ip).map(|r| r.context.ip), Ok(None));
     }
 }

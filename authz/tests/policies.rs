@@ -572,6 +572,76 @@ mod combining {
     }
 
     #[test]
+    fn a_types_own_rules_are_named_before_wildcard_rules_even_from_a_later_file() {
+        // a-global.yaml loads before b-documents.yaml, yet for a document the rules of the
+        // document policies come first, then those of the "*" policies: of two deny rules (or two
+        // allow rules) that apply, the document policy's is named.
+        let dir = PolicyDir::with(&[
+            (
+                "a-global.yaml",
+                r#"
+                resource_policy:
+                  id: global
+                  version: "2"
+                  resource: "*"
+                  rules:
+                    - name: global-freeze
+                      actions: [delete]
+                      effect: deny
+                      roles: ["*"]
+                    - name: everyone-views-anything
+                      actions: [view]
+                      effect: allow
+                      roles: ["*"]
+                "#,
+            ),
+            (
+                "b-documents.yaml",
+                r#"
+                resource_policy:
+                  id: documents
+                  version: "1"
+                  resource: document
+                  rules:
+                    - name: legal-hold
+                      actions: [delete]
+                      effect: deny
+                      roles: ["*"]
+                    - name: everyone-views-documents
+                      actions: [view]
+                      effect: allow
+                      roles: ["*"]
+                "#,
+            ),
+        ]);
+        let set = dir.load();
+        let d = decide(&set, &ask("bob", &[]).to("delete", "document"));
+        assert_denied(&d, "documents", "1", "legal-hold");
+        assert_eq!(
+            outcomes(&d),
+            [
+                ("legal-hold", "applies", true),
+                ("global-freeze", "applies", true),
+                ("everyone-views-documents", "action not listed", false),
+                ("everyone-views-anything", "action not listed", false),
+            ]
+        );
+        let d = set.evaluate(
+            &ask("bob", &[]).to("delete", "document").request(),
+            Options::default(),
+        );
+        assert_denied(&d, "documents", "1", "legal-hold");
+        let d = decide(&set, &ask("bob", &[]).to("view", "document"));
+        assert_allowed(&d, "documents", "1", "everyone-views-documents");
+
+        // A type with no policy of its own: the "*" rules alone.
+        let d = decide(&set, &ask("bob", &[]).to("delete", "invoice"));
+        assert_denied(&d, "global", "2", "global-freeze");
+        let d = decide(&set, &ask("bob", &[]).to("view", "invoice"));
+        assert_allowed(&d, "global", "2", "everyone-views-anything");
+    }
+
+    #[test]
     fn nothing_matched_is_a_deny() {
         let set = PolicyDir::with(&[(
             "documents.yaml",
@@ -975,6 +1045,65 @@ mod conditions {
             assert_no_rule_allows(&d, "view", "thing");
             assert_eq!(
                 trace(&d, "v6-networks").outcome,
+                "condition false",
+                "{outside}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_address_is_checked_as_the_ipv4_address_it_carries() {
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`: an IPv4 deny list must
+        // still catch them.
+        let set = things(
+            r#"
+            - name: blocked-networks
+              actions: ["*"]
+              effect: deny
+              roles: ["*"]
+              when: ipInRange(context.ip, ["10.0.0.0/8", "192.0.2.0/24"])
+            - name: everyone-views
+              actions: [view]
+              effect: allow
+              roles: ["*"]
+            - name: seen-as-ipv4
+              actions: [inspect]
+              effect: allow
+              roles: ["*"]
+              when: context.ip == "10.1.2.3"
+            "#,
+        );
+        let from = |action: &str, ip: &str| {
+            decide(
+                &set,
+                &ask("p", &[]).to(action, "thing").context(json!({"ip": ip})),
+            )
+        };
+        for blocked in [
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "::FFFF:a01:203",
+            "::ffff:192.0.2.200",
+        ] {
+            let d = from("view", blocked);
+            assert_denied(&d, "things", "1", "blocked-networks");
+            assert_eq!(
+                trace(&d, "blocked-networks").outcome,
+                "applies",
+                "{blocked}"
+            );
+        }
+        // Conditions see the IPv4 form.
+        let d = from("inspect", "::ffff:10.1.2.3");
+        assert_denied(&d, "things", "1", "blocked-networks");
+        assert_eq!(trace(&d, "seen-as-ipv4").outcome, "applies");
+        // Only mapped addresses are IPv4 ones: other IPv6 addresses ending in the same 32 bits
+        // are not.
+        for outside in ["::ffff:11.1.2.3", "2001:db8::a01:203", "64:ff9b::a01:203"] {
+            let d = from("view", outside);
+            assert_allowed(&d, "things", "1", "everyone-views");
+            assert_eq!(
+                trace(&d, "blocked-networks").outcome,
                 "condition false",
                 "{outside}"
             );
@@ -2051,6 +2180,119 @@ mod load_errors {
         dir.load();
     }
 
+    /// A policy whose second rule has condition `when`, at line 14.
+    fn second_rule_with_condition(when: &str) -> String {
+        let policy = r#"
+            resource_policy:
+              id: documents
+              version: "1"
+              resource: document
+              rules:
+                - name: editors-view
+                  actions: [view]
+                  effect: allow
+                  roles: [editor]
+                - name: office-edits
+                  actions: [edit]
+                  effect: allow
+                  roles: [editor]
+                  when: WHEN
+            "#;
+        dedent(policy).replace("WHEN", when)
+    }
+
+    #[test]
+    fn a_helper_argument_written_as_a_literal_that_the_helper_cannot_read() {
+        // Were they checked only when evaluated, each of these would make the condition an error
+        // on every request (and its rule never apply, or always deny).
+        let cases = [
+            (
+                r#"ipInRange(context.ip, "10.0.0.0/99")"#,
+                r#"`ipInRange` argument 2: "10.0.0.0/99" is not a CIDR range"#,
+            ),
+            (
+                r#"ipInRange(context.ip, ["10.0.0.0/8", "bogus"])"#,
+                r#"`ipInRange` argument 2, item 2: "bogus" is not a CIDR range"#,
+            ),
+            (
+                r#"ipInRange("10.0.0.256", "10.0.0.0/8")"#,
+                r#"`ipInRange` argument 1: "10.0.0.256" is not an IP address"#,
+            ),
+            (
+                r#"timeBetween(context.time, "08:00", "25:00")"#,
+                r#"`timeBetween` argument 3: "25:00" is not a time of day like "09:30""#,
+            ),
+            (
+                r#"timeBetween(context.time, "8am", "19:00")"#,
+                r#"`timeBetween` argument 2: "8am" is not a time of day like "09:30""#,
+            ),
+            (
+                r#"timeBetween(context.time, "08:00", "19:00", "Mars/Olympus")"#,
+                r#"`timeBetween` argument 4: unknown time zone "Mars/Olympus""#,
+            ),
+            (
+                r#"isWeekday(context.time, "Mars/Olympus")"#,
+                r#"`isWeekday` argument 2: unknown time zone "Mars/Olympus""#,
+            ),
+            // Wherever the call is in the expression.
+            (
+                r#"principal.sub == "a" || !isWeekday(context.time, "Mars/Olympus")"#,
+                r#"`isWeekday` argument 2: unknown time zone "Mars/Olympus""#,
+            ),
+        ];
+        for (when, message) in cases {
+            let (dir, e) = only_error(&second_rule_with_condition(when));
+            assert_error(&e, Some(14), "resource_policy.rules[1].when", message);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}:14: resource_policy.rules[1].when: {message}",
+                    dir.file("documents.yaml").display()
+                ),
+                "{when}"
+            );
+        }
+
+        // Inside a combinator and in a derived role, the key path leads to the part at fault.
+        let (_, e) = only_error(&second_rule_with_condition(
+            "\n        any:\n          - principal.sub == \"a\"\n          - timeBetween(context.time, \"08:00\", \"24:00\")",
+        ));
+        assert_error(
+            &e,
+            Some(17),
+            "resource_policy.rules[1].when.any[1]",
+            r#"`timeBetween` argument 3: "24:00" is not a time of day"#,
+        );
+        let (_, e) = only_error(
+            r#"
+            derived_roles:
+              name: office_roles
+              definitions:
+                - name: on_site
+                  parent_roles: ["*"]
+                  when: ipInRange(context.ip, ["10.0.0.0/8", "10.300.0.0/16"])
+            "#,
+        );
+        assert_error(
+            &e,
+            Some(6),
+            "derived_roles.definitions[0].when",
+            r#"`ipInRange` argument 2, item 2: "10.300.0.0/16" is not a CIDR range"#,
+        );
+
+        // Literals the helpers read load; arguments computed from the request are checked when
+        // evaluated.
+        for when in [
+            r#"ipInRange(context.ip, ["10.0.0.0/8", "::ffff:192.0.2.0/120", "2001:db8::1"])"#,
+            r#"ipInRange("::ffff:10.1.2.3", context.ranges)"#,
+            r#"timeBetween(context.time, "00:00", "23:59", "Europe/Paris")"#,
+            r#"timeBetween(context.time, context.from, "19:00", context.zone)"#,
+            r#"isWeekday(context.time, "UTC") && isWeekday(context.time, principal.attributes.zone)"#,
+        ] {
+            PolicyDir::with(&[("documents.yaml", &second_rule_with_condition(when))]).load();
+        }
+    }
+
     const ROLES: &str = r#"
         derived_roles:
           name: document_roles
@@ -2153,6 +2395,88 @@ mod load_errors {
             "derived_roles.definitions[1].name",
             r#"derived role "owner" is defined twice"#,
         );
+    }
+
+    #[test]
+    fn a_derived_role_defined_by_two_imported_sets() {
+        // Were the last import to win, `extra_roles`' unconditional `owner` would make every
+        // principal the owner of every document.
+        let dir = PolicyDir::with(&[
+            ("roles.yaml", ROLES),
+            (
+                "extra_roles.yaml",
+                r#"
+                derived_roles:
+                  name: extra_roles
+                  definitions:
+                    - name: reviewer
+                      parent_roles: [editor]
+                    - name: author
+                      parent_roles: ["*"]
+                      when: "true"
+                "#,
+            ),
+            (
+                "documents.yaml",
+                r#"
+                resource_policy:
+                  id: documents
+                  version: "1"
+                  resource: document
+                  import_derived_roles:
+                    - document_roles
+                    - extra_roles
+                  rules:
+                    - name: authors-edit
+                      actions: [edit]
+                      effect: allow
+                      derived_roles: [author]
+                "#,
+            ),
+        ]);
+        let e = dir.error();
+        assert_eq!(e.file, dir.file("documents.yaml"));
+        let message = format!(
+            r#"derived role "author" is defined by both imported sets "document_roles" ({}) and "extra_roles" ({}); rename one"#,
+            dir.file("roles.yaml").display(),
+            dir.file("extra_roles.yaml").display()
+        );
+        assert_error(
+            &e,
+            Some(7),
+            "resource_policy.import_derived_roles[1]",
+            &message,
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:7: resource_policy.import_derived_roles[1]: {message}",
+                dir.file("documents.yaml").display()
+            )
+        );
+
+        // Importing one set twice is no clash: the names lead to the same roles.
+        dir.write(
+            "documents.yaml",
+            r#"
+            resource_policy:
+              id: documents
+              version: "1"
+              resource: document
+              import_derived_roles: [document_roles, document_roles]
+              rules:
+                - name: authors-edit
+                  actions: [edit]
+                  effect: allow
+                  derived_roles: [author]
+            "#,
+        );
+        let set = dir.load();
+        let d = decide(
+            &set,
+            &ask("bob", &[]).to("edit", "document").owned_by("alice"),
+        );
+        assert_no_rule_allows(&d, "edit", "document");
     }
 
     #[test]

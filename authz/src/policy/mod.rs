@@ -16,7 +16,8 @@ pub use load::{is_test_file, load, yaml_files, PolicyError, PolicyErrors};
 /// Compiled policies. Immutable; a reload builds a new one.
 pub struct PolicySet {
     pub policies: Vec<PolicyInfo>,
-    /// Rules for each resource type, with the `"*"` policies' rules merged in.
+    /// Rules for each resource type a policy names: its own policies' rules first, then the
+    /// `"*"` policies' rules (see [`KindRules`]).
     by_kind: HashMap<String, KindRules>,
     /// Rules for types no policy names: the `"*"` policies alone.
     any_kind: KindRules,
@@ -40,6 +41,11 @@ pub struct PolicyInfo {
     pub description: Option<String>,
 }
 
+/// The rules that may decide for one resource type, deny apart from allow. In each list the
+/// type's own policies' rules come first, then the `"*"` policies' rules; within each group,
+/// policies in load order (files sorted by path) and rules as written. The evaluator takes the
+/// first deny rule that applies, else the first allow rule that applies: that order is which
+/// rule an answer names.
 #[derive(Default)]
 pub(crate) struct KindRules {
     pub deny: Vec<Arc<Rule>>,
