@@ -206,7 +206,7 @@ impl<T: Watched + ?Sized> BackgroundService for FileWatcher<T> {
                         tokio::time::sleep(DEBOUNCE).await;
                         while rx.try_recv().is_ok() {}
                     }
-                    Some(Trigger::Hangup) => tracing::info!(what = self.what, "SIGHUP: reloading"),
+                    Some(Trigger::Hangup) => tracing::info!("SIGHUP: reloading {}", self.what),
                     None => return,
                 },
             }
