@@ -120,7 +120,11 @@ impl Drop for OpenConnection {
 }
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-const METHODS: [Method; 7] = [
+
+/// The methods that get their own `method` label. HTTP lets a client send any token as a method,
+/// so labelling by the raw token would let a client create series without bound (and memory
+/// with them); every other method is counted under [`OTHER_METHOD`].
+const METHODS: [Method; 9] = [
     Method::GET,
     Method::HEAD,
     Method::POST,
@@ -128,7 +132,10 @@ const METHODS: [Method; 7] = [
     Method::DELETE,
     Method::PATCH,
     Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
 ];
+const OTHER_METHOD: &str = "other";
 
 fn status_class(status: u16) -> usize {
     match status {
@@ -137,13 +144,26 @@ fn status_class(status: u16) -> usize {
     }
 }
 
+/// Index into a route's method row: a known method's position, or the last slot for all others.
+fn method_slot(method: &Method) -> usize {
+    METHODS
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(METHODS.len())
+}
+
+fn method_label(slot: usize) -> &'static str {
+    METHODS.get(slot).map_or(OTHER_METHOD, Method::as_str)
+}
+
 /// One route's metric handles, resolved when the route is compiled so that recording a request
 /// is an array index and an atomic add, not a label hash under a lock.
 pub struct RouteMetrics {
     route: Arc<str>,
     duration: Histogram,
-    /// `[method][status class]`, created on first use so unused series are never exported.
-    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len()],
+    /// `[method slot][status class]`, created on first use so unused series are never exported.
+    /// The last method slot is `other`.
+    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
 }
 
 impl RouteMetrics {
@@ -157,21 +177,16 @@ impl RouteMetrics {
 
     pub fn record(&self, method: &Method, status: u16, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
-        let class = status_class(status);
-        match METHODS.iter().position(|m| m == method) {
-            Some(m) => self.requests[m][class]
-                .get_or_init(|| {
-                    REQUESTS.with_label_values(&[
-                        &self.route,
-                        method.as_str(),
-                        STATUS_CLASSES[class],
-                    ])
-                })
-                .inc(),
-            None => REQUESTS
-                .with_label_values(&[&self.route, method.as_str(), STATUS_CLASSES[class]])
-                .inc(),
-        }
+        let (slot, class) = (method_slot(method), status_class(status));
+        self.requests[slot][class]
+            .get_or_init(|| {
+                REQUESTS.with_label_values(&[
+                    &self.route,
+                    method_label(slot),
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
     }
 }
 
@@ -185,3 +200,19 @@ impl std::fmt::Debug for RouteMetrics {
 
 /// Requests that matched no route.
 pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("-"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_get_their_own_label() {
+        for method in &METHODS {
+            assert_eq!(method_label(method_slot(method)), method.as_str());
+        }
+        for token in ["FOOBAR1", "PROPFIND", "get"] {
+            let method = Method::from_bytes(token.as_bytes()).expect("a method token");
+            assert_eq!(method_label(method_slot(&method)), "other", "{token}");
+        }
+    }
+}
