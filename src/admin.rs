@@ -22,7 +22,7 @@ impl ServeHttp for AdminApp {
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
-                crate::metrics::publish_pool_health(&self.store.current());
+                crate::metrics::publish_pool_health(self.store.current().pool_health());
                 metrics_text()
             }
             (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),

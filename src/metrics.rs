@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::Snapshot;
-
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -92,14 +90,16 @@ pub fn init() {
     LazyLock::force(&ACCESS_LOG_DROPPED);
 }
 
-/// Sets the healthy-target gauge from the running snapshot, at scrape time: a pool removed by a
-/// reload disappears from the next scrape, whatever its health task was doing.
-pub fn publish_pool_health(snapshot: &Snapshot) {
+/// Sets the healthy-target gauge from `(pool name, healthy targets)` pairs of the running
+/// snapshot, at scrape time: a pool removed by a reload disappears from the next scrape, whatever
+/// its health task was doing. Takes pairs rather than the snapshot so that metrics, which the
+/// compiled config itself uses, never depends on the config module.
+pub fn publish_pool_health<'a>(pools: impl IntoIterator<Item = (&'a str, usize)>) {
     HEALTHY_TARGETS.reset();
-    for (name, pool) in &snapshot.pools {
+    for (name, healthy) in pools {
         HEALTHY_TARGETS
-            .with_label_values(&[name.as_str()])
-            .set(pool.healthy_count() as i64);
+            .with_label_values(&[name])
+            .set(i64::try_from(healthy).unwrap_or(i64::MAX));
     }
 }
 
