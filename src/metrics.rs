@@ -1,5 +1,5 @@
-//! Prometheus metrics, registered once in the default registry (the one pingora-prometheus and
-//! the admin `/metrics` endpoint gather from).
+//! Prometheus metrics, registered once in the default registry (the one the admin `/metrics`
+//! endpoint gathers from).
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
