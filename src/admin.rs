@@ -16,7 +16,7 @@ impl Admin for ConfigStore {
     }
 
     fn before_scrape(&self) {
-        crate::metrics::publish_pool_health(&self.current());
+        crate::metrics::publish_pool_health(self.current().pool_health());
     }
 
     async fn other(&self, request: &Request) -> Option<Response<Vec<u8>>> {

@@ -1,12 +1,10 @@
-//! Prometheus metrics, registered once in the default registry (the one pingora-prometheus and
-//! the admin `/metrics` endpoint gather from).
+//! Prometheus metrics, registered once in the default registry (the one the admin `/metrics`
+//! endpoint gathers from).
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use http::Method;
-
-use crate::config::Snapshot;
 
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
@@ -101,14 +99,16 @@ pub fn init() {
     LazyLock::force(&HEADER_TIMEOUTS);
 }
 
-/// Sets the healthy-target gauge from the running snapshot, at scrape time: a pool removed by a
-/// reload disappears from the next scrape, whatever its health task was doing.
-pub fn publish_pool_health(snapshot: &Snapshot) {
+/// Sets the healthy-target gauge from `(pool name, healthy targets)` pairs of the running
+/// snapshot, at scrape time: a pool removed by a reload disappears from the next scrape, whatever
+/// its health task was doing. Takes pairs rather than the snapshot so that metrics, which the
+/// compiled config itself uses, never depends on the config module.
+pub fn publish_pool_health<'a>(pools: impl IntoIterator<Item = (&'a str, usize)>) {
     HEALTHY_TARGETS.reset();
-    for (name, pool) in &snapshot.pools {
+    for (name, healthy) in pools {
         HEALTHY_TARGETS
-            .with_label_values(&[name.as_str()])
-            .set(pool.healthy_count() as i64);
+            .with_label_values(&[name])
+            .set(i64::try_from(healthy).unwrap_or(i64::MAX));
     }
 }
 
@@ -129,7 +129,11 @@ impl Drop for OpenConnection {
 }
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-const METHODS: [Method; 7] = [
+
+/// The methods that get their own `method` label. HTTP lets a client send any token as a method,
+/// so labelling by the raw token would let a client create series without bound (and memory
+/// with them); every other method is counted under [`OTHER_METHOD`].
+const METHODS: [Method; 9] = [
     Method::GET,
     Method::HEAD,
     Method::POST,
@@ -137,7 +141,10 @@ const METHODS: [Method; 7] = [
     Method::DELETE,
     Method::PATCH,
     Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
 ];
+const OTHER_METHOD: &str = "other";
 
 fn status_class(status: u16) -> usize {
     match status {
@@ -146,13 +153,26 @@ fn status_class(status: u16) -> usize {
     }
 }
 
+/// Index into a route's method row: a known method's position, or the last slot for all others.
+fn method_slot(method: &Method) -> usize {
+    METHODS
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(METHODS.len())
+}
+
+fn method_label(slot: usize) -> &'static str {
+    METHODS.get(slot).map_or(OTHER_METHOD, Method::as_str)
+}
+
 /// One route's metric handles, resolved when the route is compiled so that recording a request
 /// is an array index and an atomic add, not a label hash under a lock.
 pub struct RouteMetrics {
     route: Arc<str>,
     duration: Histogram,
-    /// `[method][status class]`, created on first use so unused series are never exported.
-    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len()],
+    /// `[method slot][status class]`, created on first use so unused series are never exported.
+    /// The last method slot is `other`.
+    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
 }
 
 impl RouteMetrics {
@@ -166,21 +186,16 @@ impl RouteMetrics {
 
     pub fn record(&self, method: &Method, status: u16, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
-        let class = status_class(status);
-        match METHODS.iter().position(|m| m == method) {
-            Some(m) => self.requests[m][class]
-                .get_or_init(|| {
-                    REQUESTS.with_label_values(&[
-                        &self.route,
-                        method.as_str(),
-                        STATUS_CLASSES[class],
-                    ])
-                })
-                .inc(),
-            None => REQUESTS
-                .with_label_values(&[&self.route, method.as_str(), STATUS_CLASSES[class]])
-                .inc(),
-        }
+        let (slot, class) = (method_slot(method), status_class(status));
+        self.requests[slot][class]
+            .get_or_init(|| {
+                REQUESTS.with_label_values(&[
+                    &self.route,
+                    method_label(slot),
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
     }
 }
 
@@ -194,3 +209,19 @@ impl std::fmt::Debug for RouteMetrics {
 
 /// Requests that matched no route.
 pub static UNROUTED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("-"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_get_their_own_label() {
+        for method in &METHODS {
+            assert_eq!(method_label(method_slot(method)), method.as_str());
+        }
+        for token in ["FOOBAR1", "PROPFIND", "get"] {
+            let method = Method::from_bytes(token.as_bytes()).expect("a method token");
+            assert_eq!(method_label(method_slot(&method)), "other", "{token}");
+        }
+    }
+}

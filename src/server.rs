@@ -84,9 +84,10 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
         );
         if listener.tls {
             let mut tls = TlsSettings::intermediate("", "")?;
-            tls.set_cert_resolver(Arc::new(SniResolver {
-                store: store.clone(),
-            }));
+            let certs_from = store.clone();
+            tls.set_cert_resolver(Arc::new(SniResolver::new(move |name| {
+                certs_from.current().certs.find(name)
+            })));
             tls.enable_h2();
             service.add_tls_with_settings(&listener.address, None, tls);
         } else {

@@ -2,7 +2,9 @@
 //! self-signed pair for the shipped development config.
 //!
 //! Certificates live in the config snapshot, so a reload that changes a file also changes what
-//! new handshakes get; the listener's resolver reads the current snapshot on every handshake.
+//! new handshakes get; the listener's resolver looks up the current snapshot's certificates on
+//! every handshake, through a lookup its builder hands in (this module sits below the config and
+//! the store that owns it, so it never names them).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,8 +15,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-
-use crate::reload::ConfigStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -220,14 +220,36 @@ impl CertStore {
     }
 }
 
-/// The TLS listeners' certificate resolver: reads the running snapshot's certificates.
-#[derive(Debug)]
+/// Finds the certificate for a client's SNI name (`None`: no SNI) among the certificates in force
+/// at the time of the call.
+pub type CertLookup = dyn Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync;
+
+/// The TLS listeners' certificate resolver: asks `lookup` on every handshake, so certificates
+/// replaced by a reload apply to the next handshake.
 pub struct SniResolver {
-    pub store: Arc<ConfigStore>,
+    lookup: Box<CertLookup>,
+}
+
+impl SniResolver {
+    /// `lookup` is typically `move |name| store.current().certs.find(name)`.
+    pub fn new(
+        lookup: impl Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            lookup: Box::new(lookup),
+        }
+    }
+}
+
+// rustls requires `Debug` of a resolver; a closure has nothing to show.
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.store.current().certs.find(hello.server_name())
+        (self.lookup)(hello.server_name())
     }
 }

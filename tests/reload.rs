@@ -344,11 +344,19 @@ async fn reload_starts_health_checks_for_new_pools_and_stops_removed_ones() {
         "removed pool still reported"
     );
 
-    // The removed pool's probes stop (allow one probe that was already under way).
+    // The removed pool's probes stop (allow one probe that was already under way). Proving that
+    // something does not happen needs time to pass; rather than sleeping and hoping the checks
+    // ran meanwhile, wait until the live pool, on the same 100 ms interval, has been probed
+    // several more times: had the removed pool's task survived, it would have probed as often.
     let after_reload = first_probes.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second_after_reload = second_probes.load(Ordering::Relaxed);
+    eventually("live pool probed 5 more times", READY_TIMEOUT, || async {
+        second_probes.load(Ordering::Relaxed) >= second_after_reload + 5
+    })
+    .await;
     assert!(
         first_probes.load(Ordering::Relaxed) <= after_reload + 1,
-        "removed pool is still probed"
+        "removed pool is still probed: {} probes since the reload",
+        first_probes.load(Ordering::Relaxed) - after_reload
     );
 }

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{client, eventually, free_port, Echo, Gateway, READY_TIMEOUT};
+use support::{client, dead_port, eventually, Echo, Gateway, READY_TIMEOUT};
 
 fn gateway_with(upstreams: &str) -> Gateway {
     let cfg = format!(
@@ -141,9 +141,10 @@ async fn health_checks_eject_a_dead_target_and_bring_it_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_connection_is_retried_on_another_target_and_ejected() {
     let a = Echo::start("a");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead_port();
     let gw = gateway_with(&format!(
-        "  pool:\n    targets: [\"{dead}\", \"{}\"]\n",
+        "  pool:\n    targets: [\"{}\", \"{}\"]\n",
+        dead.addr(),
         a.addr()
     ));
     let c = client();
@@ -161,9 +162,10 @@ async fn a_refused_connection_is_retried_on_another_target_and_ejected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_target_gives_502_then_503_while_ejected() {
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead_port();
     let gw = gateway_with(&format!(
-        "  pool:\n    targets: [\"{dead}\"]\n    passive:\n      eject_for: 30s\n"
+        "  pool:\n    targets: [\"{}\"]\n    passive:\n      eject_for: 30s\n",
+        dead.addr()
     ));
     let c = client();
 
@@ -183,9 +185,10 @@ async fn unreachable_target_gives_502_then_503_while_ejected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_targets_down_by_health_check_gives_503() {
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead_port();
     let gw = gateway_with(&format!(
-        "  pool:\n    targets: [\"{dead}\"]\n    health_check:\n      kind: tcp\n      interval: 100ms\n      unhealthy_threshold: 1\n"
+        "  pool:\n    targets: [\"{}\"]\n    health_check:\n      kind: tcp\n      interval: 100ms\n      unhealthy_threshold: 1\n",
+        dead.addr()
     ));
     let c = client();
     eventually("target marked down", READY_TIMEOUT, || async {

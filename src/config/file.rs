@@ -61,12 +61,16 @@ pub struct RoutesFile {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSpec {
+    /// Worker threads per listener service.
     pub threads: usize,
+    /// Lets idle threads of a service take work from busy ones. Off by default: on a small box
+    /// a proxy ran faster without it (see ARCHITECTURE.md).
+    pub work_stealing: bool,
     /// After SIGTERM (or an upgrade hand-over) listeners close at once; in-flight requests get
     /// this long to finish.
-    pub work_stealing: bool,
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// After the grace period, how long stopping the runtimes may wait for work still running.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub upgrade_sock: String,

@@ -75,6 +75,14 @@ impl Snapshot {
         }
     }
 
+    /// `(pool name, healthy targets)` for every pool, as [`crate::metrics::publish_pool_health`]
+    /// takes them.
+    pub fn pool_health(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.pools
+            .iter()
+            .map(|(name, pool)| (name.as_str(), pool.healthy_count()))
+    }
+
     /// Settings that only take effect on restart or upgrade.
     pub fn process_settings_differ(&self, other: &Snapshot) -> bool {
         self.server != other.server

@@ -35,6 +35,51 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on port {port} within {READY_TIMEOUT:?}");
 }
 
+/// A loopback port that refuses connections for as long as the guard lives: a "dead" target.
+///
+/// `free_port()` releases its port, so another test's server could take it and bring a dead
+/// target to life. This socket is bound but never listening instead: the kernel answers a
+/// connection attempt with a reset (ECONNREFUSED, as for a stopped server), and no one else can
+/// bind the port until the guard drops. A listener that merely never accepts would not do: the
+/// kernel completes handshakes into its backlog, so connections would succeed.
+///
+/// Keep the guard in a named binding for the whole test: `let _ = dead_port()` frees it at once.
+#[must_use = "the port is only reserved while the guard lives"]
+pub struct DeadPort {
+    pub port: u16,
+    _reservation: tokio::net::TcpSocket,
+}
+
+impl DeadPort {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+pub fn dead_port() -> DeadPort {
+    // Without SO_REUSEADDR (tokio's `TcpSocket` leaves it off), nobody can bind the port.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind an ephemeral port");
+    let port = socket.local_addr().expect("bound address").port();
+    let refused = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.kind());
+    assert_eq!(
+        refused.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a bound, non-listening port refuses connections"
+    );
+    // std's listener sets SO_REUSEADDR, as servers do; the reservation must hold against it.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "a reserved port cannot be taken by a server"
+    );
+    DeadPort {
+        port,
+        _reservation: socket,
+    }
+}
+
 /// A stand-alone echo upstream (`gatehouse echo`).
 pub struct Echo {
     pub port: u16,

@@ -1,0 +1,59 @@
+//! `embedded`: the identity and authz services served from this process. Their files belong to
+//! those services, but `validate` and reload check them too, so a broken one is reported here.
+
+use std::path::{Path, PathBuf};
+
+use super::Compiler;
+use crate::config::file::EmbeddedSpec;
+
+impl Compiler {
+    /// Checks the embedded identity service's own file. It is not hashed or watched here: the
+    /// identity service reloads it itself.
+    pub(super) fn embedded_identity(
+        &mut self,
+        main_path: &Path,
+        spec: &EmbeddedSpec,
+    ) -> Option<PathBuf> {
+        let path = self.resolve(spec.identity.as_deref()?);
+        if let Err(errors) = gatehouse_identity::config::load(&path) {
+            for e in errors.0 {
+                // An unreadable file is a problem of the key naming it; the rest are the file's own.
+                let (file, key) = if e.key == "(file)" {
+                    (main_path.to_path_buf(), "embedded.identity".to_string())
+                } else {
+                    (path.clone(), e.key)
+                };
+                self.error(&file, key, e.message, None);
+            }
+        }
+        Some(path)
+    }
+
+    /// Checks the embedded authz service's file and its policy directory, for the same reason.
+    pub(super) fn embedded_authz(
+        &mut self,
+        main_path: &Path,
+        spec: &EmbeddedSpec,
+    ) -> Option<PathBuf> {
+        let path = self.resolve(spec.authz.as_deref()?);
+        match gatehouse_authz::config::load(&path) {
+            Err(errors) => {
+                for message in errors.0 {
+                    self.error(main_path, "embedded.authz", message, None);
+                }
+            }
+            Ok(settings) => {
+                if let Err(errors) = gatehouse_authz::policy::load(&settings.policies) {
+                    for e in errors.0 {
+                        let message = match e.line {
+                            Some(line) => format!("{} (line {line})", e.message),
+                            None => e.message,
+                        };
+                        self.error(&e.file, e.key, message, None);
+                    }
+                }
+            }
+        }
+        Some(path)
+    }
+}
