@@ -12,10 +12,11 @@ use http::Method;
 use crate::audit::{AuditLog, Event};
 use crate::config::{self, Client, ConfigErrors, Settings, User};
 use crate::grants::Grants;
-use crate::http::{method_not_allowed, respond, OAuthError, Params, Reply, Request};
 use crate::keys::{KeyRing, Rotation};
 use crate::lockout::{FailureOutcome, Lockout};
 use crate::password::{self, SecretCache};
+use crate::reply::{method_not_allowed, respond, OAuthError, Reply};
+use crate::request::{Params, Request};
 use crate::{endpoints, metrics};
 
 pub struct Issuer {

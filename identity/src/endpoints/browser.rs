@@ -11,8 +11,9 @@ use super::{resolve_audience, resolve_scope};
 use crate::audit::Event;
 use crate::config::{Client, GrantType, Settings};
 use crate::grants::{AuthorizationCode, PendingAuthorization};
-use crate::http::{redirect, OAuthError, Params, Reply, Request};
 use crate::issuer::{now, Issuer, LoginFailure};
+use crate::reply::{redirect, OAuthError, Reply};
+use crate::request::{Params, Request};
 use crate::{metrics, pages};
 
 /// How long a user may take on the login page.

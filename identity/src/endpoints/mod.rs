@@ -7,7 +7,8 @@ pub mod resource;
 pub mod token;
 
 use crate::config::Client;
-use crate::http::{OAuthError, Params};
+use crate::reply::OAuthError;
+use crate::request::Params;
 
 /// The requested scopes, each one the client is allowed (RFC 6749 §3.3). No `scope` parameter
 /// means everything the client is allowed.

@@ -6,8 +6,9 @@ use serde_json::{json, Map, Value};
 
 use crate::audit::Event;
 use crate::config::Settings;
-use crate::http::{json, OAuthError, Reply, Request};
 use crate::issuer::{now, Issuer};
+use crate::reply::{json, OAuthError, Reply};
+use crate::request::Request;
 use crate::tokens;
 
 pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {

@@ -13,9 +13,10 @@ use super::{resolve_audience, resolve_scope};
 use crate::audit::Event;
 use crate::config::{Client, GrantType, Settings, User};
 use crate::grants::{random_value, Redemption, RefreshGrant};
-use crate::http::{json, OAuthError, Params, Reply, Request};
 use crate::issuer::{now, ClientAuth, Issuer, LoginFailure};
 use crate::metrics;
+use crate::reply::{json, OAuthError, Reply};
+use crate::request::{Params, Request};
 use crate::tokens::{Minter, Subject};
 
 pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
