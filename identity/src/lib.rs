@@ -4,12 +4,15 @@
 //! [`request::Request`]; [`server`] carries it over Pingora, stand-alone or inside the gateway.
 
 pub mod audit;
+mod client_auth;
+mod clock;
 pub mod config;
 mod endpoints;
 pub mod grants;
 pub mod issuer;
 pub mod keys;
 pub mod lockout;
+mod login;
 pub mod metrics;
 mod pages;
 pub mod password;
