@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use serde::Serialize;
 
-use crate::http::Request;
+use crate::request::Request;
 
 const QUEUE: usize = 4096;
 

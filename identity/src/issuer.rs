@@ -1,56 +1,35 @@
-//! The issuer: the state behind every endpoint (settings, keys, grants, lockout, audit) and the
-//! dispatch from a request to the endpoint that owns it.
+//! The issuer: the state behind every endpoint (settings, keys, grants, lockout, audit) and its
+//! upkeep (reload, key rotation, pruning). Which endpoint answers a request is decided in
+//! `endpoints`, which depends on this module and never the reverse.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use http::Method;
 
 use crate::audit::{AuditLog, Event};
-use crate::config::{self, Client, ConfigErrors, Settings, User};
+use crate::clock::now;
+use crate::config::{self, ConfigErrors, Settings};
 use crate::grants::Grants;
-use crate::http::{method_not_allowed, respond, OAuthError, Params, Reply, Request};
 use crate::keys::{KeyRing, Rotation};
-use crate::lockout::{FailureOutcome, Lockout};
-use crate::password::{self, SecretCache};
-use crate::{endpoints, metrics};
+use crate::lockout::Lockout;
+use crate::metrics;
+use crate::password::SecretCache;
 
+/// The issuer's state, shared by every request. Requests are answered by `Issuer::handle`,
+/// defined in `endpoints` next to the routing table.
 pub struct Issuer {
     config_path: PathBuf,
     settings: ArcSwap<Settings>,
     pub(crate) keys: KeyRing,
     pub(crate) grants: Grants,
-    lockout: Lockout,
-    secrets: SecretCache,
+    pub(crate) lockout: Lockout,
+    pub(crate) secrets: SecretCache,
     pub(crate) audit: AuditLog,
     /// The issuer URL's path ("" or "/prefix"): requests may arrive with or without it.
     base_path: String,
     reloading: Mutex<()>,
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// How a client proved who it is at the token, introspection or revocation endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    Basic,
-    Post,
-    /// A public client naming itself: allowed only where the endpoint says so.
-    None,
-}
-
-/// Why a password login failed.
-pub enum LoginFailure {
-    Invalid,
-    Locked(std::time::Duration),
 }
 
 impl Issuer {
@@ -89,219 +68,11 @@ impl Issuer {
         &self.config_path
     }
 
-    /// Answers one request. Never panics on input; every failure is an answer.
-    pub async fn handle(&self, req: Request) -> Reply {
-        let started = Instant::now();
-        let path = req
-            .path
-            .strip_prefix(self.base_path.as_str())
+    /// `path` without the issuer URL's path prefix: requests may arrive with or without it.
+    pub(crate) fn local_path<'a>(&self, path: &'a str) -> &'a str {
+        path.strip_prefix(self.base_path.as_str())
             .filter(|p| p.starts_with('/'))
-            .unwrap_or(&req.path)
-            .to_string();
-        // One snapshot per request: a reload mid-request cannot mix old and new settings.
-        let settings = self.settings();
-        let limit = settings.max_body_bytes;
-        let (endpoint, reply) = if req.body.len() > limit {
-            ("other", OAuthError::payload_too_large(limit).reply())
-        } else {
-            self.dispatch(&settings, &path, &req).await
-        };
-        metrics::REQUESTS
-            .with_label_values(&[endpoint, reply.status().as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        reply
-    }
-
-    async fn dispatch(
-        &self,
-        settings: &Settings,
-        path: &str,
-        req: &Request,
-    ) -> (&'static str, Reply) {
-        use endpoints::{browser, discovery, resource, token};
-        let get = req.method == Method::GET || req.method == Method::HEAD;
-        let post = req.method == Method::POST;
-        match path {
-            "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
-                if get =>
-            {
-                ("discovery", discovery::document(settings))
-            }
-            "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
-                ("discovery", method_not_allowed("GET"))
-            }
-            "/jwks.json" if get => ("jwks", discovery::jwks(self, settings)),
-            "/jwks.json" => ("jwks", method_not_allowed("GET")),
-            "/token" if post => ("token", token::handle(self, settings, req).await),
-            "/token" => ("token", method_not_allowed("POST")),
-            "/authorize" if get => ("authorize", browser::authorize(self, settings, req)),
-            "/authorize" => ("authorize", method_not_allowed("GET")),
-            "/login" if get => ("login", browser::login_page(self, req)),
-            "/login" if post => ("login", browser::login_submit(self, settings, req).await),
-            "/login" => ("login", method_not_allowed("GET, POST")),
-            "/logout" if get || post => ("logout", browser::logout(self, settings, req)),
-            "/logout" => ("logout", method_not_allowed("GET, POST")),
-            "/userinfo" if get || post => ("userinfo", resource::userinfo(self, settings, req)),
-            "/userinfo" => ("userinfo", method_not_allowed("GET, POST")),
-            "/introspect" if post => (
-                "introspect",
-                resource::introspect(self, settings, req).await,
-            ),
-            "/introspect" => ("introspect", method_not_allowed("POST")),
-            "/revoke" if post => ("revoke", resource::revoke(self, settings, req).await),
-            "/revoke" => ("revoke", method_not_allowed("POST")),
-            _ => (
-                "other",
-                respond(
-                    http::StatusCode::NOT_FOUND,
-                    "application/json",
-                    br#"{"error":"not_found"}"#.to_vec(),
-                ),
-            ),
-        }
-    }
-
-    /// Authenticates the client of a back-channel request (RFC 6749 §2.3.1): HTTP Basic or the
-    /// form body, never both; a public client only names itself.
-    pub async fn authenticate_client(
-        &self,
-        settings: &Settings,
-        req: &Request,
-        params: &Params,
-    ) -> Result<(Arc<Client>, ClientAuth), OAuthError> {
-        let (id, secret, method) = match req.basic_credentials() {
-            Some(Err(())) => return Err(OAuthError::invalid_client("malformed Basic credentials")),
-            Some(Ok((id, secret))) => {
-                if params.get("client_secret").is_some() {
-                    return Err(OAuthError::invalid_request(
-                        "use one client authentication method, not Basic and client_secret".into(),
-                    ));
-                }
-                if params.get("client_id").is_some_and(|p| p != id) {
-                    return Err(OAuthError::invalid_request(
-                        "client_id differs from the Basic credentials".into(),
-                    ));
-                }
-                (id, Some(secret), ClientAuth::Basic)
-            }
-            None => match (params.get("client_id"), params.get("client_secret")) {
-                (Some(id), Some(secret)) => {
-                    (id.to_string(), Some(secret.to_string()), ClientAuth::Post)
-                }
-                (Some(id), None) => (id.to_string(), None, ClientAuth::None),
-                (None, _) => {
-                    return Err(OAuthError::invalid_client("client authentication required"))
-                }
-            },
-        };
-        let client = settings.clients.get(&id).cloned();
-        let Some(client) = client else {
-            if let Some(secret) = secret {
-                // Same time as a real check: the answer must not reveal which client ids exist.
-                let _ = tokio::task::spawn_blocking(move || password::verify_dummy(&secret)).await;
-            }
-            return Err(OAuthError::invalid_client(
-                "unknown client or bad credentials",
-            ));
-        };
-        match (&client.secret_hash, secret) {
-            (None, None) => Ok((client, ClientAuth::None)),
-            (None, Some(_)) => Err(OAuthError::invalid_client(
-                "this client is public and has no secret",
-            )),
-            (Some(_), None) => Err(OAuthError::invalid_client("client authentication required")),
-            (Some(phc), Some(secret)) => {
-                if self.secrets.cached(&client.id, &secret, phc) {
-                    return Ok((client, method));
-                }
-                let (phc, s) = (phc.clone(), secret.clone());
-                let ok = tokio::task::spawn_blocking(move || password::verify(&s, &phc))
-                    .await
-                    .unwrap_or(false);
-                if !ok {
-                    return Err(OAuthError::invalid_client(
-                        "unknown client or bad credentials",
-                    ));
-                }
-                if let Some(phc) = &client.secret_hash {
-                    self.secrets.remember(&client.id, &secret, phc);
-                }
-                Ok((client, method))
-            }
-        }
-    }
-
-    /// Checks a user's password under the lockout rules, and audits the attempt either way.
-    pub async fn check_password(
-        &self,
-        settings: &Settings,
-        req: &Request,
-        client_id: &str,
-        username: &str,
-        password: &str,
-    ) -> Result<Arc<User>, LoginFailure> {
-        let audit = |outcome: &str, reason: Option<&str>| {
-            self.audit.record(Event {
-                event: "login",
-                outcome,
-                user: Some(username),
-                client: Some(client_id),
-                ip: req.peer_ip.map(|ip| ip.to_string()),
-                user_agent: req.user_agent(),
-                reason,
-                ..Event::default()
-            })
-        };
-        let attempt = match self
-            .lockout
-            .begin(username, req.peer_ip, (&settings.lockout).into())
-        {
-            Ok(a) => a,
-            Err(wait) => {
-                metrics::LOGIN_FAILURES
-                    .with_label_values(&["locked_out"])
-                    .inc();
-                audit("failure", Some("locked_out"));
-                return Err(LoginFailure::Locked(wait));
-            }
-        };
-        let user = settings.users.get(username).cloned();
-        let secret = password.to_string();
-        let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || match phc {
-            Some(phc) => password::verify(&secret, &phc),
-            None => {
-                password::verify_dummy(&secret);
-                false
-            }
-        })
-        .await
-        .unwrap_or(false);
-        match (user, ok) {
-            (Some(user), true) => {
-                attempt.succeeded();
-                audit("success", None);
-                Ok(user)
-            }
-            (user, _) => {
-                let reason = if user.is_some() {
-                    "bad_password"
-                } else {
-                    "unknown_user"
-                };
-                metrics::LOGIN_FAILURES.with_label_values(&[reason]).inc();
-                audit("failure", Some(reason));
-                if attempt.failed() == FailureOutcome::Locked {
-                    metrics::LOCKOUTS.inc();
-                    self.audit.record(Event {
-                        user: Some(username),
-                        reason: Some("too many failed logins"),
-                        ..Event::of(req, "lockout", "locked")
-                    });
-                }
-                Err(LoginFailure::Invalid)
-            }
-        }
+            .unwrap_or(path)
     }
 
     /// Re-reads the configuration. A broken file changes nothing and says why.

@@ -3,7 +3,7 @@
 
 use http::{header, HeaderValue, StatusCode};
 
-use crate::http::{respond, Reply};
+use crate::reply::{respond, Reply};
 
 pub fn html(status: StatusCode, body: &str) -> Reply {
     let mut r = respond(status, "text/html; charset=utf-8", body.as_bytes().to_vec());

@@ -22,7 +22,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::http::{self as h, OAuthError, Request};
+use crate::reply::{self as h, OAuthError};
+use crate::request::Request;
 use crate::Issuer;
 
 /// Runs the issuer as its own process until SIGTERM/SIGINT.

@@ -7,12 +7,15 @@
 use http::{header, HeaderValue, StatusCode};
 use url::Url;
 
-use super::{resolve_audience, resolve_scope};
+use super::entitlements::{resolve_audience, resolve_scope};
 use crate::audit::Event;
+use crate::clock::now;
 use crate::config::{Client, GrantType, Settings};
 use crate::grants::{AuthorizationCode, PendingAuthorization};
-use crate::http::{redirect, OAuthError, Params, Reply, Request};
-use crate::issuer::{now, Issuer, LoginFailure};
+use crate::issuer::Issuer;
+use crate::login::{self, LoginFailure};
+use crate::reply::{redirect, OAuthError, Reply};
+use crate::request::{Params, Request};
 use crate::{metrics, pages};
 
 /// How long a user may take on the login page.
@@ -173,9 +176,16 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
             StatusCode::BAD_REQUEST,
         );
     };
-    match issuer
-        .check_password(settings, req, &pending.client_id, username, password)
-        .await
+    match login::check_password(
+        &issuer.lockout,
+        &issuer.audit,
+        settings,
+        req,
+        &pending.client_id,
+        username,
+        password,
+    )
+    .await
     {
         Ok(user) => {
             let Some(pending) = issuer.grants.take_pending(id, now()) else {

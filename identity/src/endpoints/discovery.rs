@@ -5,8 +5,8 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::config::{GrantType, Settings};
-use crate::http::{json, respond, Reply};
 use crate::issuer::Issuer;
+use crate::reply::{json, respond, Reply};
 
 pub fn document(settings: &Settings) -> Reply {
     let base = &settings.process.issuer;

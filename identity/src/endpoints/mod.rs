@@ -1,53 +1,89 @@
-//! One module per group of endpoints. Rules shared by the token endpoint and `/authorize` live
-//! here: which scopes and audience a client may ask for.
+//! The issuer's endpoints: the routing table from a path to the endpoint that owns it, and one
+//! module per group of endpoints.
+//!
+//! `Issuer::handle` lives here rather than in `issuer`, so that the issuer's state does not
+//! depend on its endpoints: the endpoints import the issuer, never the reverse.
 
-pub mod browser;
-pub mod discovery;
-pub mod resource;
-pub mod token;
+mod browser;
+mod discovery;
+mod entitlements;
+mod resource;
+mod token;
 
-use crate::config::Client;
-use crate::http::{OAuthError, Params};
+use std::time::Instant;
 
-/// The requested scopes, each one the client is allowed (RFC 6749 §3.3). No `scope` parameter
-/// means everything the client is allowed.
-pub fn resolve_scope(client: &Client, params: &Params) -> Result<Vec<String>, OAuthError> {
-    let Some(requested) = params.get("scope") else {
-        return Ok(client.scopes.iter().cloned().collect());
-    };
-    let mut scope: Vec<String> = Vec::new();
-    for s in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !client.scopes.contains(s) {
-            return Err(OAuthError::invalid_scope(format!(
-                "scope `{s}` is not allowed for this client"
-            )));
-        }
-        if !scope.iter().any(|x| x == s) {
-            scope.push(s.to_string());
-        }
+use http::Method;
+
+use crate::config::Settings;
+use crate::issuer::Issuer;
+use crate::metrics;
+use crate::reply::{method_not_allowed, respond, OAuthError, Reply};
+use crate::request::Request;
+
+impl Issuer {
+    /// Answers one request. Never panics on input; every failure is an answer.
+    pub async fn handle(&self, req: Request) -> Reply {
+        let started = Instant::now();
+        let path = self.local_path(&req.path);
+        // One snapshot per request: a reload mid-request cannot mix old and new settings.
+        let settings = self.settings();
+        let limit = settings.max_body_bytes;
+        let (endpoint, reply) = if req.body.len() > limit {
+            ("other", OAuthError::payload_too_large(limit).reply())
+        } else {
+            route(self, &settings, path, &req).await
+        };
+        metrics::REQUESTS
+            .with_label_values(&[endpoint, reply.status().as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        reply
     }
-    Ok(scope)
 }
 
-/// The token's audience: `audience` (or RFC 8707 `resource`) if the client may ask for it,
-/// else the client's first allowed audience.
-pub fn resolve_audience(client: &Client, params: &Params) -> Result<String, OAuthError> {
-    let requested = match (params.get("audience"), params.get("resource")) {
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "send `audience` or `resource`, not both".into(),
-            ))
+/// The routing table: which endpoint owns `path` under which methods, and the endpoint's
+/// label for the request metrics.
+async fn route(
+    issuer: &Issuer,
+    settings: &Settings,
+    path: &str,
+    req: &Request,
+) -> (&'static str, Reply) {
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    let post = req.method == Method::POST;
+    match path {
+        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" if get => {
+            ("discovery", discovery::document(settings))
         }
-        (Some(a), None) | (None, Some(a)) => Some(a),
-        (None, None) => None,
-    };
-    match requested {
-        Some(a) if client.audiences.iter().any(|x| x == a) => Ok(a.to_string()),
-        Some(a) => Err(OAuthError::invalid_target(format!(
-            "audience `{a}` is not allowed for this client"
-        ))),
-        None => client.audiences.first().cloned().ok_or_else(|| {
-            OAuthError::invalid_target("this client has no audience configured".into())
-        }),
+        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
+            ("discovery", method_not_allowed("GET"))
+        }
+        "/jwks.json" if get => ("jwks", discovery::jwks(issuer, settings)),
+        "/jwks.json" => ("jwks", method_not_allowed("GET")),
+        "/token" if post => ("token", token::handle(issuer, settings, req).await),
+        "/token" => ("token", method_not_allowed("POST")),
+        "/authorize" if get => ("authorize", browser::authorize(issuer, settings, req)),
+        "/authorize" => ("authorize", method_not_allowed("GET")),
+        "/login" if get => ("login", browser::login_page(issuer, req)),
+        "/login" if post => ("login", browser::login_submit(issuer, settings, req).await),
+        "/login" => ("login", method_not_allowed("GET, POST")),
+        "/logout" if get || post => ("logout", browser::logout(issuer, settings, req)),
+        "/logout" => ("logout", method_not_allowed("GET, POST")),
+        "/userinfo" if get || post => ("userinfo", resource::userinfo(issuer, settings, req)),
+        "/userinfo" => ("userinfo", method_not_allowed("GET, POST")),
+        "/introspect" if post => (
+            "introspect",
+            resource::introspect(issuer, settings, req).await,
+        ),
+        "/introspect" => ("introspect", method_not_allowed("POST")),
+        "/revoke" if post => ("revoke", resource::revoke(issuer, settings, req).await),
+        "/revoke" => ("revoke", method_not_allowed("POST")),
+        _ => (
+            "other",
+            respond(
+                http::StatusCode::NOT_FOUND,
+                "application/json",
+                br#"{"error":"not_found"}"#.to_vec(),
+            ),
+        ),
     }
 }

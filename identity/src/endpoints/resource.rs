@@ -5,9 +5,12 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::audit::Event;
+use crate::client_auth::{self, ClientAuth};
+use crate::clock::now;
 use crate::config::Settings;
-use crate::http::{json, OAuthError, Reply, Request};
-use crate::issuer::{now, Issuer};
+use crate::issuer::Issuer;
+use crate::reply::{json, OAuthError, Reply};
+use crate::request::Request;
 use crate::tokens;
 
 pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
@@ -36,8 +39,9 @@ pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
 pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, auth) = issuer.authenticate_client(settings, req, &params).await?;
-        if auth == crate::issuer::ClientAuth::None {
+        let (client, auth) =
+            client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
+        if auth == ClientAuth::None {
             return Err(OAuthError::invalid_client("client authentication required"));
         }
         let token = params.require("token")?;
@@ -97,7 +101,8 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
 pub async fn revoke(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, _) = issuer.authenticate_client(settings, req, &params).await?;
+        let (client, _) =
+            client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
         let token = params.require("token")?;
         let audit = |kind: &str, jti: Option<&str>| {
             issuer.audit.record(Event {

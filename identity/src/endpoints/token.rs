@@ -9,13 +9,17 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{resolve_audience, resolve_scope};
+use super::entitlements::{resolve_audience, resolve_scope};
 use crate::audit::Event;
+use crate::client_auth::{self, ClientAuth};
+use crate::clock::now;
 use crate::config::{Client, GrantType, Settings, User};
 use crate::grants::{random_value, Redemption, RefreshGrant};
-use crate::http::{json, OAuthError, Params, Reply, Request};
-use crate::issuer::{now, ClientAuth, Issuer, LoginFailure};
+use crate::issuer::Issuer;
+use crate::login::{self, LoginFailure};
 use crate::metrics;
+use crate::reply::{json, OAuthError, Reply};
+use crate::request::{Params, Request};
 use crate::tokens::{Minter, Subject};
 
 pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
@@ -34,7 +38,7 @@ async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Re
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type `{grant_type}` is not supported"))
     })?;
-    let (client, auth) = issuer.authenticate_client(settings, req, &params).await?;
+    let (client, auth) = client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
     if !client.grant_types.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
             "this client may not use this grant type",
@@ -200,10 +204,16 @@ impl Grant<'_> {
         let password = self.params.require("password")?;
         let scope = resolve_scope(self.client, self.params)?;
         let audience = resolve_audience(self.client, self.params)?;
-        let user = match self
-            .issuer
-            .check_password(self.settings, self.req, &self.client.id, username, password)
-            .await
+        let user = match login::check_password(
+            &self.issuer.lockout,
+            &self.issuer.audit,
+            self.settings,
+            self.req,
+            &self.client.id,
+            username,
+            password,
+        )
+        .await
         {
             Ok(user) => user,
             Err(LoginFailure::Locked(wait)) => return Err(OAuthError::too_many_attempts(wait)),

@@ -1,0 +1,222 @@
+//! What the operator writes in `conf/identity.yaml`: serde types mirroring the YAML, unknown
+//! keys rejected, defaults filled in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::SigningAlg;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub issuer: String,
+    pub listen: String,
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    pub admin: String,
+    pub keys: KeysFile,
+    #[serde(default)]
+    pub tokens: TokensFile,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub lockout: LockoutFile,
+    #[serde(default = "default_audit_log")]
+    pub audit_log: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+    #[serde(default)]
+    pub clients: Vec<ClientFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    pub dir: PathBuf,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<SigningAlg>,
+    #[serde(default, with = "humantime_serde")]
+    pub rotate_every: Option<Duration>,
+    #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensFile {
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    pub id_token_ttl: Duration,
+    #[serde(default = "default_refresh_ttl", with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    #[serde(default = "default_code_ttl", with = "humantime_serde")]
+    pub authorization_code_ttl: Duration,
+}
+
+impl Default for TokensFile {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: default_access_ttl(),
+            id_token_ttl: default_access_ttl(),
+            refresh_token_ttl: default_refresh_ttl(),
+            authorization_code_ttl: default_code_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+}
+
+impl Default for SessionFile {
+    fn default() -> Self {
+        Self {
+            ttl: default_session_ttl(),
+            cookie: default_cookie(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutFile {
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_base_delay", with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for LockoutFile {
+    fn default() -> Self {
+        Self {
+            max_failures: default_max_failures(),
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub username: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub id: String,
+    /// Absent = a public client (browser or native app): PKCE S256 is then mandatory.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    pub grant_types: Vec<GrantType>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles carried by tokens a service gets for itself (client_credentials).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub signing_alg: Option<SigningAlg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+    Password,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "authorization_code" => GrantType::AuthorizationCode,
+            "refresh_token" => GrantType::RefreshToken,
+            "client_credentials" => GrantType::ClientCredentials,
+            "password" => GrantType::Password,
+            _ => return None,
+        })
+    }
+}
+
+fn default_algorithms() -> Vec<SigningAlg> {
+    vec![SigningAlg::RS256, SigningAlg::ES256]
+}
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_access_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_refresh_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_code_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_cookie() -> String {
+    "gatehouse_sso".into()
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_base_delay() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_audit_log() -> String {
+    "-".into()
+}
+fn default_max_body() -> usize {
+    16 * 1024
+}

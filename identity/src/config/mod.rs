@@ -1,0 +1,39 @@
+//! `conf/identity.yaml`: what the operator writes (`file.rs`: serde structs, unknown keys
+//! rejected) and what the issuer reads (`settings.rs`: the compiled [`Settings`]). [`compile`]
+//! is the only bridge from one to the other and, with [`load`], the only place configuration
+//! errors arise (`error.rs`).
+
+mod compile;
+mod error;
+mod file;
+mod settings;
+
+use std::path::Path;
+
+pub use compile::compile;
+pub use error::{ConfigError, ConfigErrors};
+pub use file::{
+    ClientFile, File, GrantType, KeysFile, LockoutFile, SessionFile, TlsFile, TokensFile, UserFile,
+};
+pub use settings::{Client, ProcessSettings, Settings, User};
+
+use error::Problems;
+
+/// Reads, parses and compiles `path`. Relative paths inside are relative to the file's directory.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|e| Problems::single(&name, "(file)", format!("cannot read: {e}")))?;
+    let file: File = serde_yaml::from_slice(&bytes)
+        .map_err(|e| Problems::single(&name, "(yaml)", e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    compile(file, &name, base, hex_sha256(&bytes))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

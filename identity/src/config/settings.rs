@@ -1,0 +1,66 @@
+//! What the issuer reads: the compiled configuration, built only by `compile`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::file::{GrantType, LockoutFile, SessionFile, TokensFile};
+use crate::keys::SigningAlg;
+
+/// Process settings: read at start-up; a reload that changes them only warns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSettings {
+    pub issuer: String,
+    pub listen: String,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub admin: String,
+    pub keys_dir: PathBuf,
+    pub algorithms: Vec<SigningAlg>,
+    pub rotate_every: Option<Duration>,
+    pub jwks_max_age: Duration,
+    pub audit_log: String,
+}
+
+/// Everything a reload may change: who exists and what they may get.
+#[derive(Debug)]
+pub struct Settings {
+    pub process: ProcessSettings,
+    pub tokens: TokensFile,
+    pub session: SessionFile,
+    pub lockout: LockoutFile,
+    pub max_body_bytes: usize,
+    pub users: HashMap<String, Arc<User>>,
+    pub clients: HashMap<String, Arc<Client>>,
+    /// sha256 of the file: lets a reload tell "unchanged" from "applied".
+    pub hash: String,
+}
+
+#[derive(Debug)]
+pub struct User {
+    pub username: String,
+    pub password_hash: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub secret_hash: Option<String>,
+    pub grant_types: BTreeSet<GrantType>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub audiences: Vec<String>,
+    pub scopes: BTreeSet<String>,
+    pub roles: Vec<String>,
+    pub signing_alg: SigningAlg,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+}
