@@ -244,3 +244,64 @@ async fn graceful_upgrade_hands_over_listeners_without_losing_requests() {
         "requests lost during the upgrade"
     );
 }
+
+/// SIGHUP's default action ends a process. The reload handler is installed before the
+/// listeners open, so a SIGHUP sent the moment the admin port accepts reloads instead.
+#[tokio::test]
+async fn a_sighup_as_soon_as_the_process_listens_reloads_instead_of_killing_it() {
+    let echo = Echo::start("a");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = support::Ports::new();
+    let cfg = config(&echo, &support::server_section(dir.path()))
+        .replace("{HTTP}", &ports.http.to_string())
+        .replace("{ADMIN}", &ports.admin.to_string());
+    std::fs::write(dir.path().join("gatehouse.yaml"), cfg).expect("config");
+    let err = dir.path().join("gateway.err");
+    let mut child = Command::new(support::BIN)
+        .arg("--config")
+        .arg(dir.path().join("gatehouse.yaml"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let killer = scopeguard_kill(child.id());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", ports.admin)).is_err() {
+        assert!(Instant::now() < deadline, "admin port never opened");
+        assert!(child.try_wait().expect("wait").is_none(), "exited early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    eventually("the SIGHUP is taken as a reload", READY_TIMEOUT, || async {
+        std::fs::read_to_string(&err).is_ok_and(|l| l.contains("SIGHUP: reloading config"))
+    })
+    .await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP killed the gateway"
+    );
+    let ready = client()
+        .get(format!("http://127.0.0.1:{}/readyz", ports.admin))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    drop(killer);
+    let _ = child.wait();
+}
+
+/// Kills the process when dropped, so a failed assertion leaves nothing running.
+fn scopeguard_kill(pid: u32) -> impl Drop {
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid; harmless if it already exited and was reaped
+            // only after this runs.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    Kill(pid)
+}

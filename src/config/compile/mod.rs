@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::file::{MainFile, RouteSpec, RoutesFile, UpstreamSpec};
-use super::{LocatedError, LocatedErrors, LoadMode, Snapshot};
+use super::{LoadMode, LocatedError, LocatedErrors, Snapshot};
 use key_path::KeyPath;
 
 /// Every upstream written in any file, by name, with the file that defines it.
