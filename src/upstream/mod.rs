@@ -19,7 +19,9 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::file::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
+pub mod settings;
+
+use settings::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
 
 /// What the consistent hash is computed over.
 #[derive(Debug, Clone, PartialEq, Eq)]
