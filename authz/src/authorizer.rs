@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use gatehouse_service::LocatedErrors;
 
 use crate::decision::{Decision, Options};
 use crate::decision_log::{DecisionLog, Input};
 use crate::metrics;
-use crate::policy::{self, PolicyErrors, PolicySet};
+use crate::policy::{self, PolicySet};
 use crate::request::{BatchRequest, Request};
 
 pub struct Authorizer {
@@ -22,7 +23,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     /// Loads the policies under `directory`; a set that does not load is an error at start.
-    pub fn new(directory: &Path, log: Option<DecisionLog>) -> Result<Self, PolicyErrors> {
+    pub fn new(directory: &Path, log: Option<DecisionLog>) -> Result<Self, LocatedErrors> {
         metrics::init();
         let set = policy::load(directory)?;
         metrics::POLICIES.set(set.policies.len() as i64);
@@ -102,7 +103,7 @@ impl Authorizer {
     }
 
     /// Reloads the policy directory. `Ok(false)`: nothing changed. On error the running set stays.
-    pub fn reload(&self) -> Result<bool, PolicyErrors> {
+    pub fn reload(&self) -> Result<bool, LocatedErrors> {
         match policy::load(&self.directory) {
             Ok(set) if set.hash == self.policies.load().hash => Ok(false),
             Ok(set) => {

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gatehouse_service::{LocatedError, LocatedErrors};
 use serde::Deserialize;
+
+use crate::yaml::Source;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,30 +82,21 @@ pub struct DecisionLogSettings {
     pub redact: Vec<String>,
 }
 
-/// Problems in `authz.yaml`, one per line, each naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct ConfigError(pub Vec<String>);
-
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(vec![format!("{shown}: cannot read: {e}")]))?;
-    let file: File =
-        serde_yaml::from_str(&text).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
+/// Reads and checks `authz.yaml`: every problem found, each with the file and the key at fault
+/// (and the line, for what does not parse).
+pub fn load(path: &Path) -> Result<Settings, LocatedErrors> {
+    let file: File = Source::read(path)
+        .and_then(|source| source.parse())
+        .map_err(LocatedErrors::from)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
-    let mut address = |key: &str, value: &str| match value.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errors.push(format!(
-                "{shown}: {key}: {value:?} is not an address like 127.0.0.1:9500"
-            ));
-            None
-        }
-    };
-    let listen = address("listen", &file.listen);
-    let admin = address("admin", &file.admin);
+    let problem = |key: &str, message: String| LocatedError::new(path, key, message);
+    let listen = address(&file.listen)
+        .map_err(|m| errors.push(problem("listen", m)))
+        .ok();
+    let admin = address(&file.admin)
+        .map_err(|m| errors.push(problem("admin", m)))
+        .ok();
     let positive = [
         ("threads", file.threads),
         ("max_body_bytes", file.max_body_bytes),
@@ -110,21 +104,25 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     ];
     for (key, value) in positive {
         if value == 0 {
-            errors.push(format!("{shown}: {key}: must be at least 1"));
+            errors.push(problem(key, "must be at least 1".into()));
         }
     }
     let decision_log = file.decision_log.map(|log| {
         if log.queue == 0 {
-            errors.push(format!("{shown}: decision_log.queue: must be at least 1"));
+            errors.push(problem("decision_log.queue", "must be at least 1".into()));
         }
         if log.max_file_bytes < 4096 {
-            errors.push(format!("{shown}: decision_log.max_file_bytes: at least 4096"));
+            errors.push(problem(
+                "decision_log.max_file_bytes",
+                "at least 4096".into(),
+            ));
         }
-        for (i, path) in log.redact.iter().enumerate() {
-            let first = path.split('.').next().unwrap_or("");
+        for (i, redacted) in log.redact.iter().enumerate() {
+            let first = redacted.split('.').next().unwrap_or("");
             if !matches!(first, "principal" | "resource" | "context") {
-                errors.push(format!(
-                    "{shown}: decision_log.redact[{i}]: {path:?} must start with principal., resource. or context."
+                errors.push(problem(
+                    &format!("decision_log.redact[{i}]"),
+                    format!("{redacted:?} must start with principal., resource. or context."),
                 ));
             }
         }
@@ -150,6 +148,12 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             max_batch_checks: file.max_batch_checks,
             decision_log,
         }),
-        _ => Err(ConfigError(errors)),
+        _ => Err(LocatedErrors(errors)),
     }
+}
+
+fn address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9500"))
 }

@@ -19,7 +19,8 @@ pub mod yaml;
 
 pub use authorizer::Authorizer;
 pub use decision::{Decision, Explanation, Options};
-pub use policy::{PolicyError, PolicyErrors, PolicySet};
+pub use gatehouse_service::{LocatedError, LocatedErrors};
+pub use policy::PolicySet;
 pub use request::{
     BatchRequest, Check, InvalidRequest, Principal, Request, RequestContext, Resource,
 };

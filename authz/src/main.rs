@@ -61,30 +61,14 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    let settings = match config::load(path) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match policy::load(&settings.policies) {
-        Ok(set) => {
-            println!(
-                "{}: OK ({} policies in {}, set {})",
-                path.display(),
-                set.policies.len(),
-                settings.policies.display(),
-                set.version()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{} problem(s) found", errors.0.len());
-            ExitCode::FAILURE
-        }
-    }
+    gatehouse_service::print_validation(config::load(path).and_then(|settings| {
+        let set = policy::load(&settings.policies)?;
+        Ok(format!(
+            "{}: OK ({} policies in {}, set {})",
+            path.display(),
+            set.policies.len(),
+            settings.policies.display(),
+            set.version()
+        ))
+    }))
 }
