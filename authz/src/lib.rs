@@ -4,6 +4,7 @@
 //! [`PolicySet::evaluate`]. [`Authorizer`] adds what a running service needs around it (hot
 //! reload, metrics, the decision log), and is what the gateway links to decide in-process; the
 //! HTTP API ([`api`], [`server`]) is a thin layer over it.
+pub mod admin;
 pub mod api;
 pub mod authorizer;
 pub mod condition;
