@@ -8,11 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use gatehouse_service::{
-    AdminApp, BufferedApp, FileWatcher, Handler, Refusal, Request, RequestLimits, Timeouts,
+    AdminApp, BufferedApp, FileWatcher, Handler, Refusal, Request, RequestLimits,
 };
-use http::{header, HeaderValue, Response, StatusCode};
-use pingora::apps::http_app::{HttpServer, ServeHttp};
-use pingora::protocols::http::ServerSession;
+use http::{header, HeaderValue, Response};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -67,16 +65,13 @@ pub fn add_services(server: &mut Server, service: Arc<AuthzService>) {
     let s = &service.settings;
     let mut api = Service::new(
         format!("authz {}", s.listen),
-        HttpServer::new_app(ApiApp {
+        BufferedApp::new(Arc::new(Api {
             service: service.clone(),
-        }),
+        })),
     );
     api.add_tcp(&s.listen.to_string());
     server.add_service(api);
-    let admin_app = NoStore(AdminApp::new(
-        service.authorizer.clone(),
-        Timeouts::default(),
-    ));
+    let admin_app = NoStore(AdminApp::new(service.authorizer.clone(), s.timeouts));
     let mut admin = Service::new(
         format!("authz admin {}", s.admin),
         BufferedApp::new(Arc::new(admin_app)),
@@ -92,60 +87,38 @@ pub fn add_services(server: &mut Server, service: Arc<AuthzService>) {
     tracing::info!(listen = %s.listen, admin = %s.admin, policies = %s.policies.display(), "authz service starting");
 }
 
-struct ApiApp {
+/// The decision API on the kit's buffered listener: the kit reads the request under the limits
+/// of `authz.yaml` (body size, header and body deadlines) and refuses what breaks them; what
+/// arrives in full is answered by [`api::handle`].
+struct Api {
     service: Arc<AuthzService>,
 }
 
 #[async_trait]
-impl ServeHttp for ApiApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let limit = self.service.settings.max_body_bytes;
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        // Stop reading: the connection closes after the answer.
-                        session.set_keepalive(None);
-                        return api::error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            &format!("request bodies are limited to {limit} bytes"),
-                        );
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    session.set_keepalive(None);
-                    return api::error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "unreadable request body",
-                    );
-                }
-            }
+impl Handler for Api {
+    fn limits(&self) -> RequestLimits {
+        let s = &self.service.settings;
+        RequestLimits {
+            max_body_bytes: s.max_body_bytes,
+            timeouts: s.timeouts,
         }
-        let head = session.req_header();
-        with_length(api::handle(
+    }
+
+    async fn handle(&self, request: Request) -> Response<Vec<u8>> {
+        api::handle(
             &self.service.authorizer,
             self.service.settings.max_batch_checks,
-            &head.method,
-            head.uri.path(),
-            head.uri.query(),
-            &body,
-        ))
+            &request.method,
+            request.path(),
+            request.query(),
+            &request.body,
+        )
     }
-}
 
-/// Without a length Pingora ends the answer by closing the connection, so every decision would
-/// pay a new TCP connection.
-fn with_length(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
-    let len = response.body().len();
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_LENGTH, len.into());
-    response
+    /// In the decision API's error format, with its `Cache-Control: no-store`.
+    fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
+        api::error(refusal.status(), refusal.code(), &refusal.message())
+    }
 }
 
 /// The admin answers in JSON carry `Cache-Control: no-store`, as the decision API's do: health
