@@ -167,7 +167,7 @@ fn validate_reports_a_broken_policy_of_the_embedded_authz_service() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     let expected = format!(
-        "{}: resource_policy.rules[0].derived_roles[0]: unknown derived role \"owner\" (imported: none) (line {line})",
+        "{}:{line}: resource_policy.rules[0].derived_roles[0]: unknown derived role \"owner\" (imported: none)",
         dir.path().join("policies/documents.yaml").display()
     );
     assert!(text.contains(&expected), "{expected} in\n{text}");

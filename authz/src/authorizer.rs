@@ -1,28 +1,37 @@
 //! The evaluator as a running service uses it: the current policy set (hot-swapped on reload),
 //! metrics and the decision log around every decision. The HTTP service is a thin layer over
 //! this, and the gateway can hold one to decide in-process with the same policies.
+//!
+//! A reload (file watcher, SIGHUP, `POST /reload`) goes through the kit's [`ReloadGate`]: attempts
+//! run one at a time, so a slow attempt that read older files cannot store its set over the
+//! newer one another attempt stored meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use gatehouse_service::{
+    LocatedErrors, ReloadGate, ReloadOutcome, Reloadable, Watched, WatchedPath,
+};
+use serde_json::{Map, Value};
 
 use crate::decision::{Decision, Options};
 use crate::decision_log::{DecisionLog, Input};
 use crate::metrics;
-use crate::policy::{self, PolicyErrors, PolicySet};
+use crate::policy::{self, PolicySet};
 use crate::request::{BatchRequest, Request};
 
 pub struct Authorizer {
     policies: ArcSwap<PolicySet>,
     directory: PathBuf,
     log: Option<DecisionLog>,
+    gate: ReloadGate,
 }
 
 impl Authorizer {
     /// Loads the policies under `directory`; a set that does not load is an error at start.
-    pub fn new(directory: &Path, log: Option<DecisionLog>) -> Result<Self, PolicyErrors> {
+    pub fn new(directory: &Path, log: Option<DecisionLog>) -> Result<Self, LocatedErrors> {
         metrics::init();
         let set = policy::load(directory)?;
         metrics::POLICIES.set(set.policies.len() as i64);
@@ -36,6 +45,7 @@ impl Authorizer {
             policies: ArcSwap::from_pointee(set),
             directory: directory.to_path_buf(),
             log,
+            gate: ReloadGate::new(&metrics::RELOADS, "policies"),
         })
     }
 
@@ -101,28 +111,36 @@ impl Authorizer {
         }
     }
 
-    /// Reloads the policy directory. `Ok(false)`: nothing changed. On error the running set stays.
-    pub fn reload(&self) -> Result<bool, PolicyErrors> {
-        match policy::load(&self.directory) {
-            Ok(set) if set.hash == self.policies.load().hash => Ok(false),
-            Ok(set) => {
-                tracing::info!(
-                    policies = set.policies.len(),
-                    set = set.version(),
-                    "policies reloaded"
-                );
-                metrics::POLICIES.set(set.policies.len() as i64);
-                metrics::RELOADS.with_label_values(&["success"]).inc();
-                self.policies.store(Arc::new(set));
-                Ok(true)
-            }
-            Err(errors) => {
-                metrics::RELOADS.with_label_values(&["failure"]).inc();
-                for e in &errors.0 {
-                    tracing::error!(problem = %e, "policy reload rejected; the running policies keep serving");
-                }
-                Err(errors)
-            }
+    /// Reads the policy directory and swaps the new set in; the gate around it counts and logs.
+    fn load_and_swap(&self) -> Result<ReloadOutcome, LocatedErrors> {
+        let set = policy::load(&self.directory)?;
+        if set.hash == self.policies.load().hash {
+            return Ok(ReloadOutcome::Unchanged);
         }
+        tracing::info!(
+            policies = set.policies.len(),
+            set = set.version(),
+            "policies reloaded"
+        );
+        metrics::POLICIES.set(set.policies.len() as i64);
+        self.policies.store(Arc::new(set));
+        Ok(ReloadOutcome::Applied)
+    }
+}
+
+impl Reloadable for Authorizer {
+    /// Reloads the policy directory. On error the running set stays.
+    fn reload(&self) -> Result<ReloadOutcome, LocatedErrors> {
+        self.gate.run(|| self.load_and_swap())
+    }
+
+    fn reload_status(&self) -> Map<String, Value> {
+        Map::from_iter([("version".into(), self.policies().version().into())])
+    }
+}
+
+impl Watched for Authorizer {
+    fn watched_paths(&self) -> Vec<WatchedPath> {
+        vec![WatchedPath::tree(&self.directory)]
     }
 }

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gatehouse_service::{LocatedError, LocatedErrors, Timeouts};
 use serde::Deserialize;
+
+use crate::yaml::Source;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +21,8 @@ struct File {
     max_body_bytes: usize,
     #[serde(default = "default_max_batch")]
     max_batch_checks: usize,
+    #[serde(default)]
+    timeouts: Timeouts,
     #[serde(default)]
     decision_log: Option<DecisionLogFile>,
 }
@@ -64,6 +69,8 @@ pub struct Settings {
     pub threads: usize,
     pub max_body_bytes: usize,
     pub max_batch_checks: usize,
+    /// How long a client may take to send a request's header and its body, on both listeners.
+    pub timeouts: Timeouts,
     pub decision_log: Option<DecisionLogSettings>,
 }
 
@@ -79,30 +86,21 @@ pub struct DecisionLogSettings {
     pub redact: Vec<String>,
 }
 
-/// Problems in `authz.yaml`, one per line, each naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct ConfigError(pub Vec<String>);
-
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(vec![format!("{shown}: cannot read: {e}")]))?;
-    let file: File =
-        serde_yaml::from_str(&text).map_err(|e| ConfigError(vec![format!("{shown}: {e}")]))?;
+/// Reads and checks `authz.yaml`: every problem found, each with the file and the key at fault
+/// (and the line, for what does not parse).
+pub fn load(path: &Path) -> Result<Settings, LocatedErrors> {
+    let file: File = Source::read(path)
+        .and_then(|source| source.parse())
+        .map_err(LocatedErrors::from)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
-    let mut address = |key: &str, value: &str| match value.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errors.push(format!(
-                "{shown}: {key}: {value:?} is not an address like 127.0.0.1:9500"
-            ));
-            None
-        }
-    };
-    let listen = address("listen", &file.listen);
-    let admin = address("admin", &file.admin);
+    let problem = |key: &str, message: String| LocatedError::new(path, key, message);
+    let listen = address(&file.listen)
+        .map_err(|m| errors.push(problem("listen", m)))
+        .ok();
+    let admin = address(&file.admin)
+        .map_err(|m| errors.push(problem("admin", m)))
+        .ok();
     let positive = [
         ("threads", file.threads),
         ("max_body_bytes", file.max_body_bytes),
@@ -110,21 +108,34 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     ];
     for (key, value) in positive {
         if value == 0 {
-            errors.push(format!("{shown}: {key}: must be at least 1"));
+            errors.push(problem(key, "must be at least 1".into()));
+        }
+    }
+    // A zero deadline would refuse every request.
+    for (key, value) in [
+        ("timeouts.header", file.timeouts.header),
+        ("timeouts.body", file.timeouts.body),
+    ] {
+        if value.is_zero() {
+            errors.push(problem(key, "must be longer than 0s".into()));
         }
     }
     let decision_log = file.decision_log.map(|log| {
         if log.queue == 0 {
-            errors.push(format!("{shown}: decision_log.queue: must be at least 1"));
+            errors.push(problem("decision_log.queue", "must be at least 1".into()));
         }
         if log.max_file_bytes < 4096 {
-            errors.push(format!("{shown}: decision_log.max_file_bytes: at least 4096"));
+            errors.push(problem(
+                "decision_log.max_file_bytes",
+                "at least 4096".into(),
+            ));
         }
-        for (i, path) in log.redact.iter().enumerate() {
-            let first = path.split('.').next().unwrap_or("");
+        for (i, redacted) in log.redact.iter().enumerate() {
+            let first = redacted.split('.').next().unwrap_or("");
             if !matches!(first, "principal" | "resource" | "context") {
-                errors.push(format!(
-                    "{shown}: decision_log.redact[{i}]: {path:?} must start with principal., resource. or context."
+                errors.push(problem(
+                    &format!("decision_log.redact[{i}]"),
+                    format!("{redacted:?} must start with principal., resource. or context."),
                 ));
             }
         }
@@ -148,8 +159,61 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             threads: file.threads,
             max_body_bytes: file.max_body_bytes,
             max_batch_checks: file.max_batch_checks,
+            timeouts: file.timeouts,
             decision_log,
         }),
-        _ => Err(ConfigError(errors)),
+        _ => Err(LocatedErrors(errors)),
+    }
+}
+
+fn address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9500"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Settings, LocatedErrors> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("authz.yaml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        load(&path)
+    }
+
+    const BASE: &str = "listen: 127.0.0.1:9500\nadmin: 127.0.0.1:9501\npolicies: policies\n";
+
+    #[test]
+    fn timeouts_default_to_the_kit_s_and_can_be_set() {
+        let s = load_text(BASE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.timeouts, Timeouts::default());
+        let s = load_text(&format!("{BASE}timeouts:\n  header: 1s\n  body: 500ms\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.timeouts.header, std::time::Duration::from_secs(1));
+        assert_eq!(s.timeouts.body, std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn problems_name_the_key_and_syntax_errors_the_line() {
+        let e = load_text(&format!("{BASE}timeouts:\n  header: 0s\n"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key_path, "timeouts.header");
+        assert!(e.0[0]
+            .to_string()
+            .ends_with("authz.yaml: timeouts.header: must be longer than 0s"));
+
+        let e = load_text(&format!("{BASE}timeouts:\n  headers: 1s\n"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(
+            (e.0[0].line, e.0[0].key_path.as_str()),
+            (Some(5), "timeouts"),
+            "{e}"
+        );
+        assert!(e.0[0].message.contains("unknown field `headers`"), "{e}");
     }
 }

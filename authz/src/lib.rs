@@ -4,6 +4,7 @@
 //! [`PolicySet::evaluate`]. [`Authorizer`] adds what a running service needs around it (hot
 //! reload, metrics, the decision log), and is what the gateway links to decide in-process; the
 //! HTTP API ([`api`], [`server`]) is a thin layer over it.
+pub mod admin;
 pub mod api;
 pub mod authorizer;
 pub mod condition;
@@ -19,7 +20,8 @@ pub mod yaml;
 
 pub use authorizer::Authorizer;
 pub use decision::{Decision, Explanation, Options};
-pub use policy::{PolicyError, PolicyErrors, PolicySet};
+pub use gatehouse_service::{LocatedError, LocatedErrors};
+pub use policy::PolicySet;
 pub use request::{
     BatchRequest, Check, InvalidRequest, Principal, Request, RequestContext, Resource,
 };

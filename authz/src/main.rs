@@ -35,14 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gatehouse_service::tracing_setup::init();
     let cli = Cli::parse();
     let result = match cli.command {
         None | Some(Command::Serve) => server::run(&cli.config),
@@ -61,30 +54,14 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    let settings = match config::load(path) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match policy::load(&settings.policies) {
-        Ok(set) => {
-            println!(
-                "{}: OK ({} policies in {}, set {})",
-                path.display(),
-                set.policies.len(),
-                settings.policies.display(),
-                set.version()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{} problem(s) found", errors.0.len());
-            ExitCode::FAILURE
-        }
-    }
+    gatehouse_service::print_validation(config::load(path).and_then(|settings| {
+        let set = policy::load(&settings.policies)?;
+        Ok(format!(
+            "{}: OK ({} policies in {}, set {})",
+            path.display(),
+            set.policies.len(),
+            settings.policies.display(),
+            set.version()
+        ))
+    }))
 }

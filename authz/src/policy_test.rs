@@ -20,14 +20,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::{DateTime, FixedOffset};
+use gatehouse_service::{LocatedError, LocatedErrors};
 use regex::Regex;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::decision::{ConditionTrace, Decision, Explanation, Options};
-use crate::policy::{self, PolicyErrors, PolicySet};
+use crate::policy::{self, PolicySet};
 use crate::request::{Principal, Request, RequestContext, Resource};
-use crate::yaml::{FileError, Source};
+use crate::yaml::Source;
 
 // ---------------------------------------------------------------------------------------------
 // What the author writes.
@@ -221,25 +222,17 @@ pub enum TestRunError {
     NoSuites(PathBuf),
     #[error("no test matches --run {pattern:?} ({total} tests in the suites)")]
     NothingMatches { pattern: String, total: usize },
-    #[error("{}", invalid_message(.policies.as_ref(), .suites))]
-    Invalid {
-        policies: Option<PolicyErrors>,
-        suites: Vec<FileError>,
-    },
+    /// Problems in the policies (first) and the suites.
+    #[error("{}", invalid_message(.0))]
+    Invalid(LocatedErrors),
 }
 
-fn invalid_message(policies: Option<&PolicyErrors>, suites: &[FileError]) -> String {
+fn invalid_message(errors: &LocatedErrors) -> String {
     let mut out = String::new();
-    let mut count = 0;
-    for e in policies.iter().flat_map(|p| &p.0) {
+    for e in &errors.0 {
         let _ = writeln!(out, "{e}");
-        count += 1;
     }
-    for e in suites {
-        let _ = writeln!(out, "{e}");
-        count += 1;
-    }
-    let _ = write!(out, "{count} problem(s) found; no test was run");
+    let _ = write!(out, "{} problem(s) found; no test was run", errors.0.len());
     out
 }
 
@@ -270,7 +263,7 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 impl Suite {
     /// Parses and checks one suite file; every problem found is returned, each with its key path
     /// and, where it can be found, its line.
-    pub fn parse(source: &Source) -> Result<Suite, Vec<FileError>> {
+    pub fn parse(source: &Source) -> Result<Suite, Vec<LocatedError>> {
         let file: SuiteFile = source.parse().map_err(|e| vec![e])?;
         let mut errors = Vec::new();
         if file.name.trim().is_empty() {
@@ -338,7 +331,7 @@ fn compile_test(
     spec: &TestSpec,
     i: usize,
     source: &Source,
-    errors: &mut Vec<FileError>,
+    errors: &mut Vec<LocatedError>,
 ) -> Option<Test> {
     let before = errors.len();
     let test = TestSource {
@@ -384,7 +377,7 @@ impl<'a> TestSource<'a> {
     }
 
     /// The input: every name defined, none twice, no list empty but `contexts`.
-    fn check_input(&self, errors: &mut Vec<FileError>) {
+    fn check_input(&self, errors: &mut Vec<LocatedError>) {
         let input = &self.spec.input;
         let file = self.file;
         let lists = [
@@ -453,7 +446,7 @@ impl<'a> TestSource<'a> {
     /// check expected twice.
     fn expectations(
         &self,
-        errors: &mut Vec<FileError>,
+        errors: &mut Vec<LocatedError>,
     ) -> HashMap<ExpectationKey<'a>, (Expect, usize)> {
         let input = &self.spec.input;
         let mut expected = HashMap::new();
@@ -762,10 +755,7 @@ pub fn load_suites(dir: &Path) -> Result<Vec<Suite>, TestRunError> {
         }
     }
     if !errors.is_empty() {
-        return Err(TestRunError::Invalid {
-            policies: None,
-            suites: errors,
-        });
+        return Err(TestRunError::Invalid(LocatedErrors(errors)));
     }
     Ok(suites)
 }
@@ -785,17 +775,11 @@ pub fn run(dir: &Path, filter: Option<&str>) -> Result<Report, TestRunError> {
     let set = policy::load(dir);
     let (set, suites) = match (set, suites) {
         (Ok(set), Ok(suites)) => (set, suites),
-        (Err(policies), Ok(_)) => {
-            return Err(TestRunError::Invalid {
-                policies: Some(policies),
-                suites: Vec::new(),
-            })
-        }
-        (set, Err(TestRunError::Invalid { suites, .. })) => {
-            return Err(TestRunError::Invalid {
-                policies: set.err(),
-                suites,
-            })
+        (Err(policies), Ok(_)) => return Err(TestRunError::Invalid(policies)),
+        (set, Err(TestRunError::Invalid(suites))) => {
+            let mut errors = set.err().unwrap_or_default();
+            errors.0.extend(suites.0);
+            return Err(TestRunError::Invalid(errors));
         }
         (_, Err(e)) => return Err(e),
     };
@@ -967,7 +951,7 @@ mod tests {
         policy::load(&dir).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn parse(text: &str) -> Result<Suite, Vec<FileError>> {
+    fn parse(text: &str) -> Result<Suite, Vec<LocatedError>> {
         Suite::parse(&Source {
             path: "t_test.yaml".into(),
             text: text.to_string(),
@@ -978,7 +962,7 @@ mod tests {
         parse(text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn errors(text: &str) -> Vec<FileError> {
+    fn errors(text: &str) -> Vec<LocatedError> {
         match parse(text) {
             Ok(s) => panic!("accepted {s:?}"),
             Err(e) => e,
@@ -1143,7 +1127,7 @@ tests:
         let e = errors(&text);
         let got: Vec<(String, String)> = e
             .iter()
-            .map(|e| (e.key.clone(), e.message.clone()))
+            .map(|e| (e.key_path.clone(), e.message.clone()))
             .collect();
         let has = |key: &str, message: &str| {
             assert!(
@@ -1177,7 +1161,7 @@ tests:
         assert_eq!(eve.and_then(|e| e.line), line);
         let dup = e
             .iter()
-            .find(|e| e.key == "tests[1].name")
+            .find(|e| e.key_path == "tests[1].name")
             .and_then(|e| e.line);
         let second = text
             .lines()
@@ -1196,7 +1180,7 @@ tests:
         assert!(e[0].message.contains("unknown field `inputs`"), "{}", e[0]);
         let e = errors("name: x\nprincipals:\n  a: {sub: a}\n  a: {sub: b}\ntests: []\n");
         assert!(e[0].message.contains("\"a\" is given twice"), "{}", e[0]);
-        assert_eq!(e[0].key, "principals", "{}", e[0]);
+        assert_eq!(e[0].key_path, "principals", "{}", e[0]);
         let e = errors(&format!(
             "{FIXTURES}tests:\n  - name: t\n    input: {{principals: [alice], resources: [doc], actions: [view]}}\n    expected:\n      - {{principal: alice, resource: doc, actions: {{view: allowed}}}}\n"
         ));
@@ -1205,6 +1189,10 @@ tests:
             "{}",
             e[0]
         );
-        assert_eq!(e[0].key, "tests[0].expected[0].actions.view", "{}", e[0]);
+        assert_eq!(
+            e[0].key_path, "tests[0].expected[0].actions.view",
+            "{}",
+            e[0]
+        );
     }
 }

@@ -1,46 +1,13 @@
-//! YAML files people write (policies and policy tests), and their problems located by file, line
-//! and key path.
+//! YAML files people write (`authz.yaml`, policies and policy tests), and their problems as the
+//! kit's [`LocatedError`]: file, line and key path.
 //!
 //! serde_yaml reports the line of what it cannot parse. Problems found after parsing (an unknown
 //! name, a duplicate) have no span left, so their line is found by searching the text for anchors.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use gatehouse_service::LocatedError;
 use serde::de::DeserializeOwned;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    /// Key path such as `resource_policy.rules[2].when`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl FileError {
-    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for FileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
 
 /// A file's path and text, kept to locate problems found after parsing.
 pub struct Source {
@@ -49,13 +16,13 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn read(path: &Path) -> Result<Self, FileError> {
+    pub fn read(path: &Path) -> Result<Self, LocatedError> {
         std::fs::read_to_string(path)
             .map(|text| Self {
                 path: path.to_path_buf(),
                 text,
             })
-            .map_err(|e| FileError::whole_file(path, format!("cannot read: {e}")))
+            .map_err(|e| LocatedError::whole_file(path, format!("cannot read: {e}")))
     }
 
     pub fn error(
@@ -63,17 +30,12 @@ impl Source {
         line: Option<usize>,
         key: impl Into<String>,
         message: impl Into<String>,
-    ) -> FileError {
-        FileError {
-            file: self.path.clone(),
-            line,
-            key: key.into(),
-            message: message.into(),
-        }
+    ) -> LocatedError {
+        LocatedError::new(&self.path, key, message).at_line(line)
     }
 
     /// Parses the text; a problem carries serde_yaml's line and the key path at fault.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, FileError> {
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, LocatedError> {
         serde_yaml::from_str(&self.text).map_err(|e| {
             let line = e.location().map(|l| l.line());
             let message = e.to_string();

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
 use gatehouse_authz::decision::{ConditionTrace, DerivedRoleTrace, RuleTrace};
-use gatehouse_authz::policy::{self, Effect, PolicyError};
-use gatehouse_authz::{BatchRequest, Decision, Options, PolicySet, Request};
+use gatehouse_authz::policy::{self, Effect};
+use gatehouse_authz::{BatchRequest, Decision, LocatedError, Options, PolicySet, Request};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -63,7 +63,7 @@ impl PolicyDir {
 
     /// The errors of a load expected to fail.
     #[track_caller]
-    fn errors(&self) -> Vec<PolicyError> {
+    fn errors(&self) -> Vec<LocatedError> {
         match policy::load(self.path()) {
             Ok(set) => panic!("loaded {} policies, expected errors", set.policies.len()),
             Err(e) => e.0,
@@ -72,7 +72,7 @@ impl PolicyDir {
 
     /// The one error of a load expected to fail with exactly one.
     #[track_caller]
-    fn error(&self) -> PolicyError {
+    fn error(&self) -> LocatedError {
         let mut errors = self.errors();
         assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
         errors.remove(0)
@@ -1950,7 +1950,7 @@ mod load_errors {
     use super::*;
 
     /// Writes `yaml` as the only file and returns the one error of loading it.
-    fn only_error(yaml: &str) -> (PolicyDir, PolicyError) {
+    fn only_error(yaml: &str) -> (PolicyDir, LocatedError) {
         let dir = PolicyDir::with(&[("documents.yaml", yaml)]);
         let e = dir.error();
         assert_eq!(e.file, dir.file("documents.yaml"), "{e}");
@@ -1958,8 +1958,12 @@ mod load_errors {
     }
 
     #[track_caller]
-    fn assert_error(e: &PolicyError, line: Option<usize>, key: &str, message: &str) {
-        assert_eq!((e.line, e.key.as_str()), (line, key), "line and key of {e}");
+    fn assert_error(e: &LocatedError, line: Option<usize>, key: &str, message: &str) {
+        assert_eq!(
+            (e.line, e.key_path.as_str()),
+            (line, key),
+            "line and key of {e}"
+        );
         assert!(e.message.contains(message), "{message:?} not in {e}");
     }
 
@@ -2685,7 +2689,7 @@ mod load_errors {
         let errors = dir.errors();
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].file.ends_with("roles.yaml"), "{errors:#?}");
-        assert_eq!(errors[0].key, "derived_roles.definitions[0].when");
+        assert_eq!(errors[0].key_path, "derived_roles.definitions[0].when");
     }
 
     #[test]
@@ -2714,7 +2718,7 @@ mod load_errors {
             .iter()
             .map(|e| {
                 let file = e.file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-                (file, e.line, e.key.as_str())
+                (file, e.line, e.key_path.as_str())
             })
             .collect();
         assert_eq!(

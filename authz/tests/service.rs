@@ -814,7 +814,9 @@ async fn editing_a_policy_file_reloads_it_and_broken_edits_are_rejected() {
             READY_TIMEOUT,
             || {
                 let logged = authz.stderr().lines().any(|l| {
-                    l.contains("policy reload rejected") && l.contains(&at) && l.contains(problem)
+                    l.contains("reload rejected; the running policies stays")
+                        && l.contains(&at)
+                        && l.contains(problem)
                 });
                 async move { logged }
             },

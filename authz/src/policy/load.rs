@@ -4,38 +4,17 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use gatehouse_service::{LocatedError, LocatedErrors};
 use sha2::{Digest, Sha256};
 
 use super::file::{DerivedRolesSpec, Effect, PolicyFile, ResourcePolicySpec, RuleSpec};
 use super::{DerivedRole, KindRules, PolicyInfo, PolicySet, Rule};
 use crate::condition::root_context;
-use crate::yaml::{FileError, Source};
-
-/// A problem in a policy file.
-pub type PolicyError = FileError;
-
-/// Every problem found in one attempt to load a policy directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyErrors(pub Vec<PolicyError>);
-
-impl fmt::Display for PolicyErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for PolicyErrors {}
+use crate::yaml::Source;
 
 /// Whether `path` is a policy test suite rather than a policy.
 pub fn is_test_file(path: &Path) -> bool {
@@ -72,7 +51,7 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// derived-role set, check and compile the resource policies, index their rules by resource type.
 /// Each stage adds its problems to one list and the next stage still runs, so one attempt reports
 /// every problem; only a set without any is indexed.
-pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+pub fn load(dir: &Path) -> Result<PolicySet, LocatedErrors> {
     let files = yaml_files(dir)
         .map_err(|e| dir_error(dir, format!("cannot read the policy directory: {e}")))?;
     let mut errors = Vec::new();
@@ -96,7 +75,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         ));
     }
     if !errors.is_empty() {
-        return Err(PolicyErrors(errors));
+        return Err(LocatedErrors(errors));
     }
     let (by_kind, any_kind) = index(compiled.rules);
     Ok(PolicySet {
@@ -111,8 +90,8 @@ pub fn load(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     })
 }
 
-fn dir_error(dir: &Path, message: impl Into<String>) -> PolicyErrors {
-    PolicyErrors(vec![FileError::whole_file(dir, message)])
+fn dir_error(dir: &Path, message: impl Into<String>) -> LocatedErrors {
+    LocatedError::whole_file(dir, message).into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +100,7 @@ fn dir_error(dir: &Path, message: impl Into<String>) -> PolicyErrors {
 /// Reads every policy file (tests excluded), in path order, and hashes the ones it could read:
 /// the hash covers each file's path (relative to `dir`), length and text. A file that cannot be
 /// read stays in its place as an error, so problems are reported in file order.
-fn read_files(dir: &Path, files: Vec<PathBuf>) -> (Vec<Result<Source, PolicyError>>, String) {
+fn read_files(dir: &Path, files: Vec<PathBuf>) -> (Vec<Result<Source, LocatedError>>, String) {
     let mut hasher = Sha256::new();
     let sources = files
         .into_iter()
@@ -151,8 +130,8 @@ struct ParsedFiles {
 }
 
 fn parse_files(
-    sources: Vec<Result<Source, PolicyError>>,
-    errors: &mut Vec<PolicyError>,
+    sources: Vec<Result<Source, LocatedError>>,
+    errors: &mut Vec<LocatedError>,
 ) -> ParsedFiles {
     let mut parsed = ParsedFiles::default();
     for source in sources {
@@ -165,7 +144,7 @@ fn parse_files(
 }
 
 impl ParsedFiles {
-    fn add(&mut self, source: Source, file: PolicyFile, errors: &mut Vec<PolicyError>) {
+    fn add(&mut self, source: Source, file: PolicyFile, errors: &mut Vec<LocatedError>) {
         match (file.resource_policy, file.derived_roles) {
             (Some(p), None) => self.policies.push((source, p)),
             (None, Some(set)) => {
@@ -211,7 +190,7 @@ struct RoleSet<'a> {
 
 fn number_derived_roles<'a>(
     role_sets: &'a BTreeMap<String, (Source, DerivedRolesSpec)>,
-    errors: &mut Vec<PolicyError>,
+    errors: &mut Vec<LocatedError>,
 ) -> DerivedRoles<'a> {
     let mut derived = DerivedRoles {
         roles: Vec::new(),
@@ -230,7 +209,7 @@ fn number_set<'a>(
     source: &Source,
     set: &'a DerivedRolesSpec,
     all: &mut Vec<DerivedRole>,
-    errors: &mut Vec<PolicyError>,
+    errors: &mut Vec<LocatedError>,
 ) -> Vec<(&'a str, usize)> {
     let mut roles: Vec<(&str, usize)> = Vec::new();
     // Each definition is looked for after the previous one: a repeated name is reported where
@@ -286,7 +265,7 @@ fn compile_policies(
     policies: &[(Source, ResourcePolicySpec)],
     derived: &DerivedRoles,
     check_references: bool,
-    errors: &mut Vec<PolicyError>,
+    errors: &mut Vec<LocatedError>,
 ) -> CompiledPolicies {
     let mut out = CompiledPolicies::default();
     let mut seen_ids: HashMap<&str, &Path> = HashMap::new();
@@ -337,7 +316,7 @@ struct PolicyCompiler<'a, 'e> {
     policy: &'a ResourcePolicySpec,
     /// Whether unknown derived roles and sets are errors (see [`load`]).
     check_references: bool,
-    errors: &'e mut Vec<PolicyError>,
+    errors: &'e mut Vec<LocatedError>,
 }
 
 impl<'a> PolicyCompiler<'a, '_> {

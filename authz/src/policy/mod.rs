@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use file::{Condition, Effect};
-pub use load::{is_test_file, load, yaml_files, PolicyError, PolicyErrors};
+pub use load::{is_test_file, load, yaml_files};
 
 /// Compiled policies. Immutable; a reload builds a new one.
 pub struct PolicySet {

@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 #[path = "../../../tests/support/polling.rs"]
 mod polling;
+#[path = "../../../tests/support/slow_clients.rs"]
+#[allow(dead_code)]
+pub mod slow_clients;
 // Not every test file uses every helper.
 #[allow(unused_imports)]
 pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};

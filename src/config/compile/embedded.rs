@@ -30,29 +30,18 @@ impl Compiler {
     }
 
     /// Checks the embedded authz service's file and its policy directory, for the same reason.
+    /// Their problems come located in the authz files themselves (file, line, key path), so they
+    /// are reported as they are; an unreadable `authz.yaml` is named by its own path.
     pub(super) fn embedded_authz(
         &mut self,
-        main_path: &Path,
+        _main_path: &Path,
         spec: &EmbeddedSpec,
     ) -> Option<PathBuf> {
         let path = self.resolve(spec.authz.as_deref()?);
-        match gatehouse_authz::config::load(&path) {
-            Err(errors) => {
-                for message in errors.0 {
-                    self.error(main_path, "embedded.authz", message, None);
-                }
-            }
-            Ok(settings) => {
-                if let Err(errors) = gatehouse_authz::policy::load(&settings.policies) {
-                    for e in errors.0 {
-                        let message = match e.line {
-                            Some(line) => format!("{} (line {line})", e.message),
-                            None => e.message,
-                        };
-                        self.error(&e.file, e.key, message, None);
-                    }
-                }
-            }
+        let checked = gatehouse_authz::config::load(&path)
+            .and_then(|settings| gatehouse_authz::policy::load(&settings.policies).map(drop));
+        if let Err(errors) = checked {
+            self.errors.extend(errors.0);
         }
         Some(path)
     }
