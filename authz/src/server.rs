@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use gatehouse_service::{
     AdminApp, BufferedApp, FileWatcher, Handler, Refusal, Request, RequestLimits,
 };
-use http::{header, HeaderValue, Response};
+use http::Response;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -71,7 +71,7 @@ pub fn add_services(server: &mut Server, service: Arc<AuthzService>) {
     );
     api.add_tcp(&s.listen.to_string());
     server.add_service(api);
-    let admin_app = NoStore(AdminApp::new(service.authorizer.clone(), s.timeouts));
+    let admin_app = AdminApp::new(service.authorizer.clone(), s.timeouts);
     let mut admin = Service::new(
         format!("authz admin {}", s.admin),
         BufferedApp::new(Arc::new(admin_app)),
@@ -119,36 +119,4 @@ impl Handler for Api {
     fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
         api::error(refusal.status(), refusal.code(), &refusal.message())
     }
-}
-
-/// The admin answers in JSON carry `Cache-Control: no-store`, as the decision API's do: health
-/// and reload results describe one moment and must not be served from a cache.
-struct NoStore<H>(H);
-
-#[async_trait]
-impl<H: Handler> Handler for NoStore<H> {
-    fn limits(&self) -> RequestLimits {
-        self.0.limits()
-    }
-
-    async fn handle(&self, request: Request) -> Response<Vec<u8>> {
-        no_store(self.0.handle(request).await)
-    }
-
-    fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
-        no_store(self.0.refuse(refusal))
-    }
-}
-
-fn no_store(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
-    let json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if json {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
 }

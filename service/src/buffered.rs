@@ -139,14 +139,16 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// A JSON answer with its length.
+/// A JSON answer that no cache keeps: health, reload results and errors describe one moment.
 pub fn json_answer(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {
     let mut r = Response::new(value.to_string().into_bytes());
     *r.status_mut() = status;
-    r.headers_mut().insert(
+    let headers = r.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -32,11 +32,7 @@ impl Compiler {
     /// Checks the embedded authz service's file and its policy directory, for the same reason.
     /// Their problems come located in the authz files themselves (file, line, key path), so they
     /// are reported as they are; an unreadable `authz.yaml` is named by its own path.
-    pub(super) fn embedded_authz(
-        &mut self,
-        _main_path: &Path,
-        spec: &EmbeddedSpec,
-    ) -> Option<PathBuf> {
+    pub(super) fn embedded_authz(&mut self, spec: &EmbeddedSpec) -> Option<PathBuf> {
         let path = self.resolve(spec.authz.as_deref()?);
         let checked = gatehouse_authz::config::load(&path)
             .and_then(|settings| gatehouse_authz::policy::load(&settings.policies).map(drop));

@@ -63,7 +63,7 @@ impl Compiler {
 
         self.check_process_settings(&main);
         let embedded_identity = self.embedded_identity(&main_path, &main.embedded);
-        let embedded_authz = self.embedded_authz(&main_path, &main.embedded);
+        let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         let pools = self.pools(&upstreams, previous);
         let routes = self.routes(routes, &pools, &upstreams);
