@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::audit::{AuditLog, Event};
 use crate::clock::now;
-use crate::config::{self, ConfigErrors, Settings};
+use crate::config::{self, LocatedErrors, Settings};
 use crate::grants::Grants;
 use crate::keys::{KeyRing, Rotation};
 use crate::lockout::Lockout;
@@ -76,7 +76,7 @@ impl Issuer {
     }
 
     /// Re-reads the configuration. A broken file changes nothing and says why.
-    pub fn reload(&self) -> Result<bool, ConfigErrors> {
+    pub fn reload(&self) -> Result<bool, LocatedErrors> {
         let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.settings();
         match config::load(&self.config_path) {
