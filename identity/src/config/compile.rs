@@ -66,6 +66,7 @@ pub fn compile(
         session: file.session,
         lockout: file.lockout,
         max_body_bytes: file.max_body_bytes,
+        timeouts: file.timeouts,
         users,
         clients,
         hash,
@@ -113,13 +114,22 @@ fn check_keys(keys: &KeysFile, problems: &mut Problems) {
     }
 }
 
-/// `lockout`, `max_body_bytes` and `session` (the token lifetimes need no check).
+/// `lockout`, `max_body_bytes`, `timeouts` and `session` (the token lifetimes need no check).
 fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
     if file.lockout.max_failures == 0 {
         problems.at("lockout.max_failures", "must be at least 1");
     }
     if file.max_body_bytes < 1024 {
         problems.at("max_body_bytes", "must be at least 1024");
+    }
+    // A zero deadline would refuse every request before its first byte.
+    for (key, deadline) in [
+        ("timeouts.header", file.timeouts.header),
+        ("timeouts.body", file.timeouts.body),
+    ] {
+        if deadline.is_zero() {
+            problems.at(key, "must be longer than 0s");
+        }
     }
     let cookie = &file.session.cookie;
     if cookie.is_empty()
@@ -475,6 +485,25 @@ clients:
         assert!(e
             .to_string()
             .starts_with(&format!("{}:8: clients[0]: unknown field", path.display())));
+    }
+
+    #[test]
+    fn request_deadlines_are_read_and_must_not_be_zero() {
+        let base = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\n";
+        let file: File =
+            serde_yaml::from_str(&format!("{base}timeouts: {{header: 2s, body: 3s}}\n"))
+                .expect("test YAML has the right shape");
+        let settings = compile(file, Path::new("identity.yaml"), Path::new("/"), "h".into())
+            .expect("a valid file");
+        assert_eq!(settings.timeouts.header, std::time::Duration::from_secs(2));
+        assert_eq!(settings.timeouts.body, std::time::Duration::from_secs(3));
+        assert_eq!(
+            problems(&format!("{base}timeouts: {{header: 0s, body: 0s}}\n")),
+            expect(&[
+                ("timeouts.header", "must be longer than 0s"),
+                ("timeouts.body", "must be longer than 0s"),
+            ])
+        );
     }
 
     #[test]

@@ -1,0 +1,235 @@
+//! Given deadlines for a request's header and body (`timeouts:`), when a client drips its
+//! header, lies about its body's length, asks to continue with too large a body or stalls
+//! mid-body, it gets a prompt answer or a closed connection, on the public listener and on the
+//! admin listener alike. And a SIGHUP sent as soon as the issuer listens reloads it instead of
+//! ending the process.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use support::slow_clients::{drip_header, exchange, final_status};
+use support::{client, standard_directory, Identity};
+
+/// Old behaviour to beat: Pingora waits up to 60 s per read, so these clients were held for a
+/// minute or more. Every bound below is far under that, and generous for a loaded machine.
+const PROMPT: Duration = Duration::from_secs(5);
+
+const DEADLINES: &str = "timeouts:\n  header: 1s\n  body: 1s\n";
+
+fn identity() -> Identity {
+    Identity::start(DEADLINES, &standard_directory())
+}
+
+/// Both listeners, each with a request it serves: `(port, name, method and path)`.
+fn listeners(id: &Identity) -> [(u16, &'static str, &'static str); 2] {
+    [
+        (id.port, "public", "POST /token"),
+        (id.admin_port, "admin", "POST /reload"),
+    ]
+}
+
+#[tokio::test]
+async fn a_header_dripped_byte_by_byte_is_cut_off_at_the_deadline_on_both_listeners() {
+    let id = identity();
+    for (port, what, _) in listeners(&id) {
+        let held = tokio::task::spawn_blocking(move || {
+            drip_header(
+                port,
+                "GET /healthz HTTP/1.1\r\nHost: a\r\n",
+                "X-Slow: abcdefgh\r\n",
+                Duration::from_millis(200),
+                Duration::from_secs(10),
+            )
+        })
+        .await
+        .expect("drip");
+        let held = held.unwrap_or_else(|| panic!("{what}: still open after 10 s of drip"));
+        assert!(held < PROMPT, "{what} held a dripping client for {held:?}");
+    }
+    // Nothing that worked before breaks: plain requests still get answers.
+    let jwks = client()
+        .get(id.url("/jwks.json"))
+        .send()
+        .await
+        .expect("jwks");
+    assert_eq!(jwks.status(), 200);
+    let health = client()
+        .get(id.admin("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_at_once_without_reading_the_body() {
+    let id = identity();
+    for (port, what, request) in listeners(&id) {
+        let lying = format!(
+            "{request} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000000000\r\n\r\n0123456789"
+        );
+        let got = exchange(port, lying.as_bytes(), Duration::from_secs(10));
+        assert_eq!(
+            final_status(&got.answer),
+            Some(413),
+            "{what}: {}",
+            got.answer
+        );
+        let first = got
+            .first_byte
+            .unwrap_or_else(|| panic!("{what}: no answer in 10 s"));
+        assert!(first < PROMPT, "{what} answered after {first:?}");
+        if what == "public" {
+            // The token endpoint's error format (RFC 6749 §5.2), with the limit in it.
+            assert!(
+                got.answer.contains(r#""error":"invalid_request""#)
+                    && got.answer.contains("exceeds 16384 bytes"),
+                "{}",
+                got.answer
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn expect_continue_with_an_oversized_body_gets_413_and_no_100() {
+    let id = identity();
+    for (port, what, request) in listeners(&id) {
+        let ask = format!(
+            "{request} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n"
+        );
+        let got = exchange(port, ask.as_bytes(), Duration::from_secs(10));
+        assert_eq!(
+            final_status(&got.answer),
+            Some(413),
+            "{what}: {}",
+            got.answer
+        );
+        assert!(
+            !got.answer.contains(" 100 "),
+            "{what} sent 100 Continue: {}",
+            got.answer
+        );
+        let first = got
+            .first_byte
+            .unwrap_or_else(|| panic!("{what}: no answer in 10 s"));
+        assert!(first < PROMPT, "{what} answered after {first:?}");
+    }
+}
+
+/// Sends `head` (which asks to continue and to close afterwards), reads the interim answer,
+/// then sends `body` and reads the rest until the server closes.
+fn continue_then_answer(port: u16, head: &str, body: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(PROMPT)).expect("timeout");
+    s.write_all(head.as_bytes()).expect("head");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).expect("an interim answer");
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    s.write_all(body.as_bytes()).expect("body");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the answer");
+    (interim, String::from_utf8_lossy(&rest).into_owned())
+}
+
+#[tokio::test]
+async fn expect_continue_with_a_small_body_gets_100_then_the_answer_on_both_listeners() {
+    let id = identity();
+    let form = "grant_type=client_credentials";
+    let credentials = STANDARD.encode("reports:reports-secret");
+    let token_head = format!(
+        "POST /token HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: Basic {credentials}\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    );
+    let reload_head = "POST /reload HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n".to_string();
+    for (port, what, head, body, expected) in [
+        (id.port, "public", token_head, form, "access_token"),
+        (
+            id.admin_port,
+            "admin",
+            reload_head,
+            "{}",
+            r#""result":"unchanged""#,
+        ),
+    ] {
+        let (interim, rest) =
+            tokio::task::spawn_blocking(move || continue_then_answer(port, &head, body))
+                .await
+                .expect("client");
+        assert!(interim.starts_with("HTTP/1.1 100"), "{what}: {interim}");
+        let all = format!("{interim}{rest}");
+        assert_eq!(final_status(&all), Some(200), "{what}: {all}");
+        assert!(all.contains(expected), "{what}: {all}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_after_the_body_timeout_on_both_listeners() {
+    let id = identity();
+    for (port, what, request) in listeners(&id) {
+        let stalled = format!(
+            "{request} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n0123456789"
+        );
+        let got = exchange(port, stalled.as_bytes(), Duration::from_secs(10));
+        let ended = got
+            .ended
+            .unwrap_or_else(|| panic!("{what} still waits for the body after 10 s"));
+        assert!(ended < PROMPT, "{what} held a stalled body for {ended:?}");
+        assert_eq!(
+            final_status(&got.answer),
+            Some(408),
+            "{what}: {}",
+            got.answer
+        );
+        if what == "public" {
+            assert!(
+                got.answer.contains(r#""error":"invalid_request""#),
+                "{}",
+                got.answer
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sighup_as_soon_as_the_admin_port_accepts_reloads_instead_of_ending_the_process() {
+    // Several starts: the window between listening and handling SIGHUP is short when it exists.
+    for round in 0..3 {
+        let mut id = Identity::prepare(DEADLINES, &standard_directory());
+        id.launch();
+        let deadline = Instant::now() + support::READY_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", id.admin_port)).is_err() {
+            if let Some(status) = id.exit_status() {
+                panic!("round {round}: exited with {status} before listening");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: admin port never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        id.signal(libc::SIGHUP);
+        id.wait_ready();
+        let health = client().get(id.admin("/healthz")).send().await;
+        let status = id.exit_status();
+        assert!(
+            status.is_none(),
+            "round {round}: SIGHUP ended the process ({status:?})"
+        );
+        let health = health.expect("/healthz after SIGHUP");
+        assert_eq!(health.status(), 200, "round {round}");
+        let body: serde_json::Value = health.json().await.expect("healthz JSON");
+        assert_eq!(body["status"], "ok", "{body}");
+        // The signal was taken as a reload request (the file is unchanged, so nothing applies).
+        support::eventually("SIGHUP to be logged as a reload", PROMPT, || {
+            let seen = id.stderr().contains("SIGHUP: reloading");
+            async move { seen }
+        })
+        .await;
+    }
+}
