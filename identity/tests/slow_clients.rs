@@ -33,92 +33,93 @@ fn listeners(id: &Identity) -> [(u16, &'static str, &'static str); 2] {
     ]
 }
 
-#[tokio::test]
-async fn a_header_dripped_byte_by_byte_is_cut_off_at_the_deadline_on_both_listeners() {
-    let id = identity();
-    for (port, what, _) in listeners(&id) {
-        let held = tokio::task::spawn_blocking(move || {
-            drip_header(
-                port,
-                "GET /healthz HTTP/1.1\r\nHost: a\r\n",
-                "X-Slow: abcdefgh\r\n",
-                Duration::from_millis(200),
-                Duration::from_secs(10),
-            )
-        })
-        .await
-        .expect("drip");
-        let held = held.unwrap_or_else(|| panic!("{what}: still open after 10 s of drip"));
-        assert!(held < PROMPT, "{what} held a dripping client for {held:?}");
-    }
-    // Nothing that worked before breaks: plain requests still get answers.
-    let jwks = client()
-        .get(id.url("/jwks.json"))
-        .send()
-        .await
-        .expect("jwks");
-    assert_eq!(jwks.status(), 200);
-    let health = client()
-        .get(id.admin("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status(), 200);
-}
-
-#[tokio::test]
-async fn a_declared_length_over_the_limit_is_refused_at_once_without_reading_the_body() {
-    let id = identity();
-    for (port, what, request) in listeners(&id) {
-        let lying = format!(
-            "{request} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000000000\r\n\r\n0123456789"
-        );
-        let got = exchange(port, lying.as_bytes(), Duration::from_secs(10));
-        assert_eq!(
-            final_status(&got.answer),
-            Some(413),
-            "{what}: {}",
+/// Sends `request` as it is and checks that a complete answer with `status` came within
+/// [`PROMPT`], and that the public listener refuses in the OAuth error format (RFC 6749 §5.2);
+/// returns the answer.
+fn answered_promptly(port: u16, what: &str, request: &str, status: u16) -> String {
+    let got = exchange(port, request.as_bytes(), Duration::from_secs(10));
+    let ended = got
+        .ended
+        .unwrap_or_else(|| panic!("{what}: no complete answer in 10 s: {}", got.answer));
+    assert!(ended < PROMPT, "{what} answered after {ended:?}");
+    assert_eq!(
+        final_status(&got.answer),
+        Some(status),
+        "{what}: {}",
+        got.answer
+    );
+    if what == "public" && status >= 400 {
+        assert!(
+            got.answer.contains(r#""error":"invalid_request""#),
+            "{}",
             got.answer
         );
-        let first = got
-            .first_byte
-            .unwrap_or_else(|| panic!("{what}: no answer in 10 s"));
-        assert!(first < PROMPT, "{what} answered after {first:?}");
+    }
+    got.answer
+}
+
+/// A form POST that declares `declared` bytes of body and sends ten.
+fn ten_bytes_of(request: &str, declared: u64) -> String {
+    format!(
+        "{request} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {declared}\r\n\r\n0123456789"
+    )
+}
+
+#[test]
+fn a_header_dripped_byte_by_byte_is_cut_off_at_the_deadline_on_both_listeners() {
+    let id = identity();
+    for (port, what, _) in listeners(&id) {
+        let head = "GET /healthz HTTP/1.1\r\nHost: a\r\n";
+        let every = Duration::from_millis(200);
+        match drip_header(
+            port,
+            head,
+            "X-Slow: abcdefgh\r\n",
+            every,
+            Duration::from_secs(10),
+        ) {
+            Some(held) => assert!(held < PROMPT, "{what} held a dripping client for {held:?}"),
+            None => panic!("{what}: still open after 10 s of drip"),
+        }
+    }
+    // Nothing that worked before breaks: plain requests still get answers.
+    answered_promptly(
+        id.port,
+        "public",
+        "GET /jwks.json HTTP/1.1\r\nHost: a\r\n\r\n",
+        200,
+    );
+    answered_promptly(
+        id.admin_port,
+        "admin",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+        200,
+    );
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_refused_at_once_without_reading_the_body() {
+    let id = identity();
+    for (port, what, request) in listeners(&id) {
+        let answer = answered_promptly(port, what, &ten_bytes_of(request, 10_000_000_000), 413);
         if what == "public" {
-            // The token endpoint's error format (RFC 6749 §5.2), with the limit in it.
-            assert!(
-                got.answer.contains(r#""error":"invalid_request""#)
-                    && got.answer.contains("exceeds 16384 bytes"),
-                "{}",
-                got.answer
-            );
+            assert!(answer.contains("exceeds 16384 bytes"), "{answer}");
         }
     }
 }
 
-#[tokio::test]
-async fn expect_continue_with_an_oversized_body_gets_413_and_no_100() {
+#[test]
+fn expect_continue_with_an_oversized_body_gets_413_and_no_100() {
     let id = identity();
     for (port, what, request) in listeners(&id) {
         let ask = format!(
             "{request} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n"
         );
-        let got = exchange(port, ask.as_bytes(), Duration::from_secs(10));
-        assert_eq!(
-            final_status(&got.answer),
-            Some(413),
-            "{what}: {}",
-            got.answer
-        );
+        let answer = answered_promptly(port, what, &ask, 413);
         assert!(
-            !got.answer.contains(" 100 "),
-            "{what} sent 100 Continue: {}",
-            got.answer
+            !answer.contains(" 100 "),
+            "{what} sent 100 Continue: {answer}"
         );
-        let first = got
-            .first_byte
-            .unwrap_or_else(|| panic!("{what}: no answer in 10 s"));
-        assert!(first < PROMPT, "{what} answered after {first:?}");
     }
 }
 
@@ -168,31 +169,12 @@ async fn expect_continue_with_a_small_body_gets_100_then_the_answer_on_both_list
     }
 }
 
-#[tokio::test]
-async fn a_body_that_stalls_gets_408_after_the_body_timeout_on_both_listeners() {
+#[test]
+fn a_body_that_stalls_gets_408_after_the_body_timeout_on_both_listeners() {
     let id = identity();
     for (port, what, request) in listeners(&id) {
-        let stalled = format!(
-            "{request} HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n0123456789"
-        );
-        let got = exchange(port, stalled.as_bytes(), Duration::from_secs(10));
-        let ended = got
-            .ended
-            .unwrap_or_else(|| panic!("{what} still waits for the body after 10 s"));
-        assert!(ended < PROMPT, "{what} held a stalled body for {ended:?}");
-        assert_eq!(
-            final_status(&got.answer),
-            Some(408),
-            "{what}: {}",
-            got.answer
-        );
-        if what == "public" {
-            assert!(
-                got.answer.contains(r#""error":"invalid_request""#),
-                "{}",
-                got.answer
-            );
-        }
+        // Ten bytes of a hundred, then nothing.
+        answered_promptly(port, what, &ten_bytes_of(request, 100), 408);
     }
 }
 
