@@ -2,16 +2,20 @@
 //! rotations, logouts). It names who, which client, from where, and why — never a password,
 //! secret or token: events are built from typed fields, so there is no field to put one in.
 //!
-//! A writer thread appends the lines. Unlike the access log nothing is dropped: when the queue is
-//! full the request waits, because an audit trail with holes is worse than a slower login.
+//! The lines go through the kit's [`LineWriter`]: a bounded queue drained by a writer thread.
+//! A request never waits on the disk: when the queue is full (a stalled disk, a blocked stdout)
+//! the event is dropped and counted in `gatehouse_identity_audit_log_dropped_total` instead of
+//! stalling an async worker, and with it every request that worker serves. The trade-off is
+//! that a full queue leaves a hole in the trail; the counter says how large, so alert on any
+//! increase of it.
 
-use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-
+use gatehouse_service::{LineWriter, Sink};
 use serde::Serialize;
 
+use crate::metrics;
 use crate::request::Request;
 
+/// Lines waiting for the writer; a burst beyond this while the disk stalls is dropped.
 const QUEUE: usize = 4096;
 
 #[derive(Debug, Default, Serialize)]
@@ -59,56 +63,27 @@ impl<'a> Event<'a> {
 
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<String>,
+    lines: LineWriter,
 }
 
 impl AuditLog {
     /// `destination` is a file path (appended to, created 0600) or `-` for standard output.
     pub fn open(destination: &str) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = if destination == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            use std::os::unix::fs::OpenOptionsExt;
-            if let Some(dir) = std::path::Path::new(destination).parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(destination)?,
-            )
-        };
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("audit-log".into())
-            .spawn(move || write_lines(rx, out))?;
-        Ok(Self { tx })
+        let lines = LineWriter::start(
+            "audit-log",
+            Sink::from_destination(destination),
+            QUEUE,
+            metrics::AUDIT_LOG_DROPPED.clone(),
+        )?;
+        Ok(Self { lines })
     }
 
+    /// Queues the event; never blocks (see the module comment).
     pub fn record(&self, mut event: Event<'_>) {
         event.time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         match serde_json::to_string(&event) {
-            Ok(line) => {
-                if self.tx.send(line).is_err() {
-                    tracing::error!(event = event.event, "audit log writer is gone");
-                }
-            }
+            Ok(line) => self.lines.write(line),
             Err(e) => tracing::error!(error = %e, "audit event not serialisable"),
-        }
-    }
-}
-
-fn write_lines(rx: Receiver<String>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::new(out);
-    while let Ok(line) = rx.recv() {
-        let _ = writeln!(out, "{line}");
-        while let Ok(line) = rx.try_recv() {
-            let _ = writeln!(out, "{line}");
-        }
-        if let Err(e) = out.flush() {
-            tracing::error!(error = %e, "audit log write failed");
         }
     }
 }

@@ -3,14 +3,17 @@
 //! `endpoints`, which depends on this module and never the reverse.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use gatehouse_service::{
+    LocatedErrors, ReloadGate, ReloadOutcome, Reloadable, Watched, WatchedPath,
+};
 
 use crate::audit::{AuditLog, Event};
 use crate::clock::now;
-use crate::config::{self, ConfigErrors, Settings};
+use crate::config::{self, Settings};
 use crate::grants::Grants;
 use crate::keys::{KeyRing, Rotation};
 use crate::lockout::Lockout;
@@ -29,7 +32,11 @@ pub struct Issuer {
     pub(crate) audit: AuditLog,
     /// The issuer URL's path ("" or "/prefix"): requests may arrive with or without it.
     base_path: String,
-    reloading: Mutex<()>,
+    /// The issuer's own `Arc`, for work that `&self` methods hand to the blocking pool (key
+    /// rotation from the admin listener).
+    pub(crate) this: Weak<Issuer>,
+    /// Serialises and counts reloads: the watcher, SIGHUP and `POST /reload` may race.
+    reload_gate: ReloadGate,
 }
 
 impl Issuer {
@@ -45,7 +52,8 @@ impl Issuer {
         let base_path = url::Url::parse(&p.issuer)
             .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
-        let issuer = Arc::new(Self {
+        let issuer = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             config_path: config_path.to_path_buf(),
             settings: ArcSwap::from_pointee(settings),
             keys,
@@ -54,7 +62,7 @@ impl Issuer {
             secrets: SecretCache::default(),
             audit,
             base_path,
-            reloading: Mutex::new(()),
+            reload_gate: ReloadGate::new(&metrics::CONFIG_RELOADS, "config"),
         });
         issuer.publish_key_gauges();
         Ok(issuer)
@@ -75,39 +83,26 @@ impl Issuer {
             .unwrap_or(path)
     }
 
-    /// Re-reads the configuration. A broken file changes nothing and says why.
-    pub fn reload(&self) -> Result<bool, ConfigErrors> {
-        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+    /// Reads the file again and swaps the settings in; a broken file changes nothing. The gate
+    /// around it counts the attempt and logs every problem.
+    fn load_and_swap(&self) -> Result<ReloadOutcome, LocatedErrors> {
         let old = self.settings();
-        match config::load(&self.config_path) {
-            Ok(new) if new.hash == old.hash => Ok(false),
-            Ok(new) => {
-                if new.process != old.process {
-                    tracing::warn!(
-                        "issuer, listeners, keys and audit_log settings apply at the next restart"
-                    );
-                }
-                tracing::info!(
-                    users = new.users.len(),
-                    clients = new.clients.len(),
-                    "identity configuration reloaded"
-                );
-                self.settings.store(Arc::new(new));
-                metrics::CONFIG_RELOADS
-                    .with_label_values(&["success"])
-                    .inc();
-                Ok(true)
-            }
-            Err(errors) => {
-                metrics::CONFIG_RELOADS
-                    .with_label_values(&["failure"])
-                    .inc();
-                for e in &errors.0 {
-                    tracing::error!(problem = %e, "identity configuration rejected; the running one stays");
-                }
-                Err(errors)
-            }
+        let new = config::load(&self.config_path)?;
+        if new.hash == old.hash {
+            return Ok(ReloadOutcome::Unchanged);
         }
+        if new.process != old.process {
+            tracing::warn!(
+                "issuer, listeners, keys and audit_log settings apply at the next restart"
+            );
+        }
+        tracing::info!(
+            users = new.users.len(),
+            clients = new.clients.len(),
+            "identity configuration reloaded"
+        );
+        self.settings.store(Arc::new(new));
+        Ok(ReloadOutcome::Applied)
     }
 
     /// Rotates the signing keys now and audits it.
@@ -166,5 +161,20 @@ impl Issuer {
         metrics::ACTIVE_KEYS
             .with_label_values(&["retired"])
             .set(set.kids().len() as i64 - active);
+    }
+}
+
+impl Reloadable for Issuer {
+    /// Re-reads identity.yaml. `POST /reload` answers `{"result": "applied" | "unchanged"}`
+    /// and nothing more: the issuer has no version number to report.
+    fn reload(&self) -> Result<ReloadOutcome, LocatedErrors> {
+        self.reload_gate.run(|| self.load_and_swap())
+    }
+}
+
+impl Watched for Issuer {
+    /// identity.yaml alone: key files are the issuer's own output, not configuration.
+    fn watched_paths(&self) -> Vec<WatchedPath> {
+        vec![WatchedPath::file(&self.config_path)]
     }
 }

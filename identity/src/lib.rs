@@ -3,6 +3,7 @@
 //! [`Issuer`] holds the state and answers requests as plain functions of a buffered
 //! [`request::Request`]; [`server`] carries it over Pingora, stand-alone or inside the gateway.
 
+mod admin;
 pub mod audit;
 mod client_auth;
 mod clock;

@@ -31,14 +31,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gatehouse_service::tracing_setup::init();
     let cli = Cli::parse();
     let result = match cli.command {
         None | Some(Command::Serve) => server::run(&cli.config),
@@ -55,24 +48,14 @@ fn main() -> ExitCode {
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(s) => {
-            println!(
-                "{}: OK ({} users, {} clients)",
-                path.display(),
-                s.users.len(),
-                s.clients.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{} problem(s) found", errors.0.len());
-            ExitCode::FAILURE
-        }
-    }
+    gatehouse_service::print_validation(config::load(path).map(|s| {
+        format!(
+            "{}: OK ({} users, {} clients)",
+            path.display(),
+            s.users.len(),
+            s.clients.len()
+        )
+    }))
 }
 
 fn hash(generate: bool) -> anyhow::Result<()> {

@@ -69,6 +69,14 @@ pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("metric registration: {e}"))
 });
 
+pub static AUDIT_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_identity_audit_log_dropped_total",
+        "Audit events dropped because the audit-log writer fell behind (its queue was full). Any increase is a hole in the audit trail: alert on it."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
 pub static REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "gatehouse_identity_request_duration_seconds",
@@ -89,4 +97,5 @@ pub fn init() {
     LazyLock::force(&KEY_ROTATIONS);
     LazyLock::force(&CONFIG_RELOADS);
     LazyLock::force(&REQUESTS);
+    LazyLock::force(&AUDIT_LOG_DROPPED);
 }

@@ -99,6 +99,22 @@ impl OAuthError {
             format!("the request body exceeds {limit} bytes"),
         )
     }
+    /// The request body did not arrive within `timeouts.body`.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "the request body did not arrive in time".into(),
+        )
+    }
+    /// RFC 9110 §10.1.1: only `Expect: 100-continue` is understood.
+    pub fn expectation_failed() -> Self {
+        Self::new(
+            StatusCode::EXPECTATION_FAILED,
+            "invalid_request",
+            "only `Expect: 100-continue` is supported".into(),
+        )
+    }
     pub fn server_error() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,5 +1,7 @@
-//! Carries the issuer over Pingora: the public listener (HTTP or HTTPS), the loopback admin
-//! listener, and one background service for upkeep (key schedule, pruning, config reload).
+//! Carries the issuer over Pingora: the public listener (HTTP or HTTPS) and the loopback admin
+//! listener, both the shared kit's buffered listener with its body limit and request deadlines;
+//! the kit's config watcher (file changes and SIGHUP); and the once-a-second key schedule and
+//! expiry.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,22 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use http::{Method, Response, StatusCode};
-use notify::{RecursiveMode, Watcher};
-use pingora::apps::http_app::{HttpServer, ServeHttp};
+use gatehouse_service::{
+    AdminApp, BufferedApp, FileWatcher, Handler, Refusal, Request as BufferedRequest, RequestLimits,
+};
+use http::Response;
 use pingora::listeners::tls::TlsSettings;
-use pingora::protocols::http::ServerSession;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use prometheus::{Encoder, TextEncoder};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::json;
-use tokio::sync::mpsc;
 
-use crate::reply::{self as h, OAuthError};
+use crate::reply::OAuthError;
 use crate::request::Request;
 use crate::Issuer;
 
@@ -41,15 +40,16 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     server.run_forever()
 }
 
-/// Adds the issuer's listeners and upkeep to `server` (its own, or the gateway's when embedded).
+/// Adds the issuer's listeners, config watcher and schedule to `server` (its own, or the
+/// gateway's when embedded).
 pub fn add_services(server: &mut Server, issuer: Arc<Issuer>) -> anyhow::Result<()> {
     let settings = issuer.settings();
     let p = &settings.process;
     let mut public = Service::new(
         format!("identity {}", p.listen),
-        HttpServer::new_app(IdentityApp {
+        BufferedApp::new(Arc::new(IdentityApp {
             issuer: issuer.clone(),
-        }),
+        })),
     );
     match &p.tls {
         Some((cert, key)) => {
@@ -65,15 +65,20 @@ pub fn add_services(server: &mut Server, issuer: Arc<Issuer>) -> anyhow::Result<
     server.add_service(public);
     let mut admin = Service::new(
         format!("identity admin {}", p.admin),
-        HttpServer::new_app(AdminApp {
-            issuer: issuer.clone(),
-        }),
+        BufferedApp::new(Arc::new(AdminApp::new(issuer.clone(), settings.timeouts))),
     );
     admin.add_tcp(&p.admin);
     server.add_service(admin);
+    // Built here, before the server runs: the watcher installs its SIGHUP handler when it is
+    // made, so a SIGHUP that arrives as soon as a listener accepts reloads instead of ending
+    // the process (SIGHUP's default action).
     server.add_service(background_service(
-        "identity upkeep",
-        Upkeep {
+        "identity config watcher",
+        FileWatcher::new(issuer.clone(), "identity config"),
+    ));
+    server.add_service(background_service(
+        "identity key schedule and expiry",
+        KeyScheduleAndExpiry {
             issuer: issuer.clone(),
         },
     ));
@@ -97,177 +102,75 @@ fn check_pem(cert: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The public listener: the kit reads each request whole, within the current settings' body
+/// limit and deadlines, and the issuer answers it; refusals are OAuth error answers.
 pub struct IdentityApp {
     pub issuer: Arc<Issuer>,
 }
 
 #[async_trait]
-impl ServeHttp for IdentityApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let limit = self.issuer.settings().max_body_bytes;
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        // Stop reading: the connection closes after the answer.
-                        session.set_keepalive(None);
-                        return OAuthError::payload_too_large(limit).reply();
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    session.set_keepalive(None);
-                    return OAuthError::invalid_request("unreadable request body".into()).reply();
-                }
-            }
+impl Handler for IdentityApp {
+    /// Read per request: a reload changes `max_body_bytes` and `timeouts` for the next one.
+    fn limits(&self) -> RequestLimits {
+        let settings = self.issuer.settings();
+        RequestLimits {
+            max_body_bytes: settings.max_body_bytes,
+            timeouts: settings.timeouts,
         }
-        let head = session.req_header();
-        let request = Request {
-            method: head.method.clone(),
-            path: head.uri.path().to_string(),
-            query: head.uri.query().map(String::from),
-            headers: head.headers.clone(),
-            body,
-            peer_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+    }
+
+    async fn handle(&self, request: BufferedRequest) -> Response<Vec<u8>> {
+        self.issuer.handle(issuer_request(request)).await
+    }
+
+    /// RFC 6749 §5.2's error format, as every other refusal of this listener.
+    fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
+        let error = match refusal {
+            Refusal::TooLarge { limit } => OAuthError::payload_too_large(limit),
+            Refusal::Unreadable => OAuthError::invalid_request("unreadable request body".into()),
+            Refusal::BodyTimeout => OAuthError::request_timeout(),
+            Refusal::UnsupportedExpectation => OAuthError::expectation_failed(),
         };
-        self.issuer.handle(request).await
+        error.reply()
     }
 }
 
-/// The admin listener: `/metrics`, `/healthz`, `POST /reload`, `POST /keys/rotate`.
-pub struct AdminApp {
-    pub issuer: Arc<Issuer>,
-}
-
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let ok = |v| h::json(StatusCode::OK, &v);
-        match (req.method.clone(), req.uri.path()) {
-            (Method::GET, "/metrics") => {
-                let encoder = TextEncoder::new();
-                let mut body = Vec::new();
-                match encoder.encode(&prometheus::gather(), &mut body) {
-                    Ok(()) => h::respond(StatusCode::OK, "text/plain; version=0.0.4", body),
-                    Err(_) => OAuthError::server_error().reply(),
-                }
-            }
-            (Method::GET, "/healthz") => {
-                let keys = self.issuer.keys.current();
-                ok(json!({"status": "ok", "active_keys": keys.active_count(), "keys": keys.kids()}))
-            }
-            (Method::POST, "/reload") => {
-                let issuer = self.issuer.clone();
-                match tokio::task::spawn_blocking(move || issuer.reload()).await {
-                    Ok(Ok(true)) => ok(json!({"result": "applied"})),
-                    Ok(Ok(false)) => ok(json!({"result": "unchanged"})),
-                    Ok(Err(errors)) => h::json(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &json!({"result": "rejected", "errors": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>()}),
-                    ),
-                    Err(_) => OAuthError::server_error().reply(),
-                }
-            }
-            (Method::POST, "/keys/rotate") => {
-                let issuer = self.issuer.clone();
-                match tokio::task::spawn_blocking(move || issuer.rotate_keys("admin")).await {
-                    Ok(Ok(rotation)) => ok(json!({
-                        "rotated": rotation.iter().map(|(alg, retired, fresh)| json!({
-                            "alg": alg.as_str(), "retired_kid": retired, "kid": fresh,
-                        })).collect::<Vec<_>>(),
-                    })),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "key rotation failed");
-                        OAuthError::server_error().reply()
-                    }
-                    Err(_) => OAuthError::server_error().reply(),
-                }
-            }
-            _ => h::respond(
-                StatusCode::NOT_FOUND,
-                "application/json",
-                br#"{"error":"not_found"}"#.to_vec(),
-            ),
-        }
+/// The issuer's request, which its endpoints (and their unit tests) read.
+fn issuer_request(r: BufferedRequest) -> Request {
+    Request {
+        path: r.uri.path().to_string(),
+        query: r.uri.query().map(String::from),
+        method: r.method,
+        headers: r.headers,
+        body: r.body,
+        peer_ip: r.peer_ip,
+        tls: r.tls,
     }
 }
 
-/// Once a second: the key schedule and grant expiry. On a change to identity.yaml (or SIGHUP):
-/// a reload.
-struct Upkeep {
+/// Once a second: the key schedule (rotation when due, retired keys leaving the JWKS) and
+/// expired grants swept from memory. Config reloads are the [`FileWatcher`]'s.
+struct KeyScheduleAndExpiry {
     issuer: Arc<Issuer>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
-/// Editors save by rename and write in bursts: wait for the burst to end before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[async_trait]
-impl BackgroundService for Upkeep {
+impl BackgroundService for KeyScheduleAndExpiry {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (tx, mut changed) = mpsc::unbounded_channel::<()>();
-        let file_name = self
-            .issuer
-            .config_path()
-            .file_name()
-            .map(|n| n.to_os_string());
-        // The directory, not the file: editors replace files by rename, ending a watch on the file.
-        let dir = match self.issuer.config_path().parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let watching = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(e) = event {
-                let ours = e
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-                if ours && !e.kind.is_access() {
-                    let _ = tx.send(());
-                }
-            }
-        })
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-        // Kept alive for the loop below: dropping the watcher ends the watch.
-        let _watcher = watching
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "cannot watch identity.yaml; reload with SIGHUP or POST /reload")
-            })
-            .ok();
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(TICK);
         loop {
-            let reload = tokio::select! {
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return; }
-                    false
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() { return; }
+                    continue;
                 }
-                _ = tick.tick() => false,
-                Some(()) = changed.recv() => {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while changed.try_recv().is_ok() {}
-                    true
-                }
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            };
+                _ = tick.tick() => {}
+            }
             let issuer = self.issuer.clone();
-            // Both may touch the disk (key files, the config): keep them off the async workers.
-            let _ = tokio::task::spawn_blocking(move || {
-                if reload {
-                    let _ = issuer.reload();
-                } else {
-                    issuer.tick();
-                }
-            })
-            .await;
+            // Rotation writes key files: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || issuer.tick()).await;
         }
     }
 }

@@ -1338,6 +1338,15 @@ async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges(
         metric_value(&metrics, "gatehouse_identity_key_rotations_total"),
         0.0
     );
+    // Dropped audit events are listed from the start, so an alert on them has a series.
+    assert!(
+        metrics.contains("# TYPE gatehouse_identity_audit_log_dropped_total counter"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "gatehouse_identity_audit_log_dropped_total"),
+        0.0
+    );
 
     // The public listener does not serve metrics.
     let resp = client()

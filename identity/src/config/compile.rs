@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{ConfigErrors, Problems};
+use super::error::Problems;
 use super::file::{ClientFile, File, GrantType, KeysFile, UserFile};
 use super::settings::{Client, ProcessSettings, Settings, User};
+use super::LocatedErrors;
 use crate::keys::SigningAlg;
 use crate::password;
 
@@ -39,15 +40,15 @@ const RESERVED_CLAIMS: &[&str] = &[
 ];
 
 /// Checks `file` and builds the [`Settings`] the issuer reads. Every problem is reported, not
-/// only the first; `name` is the file's name in the messages, `base` the directory relative
-/// paths start from, `hash` the file's digest (see [`Settings::hash`]).
+/// only the first; `path` is the file the messages name, `base` the directory relative paths
+/// start from, `hash` the file's digest (see [`Settings::hash`]).
 pub fn compile(
     mut file: File,
-    name: &str,
+    path: &Path,
     base: &Path,
     hash: String,
-) -> Result<Settings, ConfigErrors> {
-    let mut problems = Problems::new(name);
+) -> Result<Settings, LocatedErrors> {
+    let mut problems = Problems::new(path);
     // The order of the checks is the order of the messages: keep it stable.
     check_listeners(&file, &mut problems);
     check_keys(&file.keys, &mut problems);
@@ -65,6 +66,7 @@ pub fn compile(
         session: file.session,
         lockout: file.lockout,
         max_body_bytes: file.max_body_bytes,
+        timeouts: file.timeouts,
         users,
         clients,
         hash,
@@ -112,13 +114,22 @@ fn check_keys(keys: &KeysFile, problems: &mut Problems) {
     }
 }
 
-/// `lockout`, `max_body_bytes` and `session` (the token lifetimes need no check).
+/// `lockout`, `max_body_bytes`, `timeouts` and `session` (the token lifetimes need no check).
 fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
     if file.lockout.max_failures == 0 {
         problems.at("lockout.max_failures", "must be at least 1");
     }
     if file.max_body_bytes < 1024 {
         problems.at("max_body_bytes", "must be at least 1024");
+    }
+    // A zero deadline would refuse every request before its first byte.
+    for (key, deadline) in [
+        ("timeouts.header", file.timeouts.header),
+        ("timeouts.body", file.timeouts.body),
+    ] {
+        if deadline.is_zero() {
+            problems.at(key, "must be longer than 0s");
+        }
     }
     let cookie = &file.session.cookie;
     if cookie.is_empty()
@@ -320,7 +331,7 @@ mod tests {
 
     use std::path::Path;
 
-    use crate::config::{compile, load, ConfigErrors, File};
+    use crate::config::{compile, load, File, LocatedErrors};
 
     /// A well-formed argon2id PHC string (the hash itself is never checked here).
     const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzYWx0$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY";
@@ -330,14 +341,19 @@ mod tests {
         let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
         match compile(
             file,
-            "identity.yaml",
+            Path::new("identity.yaml"),
             Path::new("/etc/gatehouse"),
             "h".into(),
         ) {
             Ok(_) => Vec::new(),
-            Err(ConfigErrors(errors)) => {
-                assert!(errors.iter().all(|e| e.file == "identity.yaml"));
-                errors.into_iter().map(|e| (e.key, e.message)).collect()
+            Err(LocatedErrors(errors)) => {
+                assert!(errors
+                    .iter()
+                    .all(|e| e.file == Path::new("identity.yaml") && e.line.is_none()));
+                errors
+                    .into_iter()
+                    .map(|e| (e.key_path, e.message))
+                    .collect()
             }
         }
     }
@@ -425,22 +441,69 @@ clients:
         );
 
         let missing = Path::new("/nonexistent/identity.yaml");
-        let Err(ConfigErrors(errors)) = load(missing) else {
+        let Err(LocatedErrors(errors)) = load(missing) else {
             panic!("a missing file loads");
         };
         assert_eq!(errors.len(), 1);
+        // A whole-file problem: no key path (it used to be the pseudo-key "(file)").
         assert_eq!(
-            (errors[0].file.as_str(), errors[0].key.as_str()),
-            ("/nonexistent/identity.yaml", "(file)")
+            (errors[0].file.as_path(), errors[0].key_path.as_str()),
+            (missing, "")
         );
         assert!(
             errors[0].message.starts_with("cannot read: "),
             "{}",
             errors[0].message
         );
-        assert!(ConfigErrors(errors)
+        assert!(crate::config::is_unreadable(&errors[0]));
+        assert!(LocatedErrors(errors)
             .to_string()
-            .starts_with("/nonexistent/identity.yaml: (file): cannot read: "));
+            .starts_with("/nonexistent/identity.yaml: cannot read: "));
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_located_by_its_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("identity.yaml");
+        let yaml = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\nclients:\n  - id: a\n    grant_types: [client_credentials]\n    colour: blue\n";
+        std::fs::write(&path, yaml).expect("write");
+        let Err(LocatedErrors(errors)) = load(&path) else {
+            panic!("an unknown key loads");
+        };
+        assert_eq!(errors.len(), 1);
+        let e = &errors[0];
+        assert_eq!((e.line, e.key_path.as_str()), (Some(8), ""));
+        // serde_yaml's key path stays at the head of the message; its " at line 8 column 5"
+        // became the location.
+        assert!(
+            e.message.starts_with("clients[0]: unknown field `colour`"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("at line"), "{}", e.message);
+        assert!(!crate::config::is_unreadable(e));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}:8: clients[0]: unknown field", path.display())));
+    }
+
+    #[test]
+    fn request_deadlines_are_read_and_must_not_be_zero() {
+        let base = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\n";
+        let file: File =
+            serde_yaml::from_str(&format!("{base}timeouts: {{header: 2s, body: 3s}}\n"))
+                .expect("test YAML has the right shape");
+        let settings = compile(file, Path::new("identity.yaml"), Path::new("/"), "h".into())
+            .expect("a valid file");
+        assert_eq!(settings.timeouts.header, std::time::Duration::from_secs(2));
+        assert_eq!(settings.timeouts.body, std::time::Duration::from_secs(3));
+        assert_eq!(
+            problems(&format!("{base}timeouts: {{header: 0s, body: 0s}}\n")),
+            expect(&[
+                ("timeouts.header", "must be longer than 0s"),
+                ("timeouts.body", "must be longer than 0s"),
+            ])
+        );
     }
 
     #[test]
@@ -449,7 +512,7 @@ clients:
         let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
         let settings = compile(
             file,
-            "identity.yaml",
+            Path::new("identity.yaml"),
             Path::new("/etc/gatehouse"),
             "h".into(),
         )

@@ -1,56 +1,64 @@
-//! Configuration errors. Every error is made by `Problems::at`, so changing the error type is a
-//! change in this file alone.
+//! Configuration errors, in the kit's located form ([`LocatedError`]: file, line, key path,
+//! message, hint) so that `validate`, reload answers and the gateway's embedded check print them
+//! as every other Gatehouse service does. Every error of a compiled file is made by
+//! [`Problems::at`]; the two whole-file problems (unreadable, unparseable) by the functions below.
 
-/// One problem in the configuration, with the key path that holds it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub message: String,
-}
+use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+use gatehouse_service::{LocatedError, LocatedErrors};
 
 /// The problems found in one file, in the order they were found: compiling goes on after the
 /// first one, so the operator sees them all at once.
 pub(super) struct Problems {
-    file: String,
-    found: Vec<ConfigError>,
+    file: PathBuf,
+    found: Vec<LocatedError>,
 }
 
 impl Problems {
-    pub(super) fn new(file: &str) -> Self {
+    pub(super) fn new(file: &Path) -> Self {
         Self {
-            file: file.to_string(),
+            file: file.to_path_buf(),
             found: Vec::new(),
         }
     }
 
-    /// A file with exactly one problem, found before compiling could start.
-    pub(super) fn single(file: &str, key: &str, message: String) -> ConfigErrors {
-        let mut problems = Self::new(file);
-        problems.at(key, message);
-        ConfigErrors(problems.found)
-    }
-
     /// Records a problem at `key`, a key path such as `clients[2].redirect_uris[0]`.
     pub(super) fn at(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.found.push(ConfigError {
-            file: self.file.clone(),
-            key: key.into(),
-            message: message.into(),
-        });
+        self.found.push(LocatedError::new(&self.file, key, message));
     }
 
     /// `Err` with every problem recorded, if there was any.
-    pub(super) fn finish(self) -> Result<(), ConfigErrors> {
+    pub(super) fn finish(self) -> Result<(), LocatedErrors> {
         if self.found.is_empty() {
             Ok(())
         } else {
-            Err(ConfigErrors(self.found))
+            Err(LocatedErrors(self.found))
         }
     }
+}
+
+const CANNOT_READ: &str = "cannot read: ";
+
+/// The file could not be read. A whole-file problem: the gateway reports it against the key
+/// that names the file instead (see [`is_unreadable`]).
+pub(super) fn unreadable(file: &Path, e: &std::io::Error) -> LocatedErrors {
+    LocatedError::whole_file(file, format!("{CANNOT_READ}{e}")).into()
+}
+
+/// Whether `e` says the file could not be read at all (rather than what is wrong inside it).
+pub fn is_unreadable(e: &LocatedError) -> bool {
+    e.key_path.is_empty() && e.line.is_none() && e.message.starts_with(CANNOT_READ)
+}
+
+/// The file is not YAML of the right shape. serde_yaml's message starts with the key path when
+/// it knows one (`clients[0]: unknown field ...`) and ends with " at line L column C"; the line
+/// moves into the location, where `file:line:` shows it once.
+pub(super) fn unparseable(file: &Path, e: &serde_yaml::Error) -> LocatedErrors {
+    let line = e.location().map(|l| l.line());
+    let message = e.to_string();
+    let message = match (line, message.rfind(" at line ")) {
+        (Some(_), Some(i)) => &message[..i],
+        _ => &message,
+    };
+    LocatedError::whole_file(file, message).at_line(line).into()
 }

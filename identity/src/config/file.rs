@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gatehouse_service::Timeouts;
 use serde::Deserialize;
 
 use crate::keys::SigningAlg;
@@ -28,6 +29,9 @@ pub struct File {
     pub audit_log: String,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Deadlines for a request's header and body on both listeners (slow clients).
+    #[serde(default)]
+    pub timeouts: Timeouts,
     #[serde(default)]
     pub users: Vec<UserFile>,
     #[serde(default)]

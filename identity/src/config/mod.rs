@@ -11,23 +11,19 @@ mod settings;
 use std::path::Path;
 
 pub use compile::compile;
-pub use error::{ConfigError, ConfigErrors};
+pub use error::is_unreadable;
 pub use file::{
     ClientFile, File, GrantType, KeysFile, LockoutFile, SessionFile, TlsFile, TokensFile, UserFile,
 };
+pub use gatehouse_service::{LocatedError, LocatedErrors};
 pub use settings::{Client, ProcessSettings, Settings, User};
 
-use error::Problems;
-
 /// Reads, parses and compiles `path`. Relative paths inside are relative to the file's directory.
-pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .map_err(|e| Problems::single(&name, "(file)", format!("cannot read: {e}")))?;
-    let file: File = serde_yaml::from_slice(&bytes)
-        .map_err(|e| Problems::single(&name, "(yaml)", e.to_string()))?;
+pub fn load(path: &Path) -> Result<Settings, LocatedErrors> {
+    let bytes = std::fs::read(path).map_err(|e| error::unreadable(path, &e))?;
+    let file: File = serde_yaml::from_slice(&bytes).map_err(|e| error::unparseable(path, &e))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    compile(file, &name, base, hex_sha256(&bytes))
+    compile(file, path, base, hex_sha256(&bytes))
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_service::Timeouts;
+
 use super::file::{GrantType, LockoutFile, SessionFile, TokensFile};
 use crate::keys::SigningAlg;
 
@@ -30,6 +32,9 @@ pub struct Settings {
     pub session: SessionFile,
     pub lockout: LockoutFile,
     pub max_body_bytes: usize,
+    /// Read per request on the public listener, so a reload applies them; the admin listener
+    /// takes the ones it started with.
+    pub timeouts: Timeouts,
     pub users: HashMap<String, Arc<User>>,
     pub clients: HashMap<String, Arc<Client>>,
     /// sha256 of the file: lets a reload tell "unchanged" from "applied".

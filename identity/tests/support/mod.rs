@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../tests/support/polling.rs"]
 mod polling;
+#[path = "../../../tests/support/slow_clients.rs"]
+#[allow(dead_code)]
+pub mod slow_clients;
 // Not every test file uses every helper.
 #[allow(unused_imports)]
 pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
@@ -140,6 +143,12 @@ impl Identity {
     }
 
     pub fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to listen.
+    pub fn launch(&mut self) {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(self.config_path())
@@ -152,6 +161,10 @@ impl Identity {
             .spawn()
             .expect("spawn gatehouse-identity");
         self.child = Some(child);
+    }
+
+    /// Waits until both listeners accept connections.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -172,6 +185,23 @@ impl Identity {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+        }
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn stop(&mut self) {

@@ -16,14 +16,14 @@ impl Compiler {
     ) -> Option<PathBuf> {
         let path = self.resolve(spec.identity.as_deref()?);
         if let Err(errors) = gatehouse_identity::config::load(&path) {
+            // Identity reports in the same located form: its problems pass through as they are,
+            // except an unreadable file, which is a problem of the key naming it.
             for e in errors.0 {
-                // An unreadable file is a problem of the key naming it; the rest are the file's own.
-                let (file, key) = if e.key == "(file)" {
-                    (main_path.to_path_buf(), "embedded.identity".to_string())
+                if gatehouse_identity::config::is_unreadable(&e) {
+                    self.error(main_path, "embedded.identity", e.message, e.hint);
                 } else {
-                    (path.clone(), e.key)
-                };
-                self.error(&file, key, e.message, None);
+                    self.errors.push(e);
+                }
             }
         }
         Some(path)
