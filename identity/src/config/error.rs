@@ -37,17 +37,9 @@ impl Problems {
     }
 }
 
-const CANNOT_READ: &str = "cannot read: ";
-
-/// The file could not be read. A whole-file problem: the gateway reports it against the key
-/// that names the file instead (see [`is_unreadable`]).
+/// The file could not be read: a problem of the whole file.
 pub(super) fn unreadable(file: &Path, e: &std::io::Error) -> LocatedErrors {
-    LocatedError::whole_file(file, format!("{CANNOT_READ}{e}")).into()
-}
-
-/// Whether `e` says the file could not be read at all (rather than what is wrong inside it).
-pub fn is_unreadable(e: &LocatedError) -> bool {
-    e.key_path.is_empty() && e.line.is_none() && e.message.starts_with(CANNOT_READ)
+    LocatedError::whole_file(file, format!("cannot read: {e}")).into()
 }
 
 /// The file is not YAML of the right shape. serde_yaml's message starts with the key path when

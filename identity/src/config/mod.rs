@@ -11,7 +11,6 @@ mod settings;
 use std::path::Path;
 
 pub use compile::compile;
-pub use error::is_unreadable;
 pub use file::{
     ClientFile, File, GrantType, KeysFile, LockoutFile, SessionFile, TlsFile, TokensFile, UserFile,
 };

@@ -62,7 +62,7 @@ impl Compiler {
         let (upstreams, routes) = self.gather(&main);
 
         self.check_process_settings(&main);
-        let embedded_identity = self.embedded_identity(&main_path, &main.embedded);
+        let embedded_identity = self.embedded_identity(&main.embedded);
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         let pools = self.pools(&upstreams, previous);
