@@ -192,6 +192,11 @@ impl Gateway {
             .expect("spawn gateway");
         wait_for_port(ports.admin, &mut child, "gateway admin");
         wait_for_port(ports.http, &mut child, "gateway http listener");
+        // Listeners open one by one: a test must not race the TLS listener it configured.
+        let config = std::fs::read_to_string(dir.path().join("gatehouse.yaml")).unwrap_or_default();
+        if config.contains(&format!(":{}", ports.https)) {
+            wait_for_port(ports.https, &mut child, "gateway https listener");
+        }
         Gateway {
             dir,
             http_port: ports.http,
