@@ -195,16 +195,18 @@ impl<H: Handler> HttpServerApp for BufferedApp<H> {
     }
 }
 
-/// Reads the header within its deadline. `false`: nothing to answer (closed, timed out, or a
-/// 400 already sent for a header that does not parse).
+/// Reads the header within its deadline. `false`: nothing to answer (closed, timed out, or an
+/// error already sent for a header that does not parse).
 async fn read_header(session: &mut ServerSession, deadline: Duration) -> bool {
     match tokio::time::timeout(deadline, session.read_request()).await {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => {
-            // Only the kind: the error's context can quote the request's bytes.
-            tracing::debug!(kind = ?e.etype, "unreadable request header");
+            // Never the error itself: its context quotes the request's bytes (up to 2 KiB of
+            // them, `Authorization` and cookies included) or its URI.
+            let status = unparseable_status(&e);
+            tracing::debug!(kind = ?e.etype, status, "unparseable request header");
             if matches!(e.etype, ErrorType::InvalidHTTPHeader) {
-                let _ = session.respond_error(400).await;
+                let _ = session.respond_error(status).await;
             }
             false
         }
@@ -213,6 +215,32 @@ async fn read_header(session: &mut ServerSession, deadline: Duration) -> bool {
             false
         }
     }
+}
+
+/// The longest URI the `http` crate accepts.
+const URI_MAX_LEN: usize = u16::MAX as usize - 1;
+
+/// The status for a header Pingora could not parse: 431 for too many or too large header
+/// fields (RFC 6585 §5), 414 for a URI longer than `http` accepts (64 KiB), else 400.
+fn unparseable_status(e: &pingora::Error) -> u16 {
+    let cause = e.cause.as_deref();
+    if let Some(httparse::Error::TooManyHeaders) = cause.and_then(|c| c.downcast_ref()) {
+        return 431;
+    }
+    let context = e.context.as_ref().map(|c| c.as_str()).unwrap_or_default();
+    // Pingora's own limit on the whole header (1 MiB).
+    if context.starts_with("Request header larger than") {
+        return 431;
+    }
+    // A URI `http` refuses keeps no cause, only Pingora's "invalid uri <target>": too long when
+    // the target is over `http`'s limit.
+    if context
+        .strip_prefix("invalid uri ")
+        .is_some_and(|target| target.len() > URI_MAX_LEN)
+    {
+        return 414;
+    }
+    400
 }
 
 async fn read_body(

@@ -1,13 +1,57 @@
 //! The log subscriber every binary installs: `RUST_LOG` filter (default `info`), to stderr,
 //! coloured only on a terminal.
+//!
+//! Pingora's debug and trace lines quote what a client sent: an unparseable header's first
+//! 2 KiB and every parsed request header, `Authorization` and cookies included. Secrets are never
+//! logged here, so its crates stay at `info` however verbose `RUST_LOG` is, unless `RUST_LOG`
+//! names them itself (an operator's explicit, local choice).
+
+use tracing_subscriber::EnvFilter;
+
+/// Pingora's crates whose debug/trace output carries request bytes.
+const QUOTE_REQUESTS: [&str; 2] = ["pingora_core", "pingora_proxy"];
 
 pub fn init() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn filter(spec: Option<&str>) -> EnvFilter {
+    let spec = spec.unwrap_or("info");
+    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Only a cap: a quieter filter (`warn`) stays as quiet.
+    if filter
+        .max_level_hint()
+        .is_some_and(|max| max <= tracing_subscriber::filter::LevelFilter::INFO)
+    {
+        return filter;
+    }
+    for target in QUOTE_REQUESTS {
+        if !spec.contains(target) {
+            if let Ok(directive) = format!("{target}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pingora_stays_at_info_unless_named() {
+        let shown = filter(Some("debug")).to_string();
+        assert!(shown.contains("pingora_core=info"), "{shown}");
+        assert!(shown.contains("pingora_proxy=info"), "{shown}");
+        let named = filter(Some("debug,pingora_proxy=trace")).to_string();
+        assert!(named.contains("pingora_proxy=trace"), "{named}");
+        assert!(!named.contains("pingora_proxy=info"), "{named}");
+        let quiet = filter(Some("warn")).to_string();
+        assert!(!quiet.contains("pingora"), "{quiet}");
+    }
 }

@@ -20,6 +20,19 @@ pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
+/// Waits until something listens on `port` (a listener of a process already started).
+pub fn wait_for_listener(port: u16, what: &str) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + READY_TIMEOUT;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -179,12 +192,17 @@ impl Gateway {
     }
 
     pub fn start_in(dir: tempfile::TempDir, ports: Ports) -> Gateway {
+        Self::start_logging(dir, ports, "info")
+    }
+
+    /// As [`Gateway::start_in`], with `RUST_LOG` set to `log`.
+    pub fn start_logging(dir: tempfile::TempDir, ports: Ports, log: &str) -> Gateway {
         let stdout = std::fs::File::create(dir.path().join("access.log")).expect("log file");
         let stderr = std::fs::File::create(dir.path().join("gateway.err")).expect("log file");
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(dir.path().join("gatehouse.yaml"))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
