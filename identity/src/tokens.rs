@@ -7,6 +7,13 @@ use serde_json::{json, Map, Value};
 use crate::config::{Client, User};
 use crate::keys::{KeyError, KeyRing};
 
+/// The access-token claim that says which kind of party `sub` names: [`USER`] or [`SERVICE`].
+/// User names and client ids are one namespace, and this claim lets a resource server check the
+/// kind without knowing the issuer's directory.
+pub const SUB_KIND: &str = "sub_kind";
+pub const USER: &str = "user";
+pub const SERVICE: &str = "service";
+
 /// The party a token speaks for: a logged-in user, or a service as itself.
 pub enum Subject<'a> {
     User { user: &'a User, auth_time: u64 },
@@ -50,11 +57,14 @@ impl Minter<'_> {
         match subject {
             Subject::User { user, auth_time } => {
                 claims.insert("sub".into(), user.username.clone().into());
+                claims.insert(SUB_KIND.into(), USER.into());
                 claims.insert("auth_time".into(), (*auth_time).into());
                 identity_claims(&mut claims, user);
             }
             Subject::Service(service) => {
+                // A service speaks for itself: no user claims, only its own roles.
                 claims.insert("sub".into(), service.id.clone().into());
+                claims.insert(SUB_KIND.into(), SERVICE.into());
                 claims.insert("roles".into(), json!(service.roles));
             }
         }

@@ -32,6 +32,7 @@ const RESERVED_CLAIMS: &[&str] = &[
     "amr",
     "at_hash",
     "sid",
+    "sub_kind",
     "roles",
     "email",
     "name",
@@ -53,12 +54,17 @@ pub fn compile(
     check_listeners(&file, &mut problems);
     check_keys(&file.keys, &mut problems);
     check_sessions_and_limits(&file, &mut problems);
+    let names = (
+        file.users.iter().map(|u| u.username.clone()).collect(),
+        file.clients.iter().map(|c| c.id.clone()).collect(),
+    );
     let users = users(std::mem::take(&mut file.users), &mut problems);
     let clients = clients(
         std::mem::take(&mut file.clients),
         &file.keys.algorithms,
         &mut problems,
     );
+    check_one_namespace(names, &mut problems);
     problems.finish()?;
     Ok(Settings {
         process: process(&file, base),
@@ -162,6 +168,30 @@ fn process(file: &File, base: &Path) -> ProcessSettings {
         } else {
             base.join(&file.audit_log).display().to_string()
         },
+    }
+}
+
+/// User names and client ids are one namespace: both become a token's `sub`, and a resource
+/// server (the gateway's owner checks, `/userinfo`) must never take a service for a user.
+/// `names`: the user names and the client ids, in file order.
+fn check_one_namespace(names: (Vec<String>, Vec<String>), problems: &mut Problems) {
+    let (users, clients) = names;
+    // Empty names are reported on their own.
+    let users: HashMap<&str, usize> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !name.is_empty())
+        .map(|(i, name)| (name.as_str(), i))
+        .collect();
+    for (i, id) in clients.iter().enumerate() {
+        if let Some(j) = users.get(id.as_str()) {
+            problems.at(
+                format!("clients[{i}].id"),
+                format!(
+                    "`{id}` is also the username of users[{j}]; user names and client ids share one namespace (both become a token's `sub`), so rename one"
+                ),
+            );
+        }
     }
 }
 

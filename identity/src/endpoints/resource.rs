@@ -29,6 +29,9 @@ pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     if !scope.split(' ').any(|s| s == "openid") {
         return OAuthError::insufficient_scope("the token lacks the openid scope").reply();
     }
+    if claims.get(tokens::SUB_KIND).and_then(Value::as_str) != Some(tokens::USER) {
+        return OAuthError::invalid_token("the token's subject is not a user").reply();
+    }
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
     match settings.users.get(sub) {
         Some(user) => json(StatusCode::OK, &tokens::userinfo(user)),
@@ -58,6 +61,7 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
                 "scope",
                 "client_id",
                 "sub",
+                tokens::SUB_KIND,
                 "aud",
                 "iss",
                 "exp",
