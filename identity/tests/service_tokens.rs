@@ -310,6 +310,11 @@ async fn discovery_document_describes_this_issuer_and_lists_the_password_grant_a
         json!(["RS256", "ES256"])
     );
     assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    // Public clients may revoke their own tokens without a secret (RFC 7009 §2.1).
+    assert_eq!(
+        doc["revocation_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post", "none"])
+    );
     assert_eq!(doc["response_types_supported"], json!(["code"]));
     let grants: Vec<&str> = doc["grant_types_supported"]
         .as_array()
