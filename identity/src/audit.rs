@@ -10,6 +10,8 @@
 //! increase of it.
 
 use gatehouse_service::{LineWriter, Sink};
+
+use crate::config::AuditRotationFile;
 use serde::Serialize;
 
 use crate::metrics;
@@ -67,14 +69,19 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// `destination` is a file path (appended to, created 0600) or `-` for standard output.
-    pub fn open(destination: &str) -> std::io::Result<Self> {
-        let lines = LineWriter::start(
-            "audit-log",
-            Sink::from_destination(destination),
-            QUEUE,
-            metrics::AUDIT_LOG_DROPPED.clone(),
-        )?;
+    /// `destination` is a file path (appended to, created 0600, rotated by size) or `-` for
+    /// standard output.
+    pub fn open(destination: &str, rotation: AuditRotationFile) -> std::io::Result<Self> {
+        let sink = match destination {
+            "-" => Sink::Stdout,
+            path => Sink::Rotating {
+                path: path.into(),
+                max_bytes: rotation.max_file_bytes,
+                keep: rotation.keep_files,
+            },
+        };
+        let lines =
+            LineWriter::start("audit-log", sink, QUEUE, metrics::AUDIT_LOG_DROPPED.clone())?;
         Ok(Self { lines })
     }
 

@@ -47,7 +47,7 @@ impl Issuer {
         let p = &settings.process;
         let keys =
             KeyRing::open(&p.keys_dir, &p.algorithms, now()).context("opening the signing keys")?;
-        let audit = AuditLog::open(&p.audit_log)
+        let audit = AuditLog::open(&p.audit_log, p.audit_rotation)
             .with_context(|| format!("opening the audit log {}", p.audit_log))?;
         let base_path = url::Url::parse(&p.issuer)
             .map(|u| u.path().trim_end_matches('/').to_string())

@@ -168,6 +168,7 @@ fn process(file: &File, base: &Path) -> ProcessSettings {
         } else {
             base.join(&file.audit_log).display().to_string()
         },
+        audit_rotation: file.audit_rotation,
     }
 }
 

@@ -27,6 +27,9 @@ pub struct File {
     pub lockout: LockoutFile,
     #[serde(default = "default_audit_log")]
     pub audit_log: String,
+    /// When `audit_log` is a file: rotate it by size, as the decision log does.
+    #[serde(default)]
+    pub audit_rotation: AuditRotationFile,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// Deadlines for a request's header and body on both listeners (slow clients).
@@ -95,6 +98,23 @@ impl Default for SessionFile {
         Self {
             ttl: default_session_ttl(),
             cookie: default_cookie(),
+        }
+    }
+}
+
+/// `audit.log` → `audit.log.1` → … → `.{keep_files}` once a file reaches `max_file_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditRotationFile {
+    pub max_file_bytes: u64,
+    pub keep_files: usize,
+}
+
+impl Default for AuditRotationFile {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 100 * 1024 * 1024,
+            keep_files: 10,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gatehouse_service::Timeouts;
 
-use super::file::{GrantType, LockoutFile, SessionFile, TokensFile};
+use super::file::{AuditRotationFile, GrantType, LockoutFile, SessionFile, TokensFile};
 use crate::keys::SigningAlg;
 
 /// Process settings: read at start-up; a reload that changes them only warns.
@@ -22,6 +22,7 @@ pub struct ProcessSettings {
     pub rotate_every: Option<Duration>,
     pub jwks_max_age: Duration,
     pub audit_log: String,
+    pub audit_rotation: AuditRotationFile,
 }
 
 /// Everything a reload may change: who exists and what they may get.
