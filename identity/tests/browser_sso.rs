@@ -1076,7 +1076,12 @@ async fn the_login_page_refuses_bad_passwords_escapes_input_and_sets_a_safe_cook
         .unwrap_or_default()
         .contains("frame-ancestors 'none'"));
     assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
-    assert!(set_cookies(&resp).is_empty(), "no session before a login");
+    assert!(
+        !set_cookies(&resp)
+            .iter()
+            .any(|c| c.starts_with("gatehouse_sso=")),
+        "no session before a login"
+    );
     let html = resp.text().await.expect("form");
     assert!(
         html.contains("<strong>web</strong>"),
@@ -1414,4 +1419,196 @@ async fn userinfo_refuses_missing_bad_and_non_openid_tokens() {
     // While the access token from the same response works.
     let info = ok_json(userinfo(Some(s(&tokens, "access_token").to_string())).await).await;
     assert_eq!(info["sub"], "alice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Login CSRF: a pending login belongs to the browser that started it
+// ---------------------------------------------------------------------------------------------
+
+/// The name of the cookie that binds a pending login to its browser.
+const LOGIN_COOKIE: &str = "gatehouse_sso_login";
+
+/// A form POST to `/login` with extra request headers (what a browser adds: Origin, Sec-Fetch-Site).
+async fn post_login_with(
+    id: &Identity,
+    browser: &reqwest::Client,
+    request: &str,
+    username: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = browser.post(id.url("/login")).form(&[
+        ("request", request),
+        ("username", username),
+        ("password", password),
+    ]);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.expect("POST /login")
+}
+
+/// A refused login POST: 403, an HTML page, no redirect and no cookie of any kind.
+async fn assert_forbidden_login(resp: reqwest::Response, what: &str) -> String {
+    assert_eq!(resp.status().as_u16(), 403, "{what}: status");
+    assert_eq!(header(&resp, "location"), None, "{what}: must not redirect");
+    assert!(
+        set_cookies(&resp).is_empty(),
+        "{what}: {:?}",
+        set_cookies(&resp)
+    );
+    let ct = header(&resp, "content-type").unwrap_or_default();
+    assert!(ct.starts_with("text/html"), "{what}: content type {ct}");
+    resp.text().await.expect("page")
+}
+
+#[tokio::test]
+async fn a_login_post_from_another_browser_or_another_site_is_refused_and_plants_no_session() {
+    let id = Identity::start("", &standard_directory());
+    let (_, challenge) = pkce();
+
+    // The attacker starts a login in his own browser: the form, and a cookie that binds the
+    // pending request to that browser (HttpOnly, SameSite=Lax, no Secure on plain http).
+    let attacker = browser();
+    let resp = get(&attacker, &web_request(&id, "att", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200, "the login form");
+    let cookies = set_cookies(&resp);
+    let binding = cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{LOGIN_COOKIE}=")))
+        .unwrap_or_else(|| panic!("no {LOGIN_COOKIE} cookie: {cookies:?}"))
+        .clone();
+    let parts: Vec<&str> = binding.split(';').map(str::trim).collect();
+    let has = |a: &str| parts.iter().any(|p| p.eq_ignore_ascii_case(a));
+    assert!(
+        has("HttpOnly") && has("SameSite=Lax") && has("Path=/"),
+        "{binding}"
+    );
+    assert!(!has("Secure"), "no Secure over plain http: {binding}");
+    let binding_value = parts[0].split_once('=').expect("name=value").1.to_string();
+    assert!(binding_value.len() >= 32, "an unguessable value: {binding}");
+    let request = hidden_request(&resp.text().await.expect("form"));
+
+    // Then he makes the victim's browser send that pending id with his own password (a hidden,
+    // auto-submitted form on his site). The victim has a pending login of her own, so her
+    // browser carries a binding cookie, just not his. No Origin header here: the cookie binding
+    // alone must refuse it.
+    let victim = browser();
+    let resp = get(&victim, &web_request(&id, "vic", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    for (what, who) in [
+        ("the victim's browser", &victim),
+        ("a client without cookies", &client()),
+    ] {
+        let resp = post_login(&id, who, &request, "bob", "bob-password").await;
+        let page = assert_forbidden_login(resp, what).await;
+        assert!(page.contains("another browser"), "{what}: {page}");
+    }
+    // The GET of the form by id is bound the same way.
+    let resp = get(&victim, &id.url(&format!("/login?request={request}"))).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "GET /login from another browser"
+    );
+
+    // No session was planted: the victim's next authorization request shows the login form
+    // rather than signing her in as bob.
+    let resp = get(&victim, &web_request(&id, "vic2", &challenge)).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "the victim must not be signed in as the attacker"
+    );
+
+    // A cross-site form post is refused by its headers, even from the right browser (the
+    // cookie would travel with a top-level POST only in browsers without SameSite).
+    let origin = id.issuer();
+    for (what, headers) in [
+        ("a foreign Origin", vec![("origin", "https://evil.example")]),
+        ("Origin: null", vec![("origin", "null")]),
+        ("another port", vec![("origin", "http://127.0.0.1:1")]),
+        (
+            "Sec-Fetch-Site: cross-site",
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+        (
+            "Sec-Fetch-Site: same-site",
+            vec![("sec-fetch-site", "same-site")],
+        ),
+    ] {
+        let resp = post_login_with(&id, &attacker, &request, "bob", "bob-password", &headers).await;
+        let page = assert_forbidden_login(resp, what).await;
+        assert!(page.contains("another site"), "{what}: {page}");
+    }
+
+    // The refusals spent nothing: the right browser, posting from the issuer's own page, gets
+    // in with the same pending id.
+    let resp = post_login_with(
+        &id,
+        &attacker,
+        &request,
+        "bob",
+        "bob-password",
+        &[
+            ("origin", origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    let q = callback(&id, &resp, WEB_CALLBACK, "att");
+    assert!(q.contains_key("code"));
+
+    // Refusals are audited and counted, and the binding cookie's value is never written down.
+    for reason in ["foreign_browser", "cross_origin"] {
+        audited(&id, reason, |e| {
+            e["event"] == "login" && e["outcome"] == "failure" && e["reason"] == reason
+        })
+        .await;
+        let series = format!("gatehouse_identity_login_failures_total{{reason=\"{reason}\"}}");
+        assert!(
+            metric_value(&id.metrics().await, &series) >= 1.0,
+            "{series}"
+        );
+    }
+    assert!(!id.audit_text().contains(&binding_value));
+    assert!(!id.stderr().contains(&binding_value));
+
+    // The victim's own login, in her own browser, still works, and so does SSO into a second
+    // client from it.
+    let resp = get(&victim, &web_request(&id, "vic3", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let own = hidden_request(&resp.text().await.expect("form"));
+    let resp = post_login(&id, &victim, &own, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "vic3");
+    let (_, challenge) = pkce();
+    let spa = authorize_url(
+        &id,
+        &[
+            ("response_type", "code"),
+            ("client_id", "spa"),
+            ("redirect_uri", SPA_CALLBACK),
+            ("state", "sso"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let resp = get(&victim, &spa).await;
+    callback(&id, &resp, SPA_CALLBACK, "sso");
+}
+
+#[tokio::test]
+async fn two_pending_logins_in_one_browser_both_complete() {
+    // Two tabs: the second /authorize must not orphan the first tab's form.
+    let id = Identity::start("", &standard_directory());
+    let b = browser();
+    let (_, challenge) = pkce();
+    let first = get(&b, &web_request(&id, "tab1", &challenge)).await;
+    let first = hidden_request(&first.text().await.expect("form"));
+    let second = get(&b, &web_request(&id, "tab2", &challenge)).await;
+    let second = hidden_request(&second.text().await.expect("form"));
+    let resp = post_login(&id, &b, &first, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "tab1");
+    let resp = post_login(&id, &b, &second, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "tab2");
 }
