@@ -1612,3 +1612,188 @@ async fn two_pending_logins_in_one_browser_both_complete() {
     let resp = post_login(&id, &b, &second, "alice", "alice-password").await;
     callback(&id, &resp, WEB_CALLBACK, "tab2");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. max_age (OIDC Core §3.1.2.1) and the auth_time it is checked against
+// ---------------------------------------------------------------------------------------------
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// What one `spa` authorization in a browser came to.
+struct SpaLogin {
+    /// The login form was shown (no reusable session).
+    form_shown: bool,
+    /// The ID token's `auth_time`, as verified by openidconnect.
+    auth_time: i64,
+    /// `name=value` of the session cookie a password login set.
+    session: Option<String>,
+}
+
+/// Runs `spa`'s authorization request built by openidconnect (with `max_age` when given) in
+/// `browser`, signing in as alice when the form is shown, and redeems the code.
+async fn spa_login(id: &Identity, browser: &reqwest::Client, max_age: Option<u64>) -> SpaLogin {
+    let spa = oidc(id, "spa", None, SPA_CALLBACK).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = spa
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    if let Some(seconds) = max_age {
+        request = request.set_max_age(Duration::from_secs(seconds));
+    }
+    let (url, csrf, nonce) = request.url();
+    let resp = get(browser, url.as_str()).await;
+    let (form_shown, resp) = match resp.status().as_u16() {
+        303 => (false, resp),
+        200 => {
+            let request = hidden_request(&resp.text().await.expect("form"));
+            (
+                true,
+                post_login(id, browser, &request, "alice", "alice-password").await,
+            )
+        }
+        s => panic!("unexpected /authorize status {s}"),
+    };
+    let session = set_cookies(&resp)
+        .iter()
+        .find(|c| c.starts_with("gatehouse_sso="))
+        .and_then(|c| c.split(';').next())
+        .map(String::from);
+    let code = callback(id, &resp, SPA_CALLBACK, csrf.secret())["code"].clone();
+    let token = spa
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&client())
+        .await
+        .unwrap_or_else(|e| panic!("code exchange failed: {e:?}"));
+    // openidconnect checks auth_time against max_age itself when asked to.
+    let verifier = spa
+        .id_token_verifier()
+        .set_auth_time_verifier_fn(move |auth_time| match (auth_time, max_age) {
+            (None, Some(_)) => Err("auth_time is required when max_age was sent".into()),
+            _ => Ok(()),
+        });
+    let claims = token
+        .id_token()
+        .expect("an ID token")
+        .claims(&verifier, &nonce)
+        .unwrap_or_else(|e| panic!("ID token does not verify: {e:?}"));
+    SpaLogin {
+        form_shown,
+        auth_time: claims.auth_time().expect("auth_time").timestamp(),
+        session,
+    }
+}
+
+#[tokio::test]
+async fn max_age_forces_a_fresh_login_and_auth_time_tells_when_it_happened() {
+    let id = Identity::start("", &standard_directory());
+    let b = browser();
+
+    // The first login.
+    let before_first = unix_now();
+    let first = spa_login(&id, &b, None).await;
+    assert!(first.form_shown, "no session yet: the form");
+    assert!(
+        first.auth_time >= before_first,
+        "auth_time {} < {before_first}",
+        first.auth_time
+    );
+    let first_session = first.session.expect("a session cookie");
+
+    // Without max_age, and with a max_age the session is younger than, SSO answers at once and
+    // the ID token tells the time of the one real login.
+    for max_age in [None, Some(3600)] {
+        let sso = spa_login(&id, &b, max_age).await;
+        assert!(
+            !sso.form_shown,
+            "max_age {max_age:?}: SSO must not show the form"
+        );
+        assert_eq!(
+            sso.auth_time, first.auth_time,
+            "max_age {max_age:?}: the session's auth_time"
+        );
+    }
+
+    // Let the session age past one second.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // prompt=none with a session that is too old: login_required, no code.
+    let (_, challenge) = pkce();
+    let spa_request = |state: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", "spa"),
+            ("redirect_uri", SPA_CALLBACK),
+            ("state", state),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        params.extend_from_slice(extra);
+        authorize_url(&id, &params)
+    };
+    for max_age in ["0", "1"] {
+        let url = spa_request("pn", &[("prompt", "none"), ("max_age", max_age)]);
+        let resp = get(&b, &url).await;
+        assert_error_redirect(&id, &resp, SPA_CALLBACK, "login_required", Some("pn"));
+    }
+    // A max_age that is not a number of seconds is an error sent back to the client.
+    for bad in ["-1", "ten", "1.5"] {
+        let resp = get(&b, &spa_request("bad", &[("max_age", bad)])).await;
+        assert_error_redirect(&id, &resp, SPA_CALLBACK, "invalid_request", Some("bad"));
+    }
+
+    // max_age=1: the session is older, so the form comes back, and the ID token tells the new
+    // login's time.
+    let before_second = unix_now();
+    let second = spa_login(&id, &b, Some(1)).await;
+    assert!(
+        second.form_shown,
+        "max_age=1 with a 2 s old session must show the form"
+    );
+    assert!(
+        second.auth_time >= before_second && second.auth_time > first.auth_time,
+        "auth_time {}: not the second login (before it: {before_second}, first: {})",
+        second.auth_time,
+        first.auth_time
+    );
+
+    // The fresh login replaced the browser's session: the old cookie answers no more.
+    let resp = client()
+        .get(spa_request("old", &[("prompt", "none")]))
+        .header("cookie", &first_session)
+        .send()
+        .await
+        .expect("authorize");
+    assert_error_redirect(&id, &resp, SPA_CALLBACK, "login_required", Some("old"));
+
+    // max_age=0 asks for a login every time, even with a session seconds old.
+    let before_third = unix_now();
+    let third = spa_login(&id, &b, Some(0)).await;
+    assert!(
+        third.form_shown,
+        "max_age=0 must show the form despite a live session"
+    );
+    assert!(
+        third.auth_time >= before_third,
+        "auth_time {} < {before_third}",
+        third.auth_time
+    );
+
+    // SSO without max_age now reports the newest login.
+    let sso = spa_login(&id, &b, None).await;
+    assert!(!sso.form_shown);
+    assert_eq!(
+        sso.auth_time, third.auth_time,
+        "SSO carries the re-login's time"
+    );
+}
