@@ -11,10 +11,20 @@ use std::sync::Mutex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// A fresh 256-bit random value, base64url without padding.
 pub fn random_value() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// Whether `value` is 256 bits in base64url without padding (43 characters): the shape of
+/// [`random_value`]'s output and of an S256 `code_challenge` (RFC 7636 §4.2).
+pub fn is_base64url_256(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 type Digest32 = [u8; 32];
@@ -57,7 +67,8 @@ pub struct Session {
     pub expires_at: u64,
 }
 
-/// An `/authorize` request waiting for the user to log in; the login form carries its id.
+/// An `/authorize` request waiting for the user to log in; the login form carries its id, and
+/// only the browser that started it may complete it (see [`Grants::put_pending`]).
 #[derive(Debug, Clone)]
 pub struct PendingAuthorization {
     pub client_id: String,
@@ -68,6 +79,21 @@ pub struct PendingAuthorization {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub expires_at: u64,
+}
+
+struct PendingEntry {
+    request: PendingAuthorization,
+    /// Digest of the browser's login-binding cookie.
+    browser: Digest32,
+}
+
+/// Why a pending login request cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PendingRefusal {
+    /// Never issued, already used, or expired.
+    Unknown,
+    /// Presented without the cookie of the browser that started it (login CSRF).
+    OtherBrowser,
 }
 
 struct CodeEntry {
@@ -87,7 +113,7 @@ struct State {
     refresh: HashMap<Digest32, RefreshEntry>,
     revoked_families: HashSet<String>,
     sessions: HashMap<Digest32, Session>,
-    pending: HashMap<Digest32, PendingAuthorization>,
+    pending: HashMap<Digest32, PendingEntry>,
     revoked_jti: HashMap<String, u64>,
 }
 
@@ -222,41 +248,61 @@ impl Grants {
         self.state().sessions.remove(&digest(value))
     }
 
+    /// Stores a pending request bound to `browser`, the value of that browser's login-binding
+    /// cookie: the id alone, which travels in a form any page can forge, completes nothing.
+    ///
     /// Anyone can open `/authorize` without credentials, so pending requests are capped: when
     /// full, expired ones go first, then the oldest.
-    pub fn put_pending(&self, pending: PendingAuthorization, now: u64) -> String {
+    pub fn put_pending(&self, pending: PendingAuthorization, browser: &str, now: u64) -> String {
         let value = random_value();
         let mut state = self.state();
         if state.pending.len() >= MAX_PENDING {
-            state.pending.retain(|_, p| now < p.expires_at);
+            state.pending.retain(|_, e| now < e.request.expires_at);
         }
         if state.pending.len() >= MAX_PENDING {
             let oldest = state
                 .pending
                 .iter()
-                .min_by_key(|(_, p)| p.expires_at)
+                .min_by_key(|(_, e)| e.request.expires_at)
                 .map(|(k, _)| *k);
             if let Some(k) = oldest {
                 state.pending.remove(&k);
             }
         }
-        state.pending.insert(digest(&value), pending);
+        let entry = PendingEntry {
+            request: pending,
+            browser: digest(browser),
+        };
+        state.pending.insert(digest(&value), entry);
         value
     }
 
-    pub fn pending(&self, value: &str, now: u64) -> Option<PendingAuthorization> {
-        self.state()
-            .pending
-            .get(&digest(value))
-            .filter(|p| now < p.expires_at)
-            .cloned()
+    /// The pending request `value`, if it is live and `browser` is the cookie it was bound to.
+    pub fn pending(
+        &self,
+        value: &str,
+        browser: Option<&str>,
+        now: u64,
+    ) -> Result<PendingAuthorization, PendingRefusal> {
+        let state = self.state();
+        check_pending(state.pending.get(&digest(value)), browser, now).map(|e| e.request.clone())
     }
 
-    pub fn take_pending(&self, value: &str, now: u64) -> Option<PendingAuthorization> {
-        self.state()
+    /// Like [`Grants::pending`], and spends it: a pending request completes one login.
+    pub fn take_pending(
+        &self,
+        value: &str,
+        browser: Option<&str>,
+        now: u64,
+    ) -> Result<PendingAuthorization, PendingRefusal> {
+        let mut state = self.state();
+        let key = digest(value);
+        check_pending(state.pending.get(&key), browser, now)?;
+        state
             .pending
-            .remove(&digest(value))
-            .filter(|p| now < p.expires_at)
+            .remove(&key)
+            .map(|e| e.request)
+            .ok_or(PendingRefusal::Unknown)
     }
 
     /// Forgets everything that can no longer be used. A redeemed code or used refresh token is
@@ -266,10 +312,26 @@ impl Grants {
         s.codes.retain(|_, e| now < e.code.expires_at);
         s.refresh.retain(|_, e| now < e.grant.expires_at);
         s.sessions.retain(|_, x| now < x.expires_at);
-        s.pending.retain(|_, p| now < p.expires_at);
+        s.pending.retain(|_, e| now < e.request.expires_at);
         s.revoked_jti.retain(|_, exp| now < *exp);
         let live: HashSet<String> = s.refresh.values().map(|e| e.grant.family.clone()).collect();
         s.revoked_families.retain(|f| live.contains(f));
+    }
+}
+
+/// A pending entry is usable when it exists, is live, and `browser` hashes to its binding. The
+/// digests are compared in constant time: it costs nothing and leaves no timing to reason about.
+fn check_pending<'a>(
+    entry: Option<&'a PendingEntry>,
+    browser: Option<&str>,
+    now: u64,
+) -> Result<&'a PendingEntry, PendingRefusal> {
+    let entry = entry
+        .filter(|e| now < e.request.expires_at)
+        .ok_or(PendingRefusal::Unknown)?;
+    match browser {
+        Some(b) if bool::from(digest(b).ct_eq(&entry.browser)) => Ok(entry),
+        _ => Err(PendingRefusal::OtherBrowser),
     }
 }
 
@@ -287,6 +349,43 @@ mod tests {
             auth_time: 0,
             expires_at: 100,
         }
+    }
+
+    fn pending() -> PendingAuthorization {
+        PendingAuthorization {
+            client_id: "c".into(),
+            redirect_uri: "https://c/cb".into(),
+            state: "s".into(),
+            scope: vec![],
+            audience: "a".into(),
+            nonce: None,
+            code_challenge: None,
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn a_pending_login_answers_only_its_own_browser_and_only_once() {
+        let g = Grants::default();
+        let id = g.put_pending(pending(), "browser-a", 1);
+        for other in [None, Some("browser-b"), Some("")] {
+            let refused = Err(PendingRefusal::OtherBrowser);
+            assert_eq!(g.pending(&id, other, 1).map(|p| p.state), refused);
+            assert_eq!(g.take_pending(&id, other, 1).map(|p| p.state), refused);
+        }
+        assert!(g.pending(&id, Some("browser-a"), 1).is_ok());
+        assert!(g.take_pending(&id, Some("browser-a"), 1).is_ok());
+        let spent = Err(PendingRefusal::Unknown);
+        assert_eq!(
+            g.take_pending(&id, Some("browser-a"), 1).map(|p| p.state),
+            spent
+        );
+        let late = g.put_pending(pending(), "browser-a", 1);
+        let expired = Err(PendingRefusal::Unknown);
+        assert_eq!(
+            g.pending(&late, Some("browser-a"), 100).map(|p| p.state),
+            expired
+        );
     }
 
     #[test]

@@ -1076,7 +1076,12 @@ async fn the_login_page_refuses_bad_passwords_escapes_input_and_sets_a_safe_cook
         .unwrap_or_default()
         .contains("frame-ancestors 'none'"));
     assert_eq!(header(&resp, "cache-control").as_deref(), Some("no-store"));
-    assert!(set_cookies(&resp).is_empty(), "no session before a login");
+    assert!(
+        !set_cookies(&resp)
+            .iter()
+            .any(|c| c.starts_with("gatehouse_sso=")),
+        "no session before a login"
+    );
     let html = resp.text().await.expect("form");
     assert!(
         html.contains("<strong>web</strong>"),
@@ -1414,4 +1419,381 @@ async fn userinfo_refuses_missing_bad_and_non_openid_tokens() {
     // While the access token from the same response works.
     let info = ok_json(userinfo(Some(s(&tokens, "access_token").to_string())).await).await;
     assert_eq!(info["sub"], "alice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Login CSRF: a pending login belongs to the browser that started it
+// ---------------------------------------------------------------------------------------------
+
+/// The name of the cookie that binds a pending login to its browser.
+const LOGIN_COOKIE: &str = "gatehouse_sso_login";
+
+/// A form POST to `/login` with extra request headers (what a browser adds: Origin, Sec-Fetch-Site).
+async fn post_login_with(
+    id: &Identity,
+    browser: &reqwest::Client,
+    request: &str,
+    username: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = browser.post(id.url("/login")).form(&[
+        ("request", request),
+        ("username", username),
+        ("password", password),
+    ]);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.expect("POST /login")
+}
+
+/// A refused login POST: 403, an HTML page, no redirect and no cookie of any kind.
+async fn assert_forbidden_login(resp: reqwest::Response, what: &str) -> String {
+    assert_eq!(resp.status().as_u16(), 403, "{what}: status");
+    assert_eq!(header(&resp, "location"), None, "{what}: must not redirect");
+    assert!(
+        set_cookies(&resp).is_empty(),
+        "{what}: {:?}",
+        set_cookies(&resp)
+    );
+    let ct = header(&resp, "content-type").unwrap_or_default();
+    assert!(ct.starts_with("text/html"), "{what}: content type {ct}");
+    resp.text().await.expect("page")
+}
+
+#[tokio::test]
+async fn a_login_post_from_another_browser_or_another_site_is_refused_and_plants_no_session() {
+    let id = Identity::start("", &standard_directory());
+    let (_, challenge) = pkce();
+
+    // The attacker starts a login in his own browser: the form, and a cookie that binds the
+    // pending request to that browser (HttpOnly, SameSite=Lax, no Secure on plain http).
+    let attacker = browser();
+    let resp = get(&attacker, &web_request(&id, "att", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200, "the login form");
+    let cookies = set_cookies(&resp);
+    let binding = cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{LOGIN_COOKIE}=")))
+        .unwrap_or_else(|| panic!("no {LOGIN_COOKIE} cookie: {cookies:?}"))
+        .clone();
+    let parts: Vec<&str> = binding.split(';').map(str::trim).collect();
+    let has = |a: &str| parts.iter().any(|p| p.eq_ignore_ascii_case(a));
+    assert!(
+        has("HttpOnly") && has("SameSite=Lax") && has("Path=/"),
+        "{binding}"
+    );
+    assert!(!has("Secure"), "no Secure over plain http: {binding}");
+    let binding_value = parts[0].split_once('=').expect("name=value").1.to_string();
+    assert!(binding_value.len() >= 32, "an unguessable value: {binding}");
+    let request = hidden_request(&resp.text().await.expect("form"));
+
+    // Then he makes the victim's browser send that pending id with his own password (a hidden,
+    // auto-submitted form on his site). The victim has a pending login of her own, so her
+    // browser carries a binding cookie, just not his. No Origin header here: the cookie binding
+    // alone must refuse it.
+    let victim = browser();
+    let resp = get(&victim, &web_request(&id, "vic", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    for (what, who) in [
+        ("the victim's browser", &victim),
+        ("a client without cookies", &client()),
+    ] {
+        let resp = post_login(&id, who, &request, "bob", "bob-password").await;
+        let page = assert_forbidden_login(resp, what).await;
+        assert!(page.contains("another browser"), "{what}: {page}");
+    }
+    // The GET of the form by id is bound the same way.
+    let resp = get(&victim, &id.url(&format!("/login?request={request}"))).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "GET /login from another browser"
+    );
+
+    // No session was planted: the victim's next authorization request shows the login form
+    // rather than signing her in as bob.
+    let resp = get(&victim, &web_request(&id, "vic2", &challenge)).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "the victim must not be signed in as the attacker"
+    );
+
+    // A cross-site form post is refused by its headers, even from the right browser (the
+    // cookie would travel with a top-level POST only in browsers without SameSite).
+    let origin = id.issuer();
+    for (what, headers) in [
+        ("a foreign Origin", vec![("origin", "https://evil.example")]),
+        ("Origin: null", vec![("origin", "null")]),
+        ("another port", vec![("origin", "http://127.0.0.1:1")]),
+        (
+            "Sec-Fetch-Site: cross-site",
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+        (
+            "Sec-Fetch-Site: same-site",
+            vec![("sec-fetch-site", "same-site")],
+        ),
+    ] {
+        let resp = post_login_with(&id, &attacker, &request, "bob", "bob-password", &headers).await;
+        let page = assert_forbidden_login(resp, what).await;
+        assert!(page.contains("another site"), "{what}: {page}");
+    }
+
+    // The refusals spent nothing: the right browser, posting from the issuer's own page, gets
+    // in with the same pending id.
+    let resp = post_login_with(
+        &id,
+        &attacker,
+        &request,
+        "bob",
+        "bob-password",
+        &[
+            ("origin", origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    let q = callback(&id, &resp, WEB_CALLBACK, "att");
+    assert!(q.contains_key("code"));
+
+    // Refusals are audited and counted, and the binding cookie's value is never written down.
+    for reason in ["foreign_browser", "cross_origin"] {
+        audited(&id, reason, |e| {
+            e["event"] == "login" && e["outcome"] == "failure" && e["reason"] == reason
+        })
+        .await;
+        let series = format!("gatehouse_identity_login_failures_total{{reason=\"{reason}\"}}");
+        assert!(
+            metric_value(&id.metrics().await, &series) >= 1.0,
+            "{series}"
+        );
+    }
+    assert!(!id.audit_text().contains(&binding_value));
+    assert!(!id.stderr().contains(&binding_value));
+
+    // The victim's own login, in her own browser, still works, and so does SSO into a second
+    // client from it.
+    let resp = get(&victim, &web_request(&id, "vic3", &challenge)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let own = hidden_request(&resp.text().await.expect("form"));
+    let resp = post_login(&id, &victim, &own, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "vic3");
+    let (_, challenge) = pkce();
+    let spa = authorize_url(
+        &id,
+        &[
+            ("response_type", "code"),
+            ("client_id", "spa"),
+            ("redirect_uri", SPA_CALLBACK),
+            ("state", "sso"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let resp = get(&victim, &spa).await;
+    callback(&id, &resp, SPA_CALLBACK, "sso");
+}
+
+#[tokio::test]
+async fn two_pending_logins_in_one_browser_both_complete() {
+    // Two tabs: the second /authorize must not orphan the first tab's form.
+    let id = Identity::start("", &standard_directory());
+    let b = browser();
+    let (_, challenge) = pkce();
+    let first = get(&b, &web_request(&id, "tab1", &challenge)).await;
+    let first = hidden_request(&first.text().await.expect("form"));
+    let second = get(&b, &web_request(&id, "tab2", &challenge)).await;
+    let second = hidden_request(&second.text().await.expect("form"));
+    let resp = post_login(&id, &b, &first, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "tab1");
+    let resp = post_login(&id, &b, &second, "alice", "alice-password").await;
+    callback(&id, &resp, WEB_CALLBACK, "tab2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. max_age (OIDC Core §3.1.2.1) and the auth_time it is checked against
+// ---------------------------------------------------------------------------------------------
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// What one `spa` authorization in a browser came to.
+struct SpaLogin {
+    /// The login form was shown (no reusable session).
+    form_shown: bool,
+    /// The ID token's `auth_time`, as verified by openidconnect.
+    auth_time: i64,
+    /// `name=value` of the session cookie a password login set.
+    session: Option<String>,
+}
+
+/// Runs `spa`'s authorization request built by openidconnect (with `max_age` when given) in
+/// `browser`, signing in as alice when the form is shown, and redeems the code.
+async fn spa_login(id: &Identity, browser: &reqwest::Client, max_age: Option<u64>) -> SpaLogin {
+    let spa = oidc(id, "spa", None, SPA_CALLBACK).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = spa
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    if let Some(seconds) = max_age {
+        request = request.set_max_age(Duration::from_secs(seconds));
+    }
+    let (url, csrf, nonce) = request.url();
+    let resp = get(browser, url.as_str()).await;
+    let (form_shown, resp) = match resp.status().as_u16() {
+        303 => (false, resp),
+        200 => {
+            let request = hidden_request(&resp.text().await.expect("form"));
+            (
+                true,
+                post_login(id, browser, &request, "alice", "alice-password").await,
+            )
+        }
+        s => panic!("unexpected /authorize status {s}"),
+    };
+    let session = set_cookies(&resp)
+        .iter()
+        .find(|c| c.starts_with("gatehouse_sso="))
+        .and_then(|c| c.split(';').next())
+        .map(String::from);
+    let code = callback(id, &resp, SPA_CALLBACK, csrf.secret())["code"].clone();
+    let token = spa
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&client())
+        .await
+        .unwrap_or_else(|e| panic!("code exchange failed: {e:?}"));
+    // openidconnect checks auth_time against max_age itself when asked to.
+    let verifier = spa
+        .id_token_verifier()
+        .set_auth_time_verifier_fn(move |auth_time| match (auth_time, max_age) {
+            (None, Some(_)) => Err("auth_time is required when max_age was sent".into()),
+            _ => Ok(()),
+        });
+    let claims = token
+        .id_token()
+        .expect("an ID token")
+        .claims(&verifier, &nonce)
+        .unwrap_or_else(|e| panic!("ID token does not verify: {e:?}"));
+    SpaLogin {
+        form_shown,
+        auth_time: claims.auth_time().expect("auth_time").timestamp(),
+        session,
+    }
+}
+
+#[tokio::test]
+async fn max_age_forces_a_fresh_login_and_auth_time_tells_when_it_happened() {
+    let id = Identity::start("", &standard_directory());
+    let b = browser();
+
+    // The first login.
+    let before_first = unix_now();
+    let first = spa_login(&id, &b, None).await;
+    assert!(first.form_shown, "no session yet: the form");
+    assert!(
+        first.auth_time >= before_first,
+        "auth_time {} < {before_first}",
+        first.auth_time
+    );
+    let first_session = first.session.expect("a session cookie");
+
+    // Without max_age, and with a max_age the session is younger than, SSO answers at once and
+    // the ID token tells the time of the one real login.
+    for max_age in [None, Some(3600)] {
+        let sso = spa_login(&id, &b, max_age).await;
+        assert!(
+            !sso.form_shown,
+            "max_age {max_age:?}: SSO must not show the form"
+        );
+        assert_eq!(
+            sso.auth_time, first.auth_time,
+            "max_age {max_age:?}: the session's auth_time"
+        );
+    }
+
+    // Let the session age past one second.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // prompt=none with a session that is too old: login_required, no code.
+    let (_, challenge) = pkce();
+    let spa_request = |state: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", "spa"),
+            ("redirect_uri", SPA_CALLBACK),
+            ("state", state),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        params.extend_from_slice(extra);
+        authorize_url(&id, &params)
+    };
+    for max_age in ["0", "1"] {
+        let url = spa_request("pn", &[("prompt", "none"), ("max_age", max_age)]);
+        let resp = get(&b, &url).await;
+        assert_error_redirect(&id, &resp, SPA_CALLBACK, "login_required", Some("pn"));
+    }
+    // A max_age that is not a number of seconds is an error sent back to the client.
+    for bad in ["-1", "ten", "1.5"] {
+        let resp = get(&b, &spa_request("bad", &[("max_age", bad)])).await;
+        assert_error_redirect(&id, &resp, SPA_CALLBACK, "invalid_request", Some("bad"));
+    }
+
+    // max_age=1: the session is older, so the form comes back, and the ID token tells the new
+    // login's time.
+    let before_second = unix_now();
+    let second = spa_login(&id, &b, Some(1)).await;
+    assert!(
+        second.form_shown,
+        "max_age=1 with a 2 s old session must show the form"
+    );
+    assert!(
+        second.auth_time >= before_second && second.auth_time > first.auth_time,
+        "auth_time {}: not the second login (before it: {before_second}, first: {})",
+        second.auth_time,
+        first.auth_time
+    );
+
+    // The fresh login replaced the browser's session: the old cookie answers no more.
+    let resp = client()
+        .get(spa_request("old", &[("prompt", "none")]))
+        .header("cookie", &first_session)
+        .send()
+        .await
+        .expect("authorize");
+    assert_error_redirect(&id, &resp, SPA_CALLBACK, "login_required", Some("old"));
+
+    // max_age=0 asks for a login every time, even with a session seconds old.
+    let before_third = unix_now();
+    let third = spa_login(&id, &b, Some(0)).await;
+    assert!(
+        third.form_shown,
+        "max_age=0 must show the form despite a live session"
+    );
+    assert!(
+        third.auth_time >= before_third,
+        "auth_time {} < {before_third}",
+        third.auth_time
+    );
+
+    // SSO without max_age now reports the newest login.
+    let sso = spa_login(&id, &b, None).await;
+    assert!(!sso.form_shown);
+    assert_eq!(
+        sso.auth_time, third.auth_time,
+        "SSO carries the re-login's time"
+    );
 }

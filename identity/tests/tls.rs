@@ -1,4 +1,5 @@
-//! The issuer on HTTPS (`tls:`): discovery over TLS, and the SSO cookie marked `Secure`.
+//! The issuer on HTTPS (`tls:`): discovery over TLS, and the SSO and login-binding cookies
+//! marked `Secure`.
 //! A certificate that cannot be loaded is a clear start-up error, not a panic.
 
 mod support;
@@ -23,7 +24,7 @@ fn https_extra(port: u16) -> String {
 }
 
 #[tokio::test]
-async fn over_tls_the_sso_cookie_is_secure() {
+async fn over_tls_the_sso_cookies_are_secure() {
     // The port goes into the config, so prepare twice: once to learn it, once with it.
     let probe = Identity::prepare("", &standard_directory());
     let extra = https_extra(probe.port);
@@ -68,6 +69,15 @@ async fn over_tls_the_sso_cookie_is_secure() {
         .await
         .unwrap();
     assert_eq!(form.status(), 200);
+    // The cookie binding the pending login to this browser is Secure too.
+    let binding = form.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(binding.starts_with("gatehouse_sso_login="), "{binding}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(
+            binding.contains(attribute),
+            "{attribute} missing in {binding}"
+        );
+    }
     let html = form.text().await.unwrap();
     let marker = r#"name="request" value=""#;
     let start = html.find(marker).expect("a login form") + marker.len();

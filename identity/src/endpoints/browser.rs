@@ -3,6 +3,12 @@
 //! Until the client and its redirect URI are known to be genuine, errors are shown to the user
 //! and never redirected (RFC 6749 §4.1.2.1): otherwise this server would be an open redirector.
 //! After that, errors go back to the client with `state` and `iss` (RFC 9207).
+//!
+//! Login CSRF: a pending login is bound to the browser that opened `/authorize` by a random,
+//! HttpOnly, SameSite=Lax cookie, and `POST /login` from another site's page is refused by
+//! its `Origin` / `Sec-Fetch-Site`. Either alone stops another site from signing the victim's
+//! browser in to the attacker's account; the header check also spares a forged post any password
+//! work.
 
 use http::{header, HeaderValue, StatusCode};
 use url::Url;
@@ -11,7 +17,7 @@ use super::entitlements::{resolve_audience, resolve_scope};
 use crate::audit::Event;
 use crate::clock::now;
 use crate::config::{Client, GrantType, Settings};
-use crate::grants::{AuthorizationCode, PendingAuthorization};
+use crate::grants::{self, AuthorizationCode, PendingAuthorization, PendingRefusal};
 use crate::issuer::Issuer;
 use crate::login::{self, LoginFailure};
 use crate::reply::{redirect, OAuthError, Reply};
@@ -50,10 +56,18 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         Ok(p) => p,
         Err(e) => return back.error(&e),
     };
+    let max_age = match max_age(&params) {
+        Ok(m) => m,
+        Err(e) => return back.error(&e),
+    };
     let prompt = params.get("prompt").unwrap_or("");
+    let now = now();
+    // prompt=login and max_age (OIDC Core §3.1.2.1) both ask for an authentication more recent
+    // than the session's: such a session does not answer, and the user logs in again.
     let session = req
         .cookie(&settings.session.cookie)
-        .and_then(|v| issuer.grants.session(v, now()));
+        .and_then(|v| issuer.grants.session(v, now))
+        .filter(|s| prompt != "login" && recent_enough(s.auth_time, max_age, now));
     match (session, prompt) {
         // Single sign-on: a live IdP session answers without asking for a password again.
         (Some(session), "" | "none" | "consent") => {
@@ -74,14 +88,45 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         (None, "none") => back.error(&OAuthError {
             status: StatusCode::BAD_REQUEST,
             error: "login_required",
-            description: "no single sign-on session".into(),
+            description: "no single sign-on session recent enough".into(),
             challenge: None,
         }),
         _ => {
-            let id = issuer.grants.put_pending(pending, now());
-            login_form(&client.id, &id, None, StatusCode::OK)
+            let browser = login_binding(req, settings);
+            let id = issuer.grants.put_pending(pending, &browser, now);
+            let mut reply = login_form(&client.id, &id, None, StatusCode::OK);
+            let binding = LoginBinding::of(settings);
+            set_cookie(
+                &mut reply,
+                req.tls,
+                &binding.cookie,
+                &browser,
+                &binding.path,
+                LOGIN_WINDOW_SECS,
+            );
+            reply
         }
     }
+}
+
+/// `max_age` (OIDC Core §3.1.2.1): how many seconds old an authentication may be.
+fn max_age(params: &Params) -> Result<Option<u64>, OAuthError> {
+    params
+        .get("max_age")
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                OAuthError::invalid_request("max_age must be a whole number of seconds".into())
+            })
+        })
+        .transpose()
+}
+
+/// Whether an authentication at `auth_time` satisfies `max_age`. Both times are whole seconds,
+/// so the real age may be up to a second more than `now - auth_time`: requiring that difference
+/// to be *below* `max_age` never accepts an authentication older than asked, and makes
+/// `max_age=0` always ask again, as OIDC Core (errata set 2) says it must (like `prompt=login`).
+fn recent_enough(auth_time: u64, max_age: Option<u64>, now: u64) -> bool {
+    max_age.is_none_or(|max| now.saturating_sub(auth_time) < max)
 }
 
 /// Checks the rest of an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3).
@@ -110,13 +155,7 @@ fn validate(
         params.get("code_challenge"),
         params.get("code_challenge_method"),
     ) {
-        (Some(c), Some("S256"))
-            if c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            Some(c.to_string())
-        }
+        (Some(c), Some("S256")) if grants::is_base64url_256(c) => Some(c.to_string()),
         (Some(_), Some("S256")) => {
             return Err(OAuthError::invalid_request(
                 "code_challenge must be a base64url SHA-256".into(),
@@ -146,27 +185,37 @@ fn validate(
     })
 }
 
-pub fn login_page(issuer: &Issuer, req: &Request) -> Reply {
+pub fn login_page(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = req.query_params().unwrap_or_default();
-    match params
-        .get("request")
-        .and_then(|id| issuer.grants.pending(id, now()).map(|p| (id, p)))
-    {
-        Some((id, pending)) => login_form(&pending.client_id, id, None, StatusCode::OK),
-        None => expired(),
+    let Some(id) = params.get("request") else {
+        return expired();
+    };
+    let browser = req.cookie(&LoginBinding::of(settings).cookie);
+    match issuer.grants.pending(id, browser, now()) {
+        Ok(pending) => login_form(&pending.client_id, id, None, StatusCode::OK),
+        Err(refusal) => refused(refusal),
     }
 }
 
 pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+    // Checked before the body is read: a post another site's page made needs no further work.
+    if !from_own_page(req, settings) {
+        return refuse_login(issuer, req, "cross_origin", CROSS_SITE);
+    }
     let params = match req.form() {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
     };
-    let Some((id, pending)) = params
-        .get("request")
-        .and_then(|id| issuer.grants.pending(id, now()).map(|p| (id, p)))
-    else {
+    let Some(id) = params.get("request") else {
         return expired();
+    };
+    let browser = req.cookie(&LoginBinding::of(settings).cookie);
+    let pending = match issuer.grants.pending(id, browser, now()) {
+        Ok(p) => p,
+        Err(PendingRefusal::OtherBrowser) => {
+            return refuse_login(issuer, req, "foreign_browser", OTHER_BROWSER)
+        }
+        Err(PendingRefusal::Unknown) => return expired(),
     };
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
         return login_form(
@@ -188,9 +237,15 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
     .await
     {
         Ok(user) => {
-            let Some(pending) = issuer.grants.take_pending(id, now()) else {
-                return expired();
+            let pending = match issuer.grants.take_pending(id, browser, now()) {
+                Ok(p) => p,
+                Err(refusal) => return refused(refusal),
             };
+            // A new login replaces the browser's session (after prompt=login or max_age):
+            // the old cookie value must not stay valid beside the new one.
+            if let Some(old) = req.cookie(&settings.session.cookie) {
+                issuer.grants.end_session(old);
+            }
             let auth_time = now();
             let cookie = issuer.grants.put_session(
                 &user.username,
@@ -200,9 +255,10 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
             let mut reply = issue_code(issuer, settings, pending, &user.username, auth_time);
             set_cookie(
                 &mut reply,
-                settings,
                 req.tls,
+                &settings.session.cookie,
                 &cookie,
+                "/",
                 settings.session.ttl.as_secs(),
             );
             reply
@@ -293,7 +349,7 @@ pub fn logout(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
             &pages::message("Signed out", "You are signed out."),
         ),
     };
-    set_cookie(&mut reply, settings, req.tls, "", 0);
+    set_cookie(&mut reply, req.tls, &settings.session.cookie, "", "/", 0);
     reply
 }
 
@@ -367,12 +423,88 @@ impl Callback<'_> {
     }
 }
 
-fn set_cookie(reply: &mut Reply, settings: &Settings, tls: bool, value: &str, max_age: u64) {
+/// The cookie that binds pending logins to a browser.
+struct LoginBinding {
+    /// `<session cookie>_login`: follows the configured name, so that two issuers on one host
+    /// kept apart by their session cookie names keep their bindings apart too.
+    cookie: String,
+    /// The issuer URL's path, as a directory: it holds `/authorize` and `/login` (discovery
+    /// names them under the issuer URL; the form posts to the relative `login`). `/authorize`
+    /// must see the cookie to reuse it, or a login started in a second tab would orphan the
+    /// first tab's form.
+    path: String,
+}
+
+impl LoginBinding {
+    fn of(settings: &Settings) -> Self {
+        let base = Url::parse(&settings.process.issuer)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        Self {
+            cookie: format!("{}_login", settings.session.cookie),
+            path: format!("{base}/"),
+        }
+    }
+}
+
+/// The value that binds this browser's pending logins: the one it already holds, so that logins
+/// started in two tabs both complete, or a fresh random one. A held value is kept only if it has
+/// the shape of one we issue, since it is written back into `Set-Cookie`.
+fn login_binding(req: &Request, settings: &Settings) -> String {
+    req.cookie(&LoginBinding::of(settings).cookie)
+        .filter(|v| grants::is_base64url_256(v))
+        .map_or_else(grants::random_value, String::from)
+}
+
+/// Whether a `POST /login` comes from the issuer's own page. Browsers send `Origin` with form
+/// posts, and `Sec-Fetch-Site` where they support it; a request with neither (an old browser,
+/// curl) passes here and is left to the cookie binding. `same-site` is refused too: a sibling
+/// subdomain may be someone else's site.
+fn from_own_page(req: &Request, settings: &Settings) -> bool {
+    let origin_ok = match req.headers.get(header::ORIGIN) {
+        None => true,
+        Some(sent) => {
+            let own = Url::parse(&settings.process.issuer)
+                .ok()
+                .map(|u| u.origin())
+                .filter(url::Origin::is_tuple)
+                .map(|o| o.ascii_serialization());
+            matches!((sent.to_str(), own), (Ok(sent), Some(own)) if sent.eq_ignore_ascii_case(&own))
+        }
+    };
+    let fetch_ok = match req.headers.get("sec-fetch-site") {
+        None => true,
+        Some(site) => matches!(site.to_str(), Ok("same-origin" | "none")),
+    };
+    origin_ok && fetch_ok
+}
+
+const CROSS_SITE: &str = "This sign-in form was sent from another site. Go back to the \
+                          application and sign in again.";
+const OTHER_BROWSER: &str = "This sign-in was started in another browser, or this browser \
+                             does not keep cookies. Go back to the application and sign in again.";
+
+/// A refused login post: counted, audited with a fixed reason (never the cookie), 403.
+fn refuse_login(issuer: &Issuer, req: &Request, reason: &'static str, message: &str) -> Reply {
+    metrics::LOGIN_FAILURES.with_label_values(&[reason]).inc();
+    issuer.audit.record(Event {
+        reason: Some(reason),
+        ..Event::of(req, "login", "failure")
+    });
+    page_error(StatusCode::FORBIDDEN, message)
+}
+
+fn refused(refusal: PendingRefusal) -> Reply {
+    match refusal {
+        PendingRefusal::Unknown => expired(),
+        PendingRefusal::OtherBrowser => page_error(StatusCode::FORBIDDEN, OTHER_BROWSER),
+    }
+}
+
+fn set_cookie(reply: &mut Reply, tls: bool, name: &str, value: &str, path: &str, max_age: u64) {
     let secure = if tls { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
-        settings.session.cookie
-    );
+    let cookie =
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         reply.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -391,4 +523,27 @@ fn expired() -> Reply {
 
 fn page_error(status: StatusCode, message: &str) -> Reply {
     pages::html(status, &pages::message("Sign-in problem", message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recent_enough;
+
+    #[test]
+    fn max_age_accepts_only_authentications_younger_than_it() {
+        assert!(recent_enough(100, None, 10_000));
+        assert!(recent_enough(100, Some(60), 159));
+        assert!(
+            !recent_enough(100, Some(60), 160),
+            "60 s counted may be 60.9 s"
+        );
+        assert!(
+            !recent_enough(100, Some(0), 100),
+            "max_age=0 always asks again"
+        );
+        assert!(
+            recent_enough(100, Some(60), 50),
+            "a clock step back is not an error"
+        );
+    }
 }

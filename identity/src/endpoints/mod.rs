@@ -63,7 +63,7 @@ async fn route(
         "/token" => ("token", method_not_allowed("POST")),
         "/authorize" if get => ("authorize", browser::authorize(issuer, settings, req)),
         "/authorize" => ("authorize", method_not_allowed("GET")),
-        "/login" if get => ("login", browser::login_page(issuer, req)),
+        "/login" if get => ("login", browser::login_page(issuer, settings, req)),
         "/login" if post => ("login", browser::login_submit(issuer, settings, req).await),
         "/login" => ("login", method_not_allowed("GET, POST")),
         "/logout" if get || post => ("logout", browser::logout(issuer, settings, req)),
