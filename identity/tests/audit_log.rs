@@ -23,7 +23,10 @@ async fn the_audit_log_rotates_by_size_and_keeps_the_configured_files() {
         id.path("audit.log.2").exists()
     })
     .await;
-    assert!(!id.path("audit.log.3").exists(), "more files kept than keep_files");
+    assert!(
+        !id.path("audit.log.3").exists(),
+        "more files kept than keep_files"
+    );
     for name in ["audit.log", "audit.log.1", "audit.log.2"] {
         let text = read(name);
         assert!(text.len() <= 600 + 400, "{name} holds {} bytes", text.len());
