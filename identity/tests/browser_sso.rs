@@ -1797,3 +1797,56 @@ async fn max_age_forces_a_fresh_login_and_auth_time_tells_when_it_happened() {
         "SSO carries the re-login's time"
     );
 }
+
+/// OIDC Core §3.1.2.1 and §6: `/authorize` takes POST as well as GET, refuses request objects
+/// by name instead of ignoring them, and refuses `prompt=none` combined with another value.
+#[tokio::test]
+async fn authorize_takes_post_and_refuses_request_objects_and_contradictory_prompts() {
+    let id = Identity::start("", &standard_directory());
+    let b = browser();
+    let (_, challenge) = pkce();
+    let base = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", WEB_CALLBACK),
+        ("scope", "openid"),
+        ("state", "s9"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+
+    // POST with the same parameters as a form shows the login form, as GET does.
+    let posted = b
+        .post(id.url("/authorize"))
+        .form(&base)
+        .send()
+        .await
+        .expect("POST /authorize");
+    assert_eq!(posted.status(), 200);
+    let page = posted.text().await.expect("page");
+    assert!(!hidden_request(&page).is_empty(), "no login form: {page}");
+
+    for (what, extra, error) in [
+        (
+            "a request object",
+            ("request", "eyJhbGciOiJub25lIn0.e30."),
+            "request_not_supported",
+        ),
+        (
+            "a request_uri",
+            ("request_uri", "https://rp.example/req/1"),
+            "request_uri_not_supported",
+        ),
+        (
+            "prompt=none with login",
+            ("prompt", "none login"),
+            "invalid_request",
+        ),
+    ] {
+        let mut params = base.to_vec();
+        params.push(extra);
+        let resp = get(&b, &authorize_url(&id, &params)).await;
+        assert_eq!(resp.status(), 303, "{what}");
+        assert_error_redirect(&id, &resp, WEB_CALLBACK, error, Some("s9"));
+    }
+}

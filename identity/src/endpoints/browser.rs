@@ -28,7 +28,13 @@ use crate::{metrics, pages};
 const LOGIN_WINDOW_SECS: u64 = 600;
 
 pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
-    let params = match req.query_params() {
+    // OIDC Core §3.1.2.1: GET with a query, or POST with the same parameters as a form.
+    let params = if req.method == http::Method::POST {
+        req.form()
+    } else {
+        req.query_params()
+    };
+    let params = match params {
         Ok(p) => p,
         Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.description),
     };
@@ -60,7 +66,10 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         Ok(m) => m,
         Err(e) => return back.error(&e),
     };
-    let prompt = params.get("prompt").unwrap_or("");
+    let prompt = match prompt(&params) {
+        Ok(p) => p,
+        Err(e) => return back.error(&e),
+    };
     let now = now();
     // prompt=login and max_age (OIDC Core §3.1.2.1) both ask for an authentication more recent
     // than the session's: such a session does not answer, and the user logs in again.
@@ -70,7 +79,7 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         .filter(|s| prompt != "login" && recent_enough(s.auth_time, max_age, now));
     match (session, prompt) {
         // Single sign-on: a live IdP session answers without asking for a password again.
-        (Some(session), "" | "none" | "consent") => {
+        (Some(session), "" | "none") => {
             issuer.audit.record(Event {
                 user: Some(&session.username),
                 client: Some(&client.id),
@@ -109,6 +118,30 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     }
 }
 
+/// `prompt` (OIDC Core §3.1.2.1): a space-separated list in which `none` must stand alone.
+/// The one value that decides here: `none`, `login`, or `""` (`consent` and `select_account`
+/// need nothing more than a session).
+fn prompt(params: &Params) -> Result<&'static str, OAuthError> {
+    let values: Vec<&str> = params
+        .get("prompt")
+        .unwrap_or("")
+        .split(' ')
+        .filter(|v| !v.is_empty())
+        .collect();
+    if values.contains(&"none") && values.len() > 1 {
+        return Err(OAuthError::invalid_request(
+            "prompt=none cannot be combined with other values".into(),
+        ));
+    }
+    Ok(if values.contains(&"none") {
+        "none"
+    } else if values.contains(&"login") {
+        "login"
+    } else {
+        ""
+    })
+}
+
 /// `max_age` (OIDC Core §3.1.2.1): how many seconds old an authentication may be.
 fn max_age(params: &Params) -> Result<Option<u64>, OAuthError> {
     params
@@ -135,6 +168,20 @@ fn validate(
     redirect_uri: &str,
     params: &Params,
 ) -> Result<PendingAuthorization, OAuthError> {
+    // Request objects (OIDC Core §6) are not supported: say so rather than ignore what they ask.
+    for (param, error) in [
+        ("request", "request_not_supported"),
+        ("request_uri", "request_uri_not_supported"),
+    ] {
+        if params.get(param).is_some() {
+            return Err(OAuthError {
+                status: StatusCode::BAD_REQUEST,
+                error,
+                description: format!("`{param}` is not supported; send the parameters directly"),
+                challenge: None,
+            });
+        }
+    }
     if params.get("response_type") != Some("code") {
         return Err(OAuthError {
             status: StatusCode::BAD_REQUEST,
