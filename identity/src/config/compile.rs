@@ -58,6 +58,11 @@ pub fn compile(
         file.users.iter().map(|u| u.username.clone()).collect(),
         file.clients.iter().map(|c| c.id.clone()).collect(),
     );
+    let allowed_origins: Vec<Vec<String>> = file
+        .clients
+        .iter()
+        .map(|c| c.allowed_origins.clone())
+        .collect();
     let users = users(std::mem::take(&mut file.users), &mut problems);
     let clients = clients(
         std::mem::take(&mut file.clients),
@@ -65,7 +70,9 @@ pub fn compile(
         &mut problems,
     );
     check_one_namespace(names, &mut problems);
+    check_origins(&allowed_origins, &mut problems);
     problems.finish()?;
+    let cors_origins = cors_origins(&allowed_origins);
     Ok(Settings {
         process: process(&file, base),
         tokens: file.tokens,
@@ -75,6 +82,7 @@ pub fn compile(
         timeouts: file.timeouts,
         users,
         clients,
+        cors_origins,
         hash,
     })
 }
@@ -194,6 +202,31 @@ fn check_one_namespace(names: (Vec<String>, Vec<String>), problems: &mut Problem
             );
         }
     }
+}
+
+/// Each `clients[i].allowed_origins[j]` must be an origin exactly as a browser sends it
+/// (RFC 6454 §6.2): `scheme://host[:port]`, no path, no trailing slash.
+fn check_origins(origins: &[Vec<String>], problems: &mut Problems) {
+    for (i, list) in origins.iter().enumerate() {
+        for (j, origin) in list.iter().enumerate() {
+            let serialised = url::Url::parse(origin)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .map(|u| u.origin().ascii_serialization());
+            if serialised.as_deref() != Some(origin.as_str()) {
+                problems.at(
+                    format!("clients[{i}].allowed_origins[{j}]"),
+                    format!(
+                        "{origin:?} is not an origin: write scheme://host[:port], nothing after"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn cors_origins(origins: &[Vec<String>]) -> BTreeSet<String> {
+    origins.iter().flatten().cloned().collect()
 }
 
 /// `users`, by username.

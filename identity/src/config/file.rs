@@ -176,6 +176,10 @@ pub struct ClientFile {
     pub roles: Vec<String>,
     #[serde(default)]
     pub signing_alg: Option<SigningAlg>,
+    /// Browser origins (`scheme://host[:port]`) whose scripts may call `/token`, `/userinfo`,
+    /// `/jwks.json` and `/revoke` (CORS).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]

@@ -38,6 +38,9 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub users: HashMap<String, Arc<User>>,
     pub clients: HashMap<String, Arc<Client>>,
+    /// Every client's `allowed_origins`: a preflight names no client, so CORS answers for the
+    /// union (tokens stay bound to client authentication and PKCE whatever the origin).
+    pub cors_origins: BTreeSet<String>,
     /// sha256 of the file: lets a reload tell "unchanged" from "applied".
     pub hash: String,
 }

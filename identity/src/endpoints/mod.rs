@@ -5,6 +5,7 @@
 //! depend on its endpoints: the endpoints import the issuer, never the reverse.
 
 mod browser;
+mod cors;
 mod discovery;
 mod entitlements;
 mod resource;
@@ -28,11 +29,17 @@ impl Issuer {
         // One snapshot per request: a reload mid-request cannot mix old and new settings.
         let settings = self.settings();
         let limit = settings.max_body_bytes;
-        let (endpoint, reply) = if req.body.len() > limit {
+        let cors = cors::covers(path);
+        let (endpoint, mut reply) = if req.body.len() > limit {
             ("other", OAuthError::payload_too_large(limit).reply())
+        } else if cors && req.method == Method::OPTIONS {
+            ("preflight", cors::preflight(&settings, &req))
         } else {
             route(self, &settings, path, &req).await
         };
+        if cors {
+            cors::allow(&settings, &req, &mut reply);
+        }
         metrics::REQUESTS
             .with_label_values(&[endpoint, reply.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
