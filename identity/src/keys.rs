@@ -309,55 +309,46 @@ impl KeyRing {
         for &alg in &self.algorithms {
             let replaces = old.active(alg).map(|k| k.kid().to_string());
             let waiting = old.next(alg);
-            let change = match (mode, waiting) {
-                (RotationMode::Staged { .. }, Some(next)) => KeyChange {
-                    alg,
-                    kid: next.kid().to_string(),
-                    state: KeyState::Next,
-                    signs_from: next.signs_from().unwrap_or(now),
-                    replaces,
-                    created: false,
-                    withdrawn: None,
-                },
-                (RotationMode::Staged { publish_for }, None) => {
-                    // `now` is truncated to the second, so a JWKS fetched just before this
-                    // rotation may live almost a second past `now + max-age`: wait one more.
-                    let signs_from = now + publish_for.as_secs() + 1;
-                    let fresh = self.generate(alg, now, KeyState::Next, signs_from)?;
-                    let kid = fresh.kid().to_string();
-                    keys.push(Arc::new(fresh));
-                    KeyChange {
+            let (state, signs_from, withdrawn) = match (mode, waiting) {
+                (RotationMode::Staged { .. }, Some(next)) => {
+                    rotation.push(KeyChange {
                         alg,
-                        kid,
+                        kid: next.kid().to_string(),
                         state: KeyState::Next,
-                        signs_from,
+                        signs_from: next.signs_from().unwrap_or(now),
                         replaces,
-                        created: true,
+                        created: false,
                         withdrawn: None,
-                    }
+                    });
+                    continue;
                 }
-                (RotationMode::Immediate, _) => {
+                // `now` is truncated to the second, so a JWKS fetched just before this rotation
+                // may live almost a second past `now + max-age`: wait one more.
+                (RotationMode::Staged { publish_for }, None) => {
+                    (KeyState::Next, now + publish_for.as_secs() + 1, None)
+                }
+                (RotationMode::Immediate, waiting) => {
                     keys.retain(|k| !(k.alg() == alg && k.state() == KeyState::Next));
                     for k in keys.iter_mut() {
                         if k.alg() == alg && k.state() == KeyState::Active {
                             *k = Arc::new(k.moved_to(KeyState::Retired, now));
                         }
                     }
-                    let fresh = self.generate(alg, now, KeyState::Active, now)?;
-                    let kid = fresh.kid().to_string();
-                    keys.push(Arc::new(fresh));
-                    KeyChange {
-                        alg,
-                        kid,
-                        state: KeyState::Active,
-                        signs_from: now,
-                        replaces,
-                        created: true,
-                        withdrawn: waiting.map(|k| k.kid().to_string()),
-                    }
+                    let withdrawn = waiting.map(|k| k.kid().to_string());
+                    (KeyState::Active, now, withdrawn)
                 }
             };
-            rotation.push(change);
+            let fresh = self.generate(alg, now, state, signs_from)?;
+            rotation.push(KeyChange {
+                alg,
+                kid: fresh.kid().to_string(),
+                state,
+                signs_from,
+                replaces,
+                created: true,
+                withdrawn,
+            });
+            keys.push(Arc::new(fresh));
         }
         self.publish(keys)?;
         for kid in rotation.iter().filter_map(|c| c.withdrawn.as_ref()) {
