@@ -1,9 +1,14 @@
 //! Server-side state behind opaque values: authorization codes, refresh tokens (in families),
 //! SSO sessions, pending authorization requests and revoked access-token ids.
 //!
+//! A family is everything issued from one authorization grant (a code, or a password login):
+//! its refresh tokens and the ids of its access tokens. Revoking it revokes all of them, which
+//! is what a replayed code (RFC 6749 §4.1.2), a replayed refresh token (RFC 9700 §4.14.2) and a
+//! revoked refresh token (RFC 7009 §2.1) call for.
+//!
 //! Opaque values are 256-bit random strings; only their SHA-256 is stored, so a memory dump
 //! yields nothing a client could present. Everything lives in memory: a restart signs every user
-//! out and invalidates refresh tokens (see the README).
+//! out, invalidates refresh tokens and forgets revocations (see the README).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -98,7 +103,9 @@ pub enum PendingRefusal {
 
 struct CodeEntry {
     code: AuthorizationCode,
-    /// Set once redeemed; a second redemption revokes the family it started (RFC 6749 §4.1.2).
+    /// Set once redeemed; a second redemption revokes the family it started, access tokens
+    /// included (RFC 6749 §4.1.2). A redeemed code is kept while that family has a live token,
+    /// so a replay after the code's own expiry still revokes them.
     redeemed_family: Option<String>,
 }
 
@@ -112,6 +119,8 @@ struct State {
     codes: HashMap<Digest32, CodeEntry>,
     refresh: HashMap<Digest32, RefreshEntry>,
     revoked_families: HashSet<String>,
+    /// Access tokens issued in each family, `jti → exp`, until they expire.
+    family_access: HashMap<String, HashMap<String, u64>>,
     sessions: HashMap<Digest32, Session>,
     pending: HashMap<Digest32, PendingEntry>,
     revoked_jti: HashMap<String, u64>,
@@ -160,7 +169,7 @@ impl Grants {
             return Redemption::Unknown;
         };
         if let Some(previous) = entry.redeemed_family.clone() {
-            state.revoked_families.insert(previous);
+            state.revoke_family(&previous);
             return Redemption::Reused;
         }
         if now >= entry.code.expires_at {
@@ -186,7 +195,7 @@ impl Grants {
         };
         let family = entry.grant.family.clone();
         if entry.used {
-            state.revoked_families.insert(family);
+            state.revoke_family(&family);
             return Redemption::Reused;
         }
         if now >= entry.grant.expires_at {
@@ -212,8 +221,27 @@ impl Grants {
         live.then(|| entry.grant.clone())
     }
 
+    /// Revokes the family's refresh tokens and the access tokens issued in it.
     pub fn revoke_family(&self, family: &str) {
-        self.state().revoked_families.insert(family.to_string());
+        self.state().revoke_family(family);
+    }
+
+    /// Records an access token issued in `family`, so revoking the family revokes it too.
+    /// Returns false when the family is already revoked: a replay raced the request that
+    /// issued the token, which must then not be handed out (it is revoked already).
+    #[must_use]
+    pub fn record_access(&self, family: &str, jti: &str, exp: u64) -> bool {
+        let mut state = self.state();
+        if state.revoked_families.contains(family) {
+            state.revoked_jti.insert(jti.to_string(), exp);
+            return false;
+        }
+        state
+            .family_access
+            .entry(family.to_string())
+            .or_default()
+            .insert(jti.to_string(), exp);
+        true
     }
 
     pub fn revoke_jti(&self, jti: &str, exp: u64) {
@@ -305,16 +333,28 @@ impl Grants {
             .ok_or(PendingRefusal::Unknown)
     }
 
-    /// Forgets everything that can no longer be used. A redeemed code or used refresh token is
-    /// remembered until it would have expired anyway, so reuse is caught for its whole life.
+    /// Forgets everything that can no longer be used. A used refresh token is remembered until
+    /// it would have expired anyway, and a redeemed code while anything issued from it lives,
+    /// so reuse is caught for as long as it could harm.
     pub fn sweep(&self, now: u64) {
         let mut s = self.state();
-        s.codes.retain(|_, e| now < e.code.expires_at);
         s.refresh.retain(|_, e| now < e.grant.expires_at);
         s.sessions.retain(|_, x| now < x.expires_at);
         s.pending.retain(|_, e| now < e.request.expires_at);
         s.revoked_jti.retain(|_, exp| now < *exp);
-        let live: HashSet<String> = s.refresh.values().map(|e| e.grant.family.clone()).collect();
+        for tokens in s.family_access.values_mut() {
+            tokens.retain(|_, exp| now < *exp);
+        }
+        s.family_access.retain(|_, tokens| !tokens.is_empty());
+        let mut live: HashSet<String> =
+            s.refresh.values().map(|e| e.grant.family.clone()).collect();
+        live.extend(s.family_access.keys().cloned());
+        s.codes.retain(|_, e| {
+            now < e.code.expires_at || e.redeemed_family.as_ref().is_some_and(|f| live.contains(f))
+        });
+        // A redeemed code keeps its family's revocation: the request that redeemed it may not
+        // have recorded its access token yet.
+        live.extend(s.codes.values().filter_map(|e| e.redeemed_family.clone()));
         s.revoked_families.retain(|f| live.contains(f));
     }
 }
@@ -332,6 +372,15 @@ fn check_pending<'a>(
     match browser {
         Some(b) if bool::from(digest(b).ct_eq(&entry.browser)) => Ok(entry),
         _ => Err(PendingRefusal::OtherBrowser),
+    }
+}
+
+impl State {
+    fn revoke_family(&mut self, family: &str) {
+        self.revoked_families.insert(family.to_string());
+        if let Some(tokens) = self.family_access.remove(family) {
+            self.revoked_jti.extend(tokens);
+        }
     }
 }
 
@@ -399,5 +448,63 @@ mod tests {
         assert!(g.peek_refresh(&second, 2).is_none());
         assert_eq!(g.use_refresh(&second, 2), Redemption::Unknown);
         assert_eq!(g.use_refresh("nonsense", 2), Redemption::Unknown);
+    }
+
+    fn code(expires_at: u64) -> AuthorizationCode {
+        AuthorizationCode {
+            client_id: "c".into(),
+            redirect_uri: "r".into(),
+            username: "u".into(),
+            scope: vec![],
+            audience: "a".into(),
+            nonce: None,
+            code_challenge: None,
+            auth_time: 0,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_replayed_code_revokes_the_access_tokens_of_its_family() {
+        let g = Grants::default();
+        let value = g.put_code(code(60));
+        assert!(matches!(g.redeem_code(&value, 1, "f"), Redemption::Ok(_)));
+        assert!(g.record_access("f", "a1", 100));
+        let refresh = g.put_refresh(grant("f"));
+        assert!(g.record_access("other", "b1", 100));
+
+        assert!(matches!(g.redeem_code(&value, 2, "f2"), Redemption::Reused));
+        assert!(g.is_jti_revoked("a1"));
+        assert!(g.peek_refresh(&refresh, 2).is_none());
+        assert!(!g.is_jti_revoked("b1"), "another family is untouched");
+        // A token the family issues after the replay is refused as it is recorded.
+        assert!(!g.record_access("f", "a2", 100));
+        assert!(g.is_jti_revoked("a2"));
+        // Revocations last as long as the tokens, no longer.
+        g.sweep(99);
+        assert!(g.is_jti_revoked("a1"));
+        g.sweep(100);
+        assert!(!g.is_jti_revoked("a1"));
+    }
+
+    #[test]
+    fn a_code_replayed_after_its_expiry_still_revokes_what_it_issued() {
+        let g = Grants::default();
+        let value = g.put_code(code(60));
+        assert!(matches!(g.redeem_code(&value, 1, "f"), Redemption::Ok(_)));
+        assert!(g.record_access("f", "a1", 900));
+        // The code expired and the upkeep swept, but its access token lives on.
+        g.sweep(61);
+        assert!(matches!(
+            g.redeem_code(&value, 62, "f2"),
+            Redemption::Reused
+        ));
+        assert!(g.is_jti_revoked("a1"));
+        // Once nothing issued from it lives, the code is forgotten.
+        g.sweep(900);
+        assert!(matches!(
+            g.redeem_code(&value, 901, "f3"),
+            Redemption::Unknown
+        ));
     }
 }

@@ -15,7 +15,7 @@ use crate::audit::{AuditLog, Event};
 use crate::clock::now;
 use crate::config::{self, Settings};
 use crate::grants::Grants;
-use crate::keys::{KeyRing, Rotation};
+use crate::keys::{KeyRing, KeyState, Rotation, RotationMode};
 use crate::lockout::Lockout;
 use crate::metrics;
 use crate::password::SecretCache;
@@ -105,34 +105,91 @@ impl Issuer {
         Ok(ReloadOutcome::Applied)
     }
 
-    /// Rotates the signing keys now and audits it.
-    pub fn rotate_keys(&self, reason: &str) -> Result<Rotation, crate::keys::KeyError> {
-        let rotation = self.keys.rotate(now())?;
-        metrics::KEY_ROTATIONS.inc();
-        for (alg, retired, fresh) in &rotation {
-            tracing::info!(alg = alg.as_str(), kid = %fresh, reason, "signing key rotated");
+    /// Rotates the signing keys and audits it. Staged (the default) publishes next keys that
+    /// sign once `keys.jwks_max_age` has passed; `immediate` signs with fresh keys at once.
+    pub fn rotate_keys(
+        &self,
+        reason: &str,
+        immediate: bool,
+    ) -> Result<Rotation, crate::keys::KeyError> {
+        let mode = if immediate {
+            RotationMode::Immediate
+        } else {
+            RotationMode::Staged {
+                publish_for: self.settings().process.jwks_max_age,
+            }
+        };
+        let rotation = self.keys.rotate(now(), mode)?;
+        if rotation.iter().any(|c| c.created) {
+            metrics::KEY_ROTATIONS.inc();
+        }
+        for c in rotation.iter().filter(|c| c.created) {
+            let alg = c.alg.as_str();
+            // A next key replaces nothing yet: its `key_rotation` comes when it starts signing.
+            let (event, retired_kid) = if c.state == KeyState::Next {
+                tracing::info!(alg, kid = %c.kid, signs_from = c.signs_from, reason, "next signing key published");
+                ("key_published", None)
+            } else {
+                tracing::info!(alg, kid = %c.kid, reason, "signing key rotated at once");
+                ("key_rotation", c.replaces.as_deref())
+            };
             self.audit.record(Event {
-                event: "key_rotation",
+                event,
                 outcome: "success",
                 reason: Some(reason),
-                kid: Some(fresh),
-                retired_kid: retired.as_deref(),
+                kid: Some(&c.kid),
+                retired_kid,
                 ..Event::default()
             });
+            if let Some(withdrawn) = &c.withdrawn {
+                tracing::info!(alg, kid = %withdrawn, "waiting next key withdrawn");
+                self.audit.record(Event {
+                    event: "key_withdrawn",
+                    outcome: "success",
+                    reason: Some(reason),
+                    kid: Some(withdrawn),
+                    ..Event::default()
+                });
+            }
         }
         self.publish_key_gauges();
         Ok(rotation)
     }
 
-    /// Periodic upkeep: scheduled rotation, retired keys leaving the JWKS, expired grants.
+    /// Next keys that are due start signing.
+    fn activate_due_keys(&self, now: u64) {
+        let activated = match self.keys.activate_due(now) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "activating the next signing keys failed");
+                return;
+            }
+        };
+        for a in &activated {
+            tracing::info!(alg = a.alg.as_str(), kid = %a.kid, "next signing key now signs");
+            self.audit.record(Event {
+                event: "key_rotation",
+                outcome: "success",
+                reason: Some("next key due"),
+                kid: Some(&a.kid),
+                retired_kid: a.retired.as_deref(),
+                ..Event::default()
+            });
+        }
+        if !activated.is_empty() {
+            self.publish_key_gauges();
+        }
+    }
+
+    /// Periodic upkeep: next keys that are due start signing, scheduled rotation, retired keys
+    /// leaving the JWKS, expired grants.
     pub fn tick(&self) {
         let settings = self.settings();
         let now = now();
-        if let (Some(every), Some(since)) =
-            (settings.process.rotate_every, self.keys.active_since())
-        {
-            if now >= since.saturating_add(every.as_secs()) {
-                if let Err(e) = self.rotate_keys("schedule") {
+        self.activate_due_keys(now);
+        if let Some(every) = settings.process.rotate_every {
+            if self.keys.rotation_due(now, every) {
+                if let Err(e) = self.rotate_keys("schedule", false) {
                     tracing::error!(error = %e, "scheduled key rotation failed");
                 }
             }
@@ -154,13 +211,11 @@ impl Issuer {
 
     fn publish_key_gauges(&self) {
         let set = self.keys.current();
-        let active = set.active_count() as i64;
-        metrics::ACTIVE_KEYS
-            .with_label_values(&["active"])
-            .set(active);
-        metrics::ACTIVE_KEYS
-            .with_label_values(&["retired"])
-            .set(set.kids().len() as i64 - active);
+        for state in KeyState::ALL {
+            metrics::ACTIVE_KEYS
+                .with_label_values(&[state.as_str()])
+                .set(set.count(state) as i64);
+        }
     }
 }
 

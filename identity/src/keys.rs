@@ -1,10 +1,15 @@
 //! Signing keys: generated on first start, persisted as PKCS#8 PEM (0600) in a 0700 directory,
 //! rotated on a schedule or on command, published as a JWKS (RFC 7517).
 //!
-//! A rotation makes a fresh key active for each algorithm and retires the old one. A retired key
-//! stays in the JWKS for `retention` (the longest token lifetime plus the JWKS cache max-age), so
-//! every token it signed verifies until it expires and every cache has seen the new key; then it
-//! leaves the JWKS and its file is deleted.
+//! A key lives through three states: `next` → `active` → `retired`. A rotation publishes a `next`
+//! key per algorithm and signs nothing with it until the JWKS cache max-age has passed: a
+//! verifier that fetched the JWKS just before the rotation may use its copy that long, and
+//! would refuse a token whose `kid` it has never seen. Then the next key becomes `active` and
+//! the one it replaces `retired`. A retired key stays in the JWKS for `retention` (the longest
+//! token lifetime plus the JWKS cache max-age), so every token it signed verifies until it
+//! expires; then it leaves the JWKS and its file is deleted. An immediate rotation (for a
+//! compromised key) skips the wait: a fresh key signs at once, and a waiting next key, which
+//! signed nothing and sits in the same directory, is withdrawn.
 
 use std::fs;
 use std::io::Write;
@@ -65,12 +70,44 @@ pub enum KeyError {
     Sign(jsonwebtoken::errors::Error),
 }
 
+/// Where a key is in its life (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published, not signing yet.
+    Next,
+    /// Signs new tokens; one per algorithm.
+    #[default]
+    Active,
+    /// Published so the tokens it signed verify; signs nothing.
+    Retired,
+}
+
+impl KeyState {
+    pub const ALL: [KeyState; 3] = [KeyState::Next, KeyState::Active, KeyState::Retired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Next => "next",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+        }
+    }
+}
+
 /// One key as recorded in `keyring.json`; the private half lives in `<kid>.pem`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyRecord {
     kid: String,
     alg: SigningAlg,
     created_at: u64,
+    /// Absent from key rings written before next keys existed: their keys read as active, and
+    /// `open` turns those with a `retired_at` into retired ones.
+    #[serde(default)]
+    state: KeyState,
+    /// When the key starts (a next key) or started (an active one) signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signs_from: Option<u64>,
     #[serde(default)]
     retired_at: Option<u64>,
 }
@@ -89,8 +126,17 @@ impl SigningKey {
     pub fn alg(&self) -> SigningAlg {
         self.record.alg
     }
-    pub fn is_active(&self) -> bool {
-        self.record.retired_at.is_none()
+    pub fn state(&self) -> KeyState {
+        self.record.state
+    }
+    pub fn created_at(&self) -> u64 {
+        self.record.created_at
+    }
+    pub fn signs_from(&self) -> Option<u64> {
+        self.record.signs_from
+    }
+    pub fn retired_at(&self) -> Option<u64> {
+        self.record.retired_at
     }
 }
 
@@ -105,18 +151,64 @@ impl KeySet {
         self.keys.iter().find(|k| k.kid() == kid)
     }
     pub fn active(&self, alg: SigningAlg) -> Option<&Arc<SigningKey>> {
-        self.keys.iter().find(|k| k.alg() == alg && k.is_active())
+        self.in_state(alg, KeyState::Active)
     }
-    pub fn active_count(&self) -> usize {
-        self.keys.iter().filter(|k| k.is_active()).count()
+    pub fn next(&self, alg: SigningAlg) -> Option<&Arc<SigningKey>> {
+        self.in_state(alg, KeyState::Next)
+    }
+    fn in_state(&self, alg: SigningAlg, state: KeyState) -> Option<&Arc<SigningKey>> {
+        self.keys
+            .iter()
+            .find(|k| k.alg() == alg && k.state() == state)
+    }
+    pub fn count(&self, state: KeyState) -> usize {
+        self.keys.iter().filter(|k| k.state() == state).count()
     }
     pub fn kids(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.kid().to_string()).collect()
     }
+    /// Every published key, in the JWKS's order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
+        self.keys.iter()
+    }
 }
 
-/// Outcome of a rotation: `(alg, retired kid, new kid)` per algorithm.
-pub type Rotation = Vec<(SigningAlg, Option<String>, String)>;
+/// How a rotation replaces the signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationMode {
+    /// Publish a next key now; it signs once `publish_for` (the JWKS cache max-age) has passed.
+    Staged { publish_for: Duration },
+    /// A fresh key signs at once: for a key that may be compromised.
+    Immediate,
+}
+
+/// What a rotation did for one algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub alg: SigningAlg,
+    pub kid: String,
+    /// `Next` after a staged rotation, `Active` after an immediate one.
+    pub state: KeyState,
+    pub signs_from: u64,
+    /// The key it replaces: signing until `signs_from` (staged), or retired now (immediate).
+    pub replaces: Option<String>,
+    /// False when a staged rotation found this next key already waiting and left it as it was
+    /// (restarting its wait would only delay it).
+    pub created: bool,
+    /// A waiting next key an immediate rotation withdrew from the JWKS.
+    pub withdrawn: Option<String>,
+}
+
+/// Outcome of a rotation, one change per algorithm.
+pub type Rotation = Vec<KeyChange>;
+
+/// A next key that started signing, and the key it retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub alg: SigningAlg,
+    pub kid: String,
+    pub retired: Option<String>,
+}
 
 pub struct KeyRing {
     dir: PathBuf,
@@ -150,9 +242,13 @@ impl KeyRing {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        // An algorithm dropped from the config stops signing but stays published for a while.
         for r in &mut records {
-            if r.retired_at.is_none() && !algorithms.contains(&r.alg) {
+            if r.retired_at.is_some() {
+                r.state = KeyState::Retired;
+            }
+            // An algorithm dropped from the config stops signing but stays published for a while.
+            if r.state != KeyState::Retired && !algorithms.contains(&r.alg) {
+                r.state = KeyState::Retired;
                 r.retired_at = Some(now);
             }
         }
@@ -169,9 +265,14 @@ impl KeyRing {
             }),
             changing: Mutex::new(()),
         };
+        // A next key that fell due while the issuer was down takes over at the first tick, where
+        // the switch is audited like any other.
         for &alg in algorithms {
-            if !keys.iter().any(|k| k.alg() == alg && k.is_active()) {
-                keys.push(Arc::new(ring.generate(alg, now)?));
+            if !keys
+                .iter()
+                .any(|k| k.alg() == alg && k.state() == KeyState::Active)
+            {
+                keys.push(Arc::new(ring.generate(alg, now, KeyState::Active, now)?));
                 tracing::info!(alg = alg.as_str(), dir = %dir.display(), "generated a signing key");
             }
         }
@@ -199,37 +300,110 @@ impl KeyRing {
         Ok((token, key.kid().to_string()))
     }
 
-    /// Retires every active key and makes a fresh one active per algorithm.
-    pub fn rotate(&self, now: u64) -> Result<Rotation, KeyError> {
+    /// Rotates every algorithm's key (see [`RotationMode`]).
+    pub fn rotate(&self, now: u64, mode: RotationMode) -> Result<Rotation, KeyError> {
         let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current();
-        let mut keys = Vec::new();
+        let mut keys = old.keys.clone();
         let mut rotation = Vec::new();
-        for k in &old.keys {
-            if k.is_active() {
-                keys.push(Arc::new(k.retired(now)));
-            } else {
-                keys.push(k.clone());
-            }
-        }
         for &alg in &self.algorithms {
-            let fresh = self.generate(alg, now)?;
-            let retired = old.active(alg).map(|k| k.kid().to_string());
-            rotation.push((alg, retired, fresh.kid().to_string()));
+            let replaces = old.active(alg).map(|k| k.kid().to_string());
+            let waiting = old.next(alg);
+            let (state, signs_from, withdrawn) = match (mode, waiting) {
+                (RotationMode::Staged { .. }, Some(next)) => {
+                    rotation.push(KeyChange {
+                        alg,
+                        kid: next.kid().to_string(),
+                        state: KeyState::Next,
+                        signs_from: next.signs_from().unwrap_or(now),
+                        replaces,
+                        created: false,
+                        withdrawn: None,
+                    });
+                    continue;
+                }
+                // `now` is truncated to the second, so a JWKS fetched just before this rotation
+                // may live almost a second past `now + max-age`: wait one more.
+                (RotationMode::Staged { publish_for }, None) => {
+                    (KeyState::Next, now + publish_for.as_secs() + 1, None)
+                }
+                (RotationMode::Immediate, waiting) => {
+                    keys.retain(|k| !(k.alg() == alg && k.state() == KeyState::Next));
+                    for k in keys.iter_mut() {
+                        if k.alg() == alg && k.state() == KeyState::Active {
+                            *k = Arc::new(k.moved_to(KeyState::Retired, now));
+                        }
+                    }
+                    let withdrawn = waiting.map(|k| k.kid().to_string());
+                    (KeyState::Active, now, withdrawn)
+                }
+            };
+            let fresh = self.generate(alg, now, state, signs_from)?;
+            rotation.push(KeyChange {
+                alg,
+                kid: fresh.kid().to_string(),
+                state,
+                signs_from,
+                replaces,
+                created: true,
+                withdrawn,
+            });
             keys.push(Arc::new(fresh));
         }
         self.publish(keys)?;
+        for kid in rotation.iter().filter_map(|c| c.withdrawn.as_ref()) {
+            let _ = fs::remove_file(self.dir.join(format!("{kid}.pem")));
+        }
         Ok(rotation)
     }
 
-    /// Age of the newest active key, for the rotation schedule.
-    pub fn active_since(&self) -> Option<u64> {
-        self.current()
+    /// Next keys whose time has come start signing; the key each replaces is retired.
+    pub fn activate_due(&self, now: u64) -> Result<Vec<Activation>, KeyError> {
+        let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current();
+        let due: Vec<Activation> = old
             .keys
             .iter()
-            .filter(|k| k.is_active())
-            .map(|k| k.record.created_at)
+            .filter(|k| k.state() == KeyState::Next && k.signs_from().is_none_or(|t| t <= now))
+            .map(|k| Activation {
+                alg: k.alg(),
+                kid: k.kid().to_string(),
+                retired: old.active(k.alg()).map(|a| a.kid().to_string()),
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(due);
+        }
+        let keys = old
+            .keys
+            .iter()
+            .map(|k| {
+                let switching = due.iter().any(|a| a.alg == k.alg());
+                match k.state() {
+                    KeyState::Next if switching => Arc::new(k.moved_to(KeyState::Active, now)),
+                    KeyState::Active if switching => Arc::new(k.moved_to(KeyState::Retired, now)),
+                    _ => k.clone(),
+                }
+            })
+            .collect();
+        self.publish(keys)?;
+        Ok(due)
+    }
+
+    /// Whether the schedule calls for a rotation: the oldest active key was created `every`
+    /// ago, and no next key is already waiting. Counting from creation, not activation, keeps
+    /// the period at `every` from one published key to the next.
+    pub fn rotation_due(&self, now: u64, every: Duration) -> bool {
+        let set = self.current();
+        if set.count(KeyState::Next) > 0 {
+            return false;
+        }
+        set.keys
+            .iter()
+            .filter(|k| k.state() == KeyState::Active)
+            .map(|k| k.created_at())
             .min()
+            .is_some_and(|since| now >= since.saturating_add(every.as_secs()))
     }
 
     /// Drops retired keys older than `retention` from the JWKS and deletes their files.
@@ -258,7 +432,13 @@ impl KeyRing {
         Ok(dropped)
     }
 
-    fn generate(&self, alg: SigningAlg, now: u64) -> Result<SigningKey, KeyError> {
+    fn generate(
+        &self,
+        alg: SigningAlg,
+        now: u64,
+        state: KeyState,
+        signs_from: u64,
+    ) -> Result<SigningKey, KeyError> {
         let pkcs8 = match alg {
             SigningAlg::RS256 => {
                 aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
@@ -289,6 +469,8 @@ impl KeyRing {
                 kid,
                 alg,
                 created_at: now,
+                state,
+                signs_from: Some(signs_from),
                 retired_at: None,
             },
             encoding,
@@ -322,12 +504,17 @@ impl KeyRing {
 }
 
 impl SigningKey {
-    fn retired(&self, now: u64) -> SigningKey {
+    /// This key in `state` from `now` on.
+    fn moved_to(&self, state: KeyState, now: u64) -> SigningKey {
+        let mut record = self.record.clone();
+        record.state = state;
+        match state {
+            KeyState::Retired => record.retired_at = Some(now),
+            KeyState::Active => record.signs_from = Some(record.signs_from.unwrap_or(now)),
+            KeyState::Next => {}
+        }
         SigningKey {
-            record: KeyRecord {
-                retired_at: Some(now),
-                ..self.record.clone()
-            },
+            record,
             encoding: self.encoding.clone(),
             decoding: self.decoding.clone(),
             jwk: self.jwk.clone(),
@@ -436,6 +623,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
 mod tests {
     use super::*;
 
+    const STAGED: RotationMode = RotationMode::Staged {
+        publish_for: Duration::from_secs(300),
+    };
+
+    fn states(ring: &KeyRing) -> Vec<(String, KeyState)> {
+        ring.current()
+            .iter()
+            .map(|k| (k.kid().to_string(), k.state()))
+            .collect()
+    }
+
+    fn state_of(ring: &KeyRing, kid: &str) -> KeyState {
+        ring.current().find(kid).map(|k| k.state()).unwrap()
+    }
+
     #[test]
     fn keys_persist_rotate_and_prune() {
         let dir = tempfile::tempdir().unwrap();
@@ -454,10 +656,14 @@ mod tests {
         let again = KeyRing::open(dir.path(), &algs, 200).unwrap();
         assert_eq!(again.current().kids(), first);
 
-        let rotation = again.rotate(300).unwrap();
+        let rotation = again.rotate(300, RotationMode::Immediate).unwrap();
         assert_eq!(rotation.len(), 3);
+        assert!(rotation
+            .iter()
+            .all(|c| c.state == KeyState::Active && c.signs_from == 300 && c.created));
         assert_eq!(again.current().kids().len(), 6);
-        assert_eq!(again.current().active_count(), 3);
+        assert_eq!(again.current().count(KeyState::Active), 3);
+        assert_eq!(again.current().count(KeyState::Retired), 3);
         assert!(again
             .prune(310, Duration::from_secs(60))
             .unwrap()
@@ -467,6 +673,144 @@ mod tests {
         assert!(!dir.path().join(format!("{}.pem", first[0])).exists());
         let reopened = KeyRing::open(dir.path(), &algs, 400).unwrap();
         assert_eq!(reopened.current().kids(), again.current().kids());
+    }
+
+    #[test]
+    fn a_staged_rotation_publishes_next_keys_that_sign_after_the_cache_max_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let algs = [SigningAlg::ES256, SigningAlg::EdDSA];
+        let ring = KeyRing::open(dir.path(), &algs, 100).unwrap();
+        let old = ring
+            .current()
+            .active(SigningAlg::ES256)
+            .unwrap()
+            .kid()
+            .to_string();
+
+        let rotation = ring.rotate(1000, STAGED).unwrap();
+        let es = rotation
+            .iter()
+            .find(|c| c.alg == SigningAlg::ES256)
+            .unwrap();
+        assert_eq!(es.state, KeyState::Next);
+        // One second more than the max-age: `now` is truncated to the second.
+        assert_eq!(es.signs_from, 1301);
+        assert_eq!(es.replaces.as_deref(), Some(old.as_str()));
+        let next = es.kid.clone();
+        // Published at once, not signing.
+        assert!(String::from_utf8_lossy(&ring.current().jwks).contains(&next));
+        assert_eq!(state_of(&ring, &next), KeyState::Next);
+        let (_, kid) = ring
+            .sign(SigningAlg::ES256, "JWT", &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(kid, old);
+
+        // A second rotation while it waits changes nothing and does not restart the wait.
+        let before = states(&ring);
+        let again = ring.rotate(1100, STAGED).unwrap();
+        let es = again.iter().find(|c| c.alg == SigningAlg::ES256).unwrap();
+        assert_eq!(
+            (es.kid.as_str(), es.signs_from, es.created),
+            (next.as_str(), 1301, false)
+        );
+        assert_eq!(states(&ring), before);
+
+        // Not due a second early; then it signs and the old key retires.
+        assert!(ring.activate_due(1300).unwrap().is_empty());
+        let activated = ring.activate_due(1301).unwrap();
+        assert_eq!(activated.len(), 2);
+        let es = activated
+            .iter()
+            .find(|a| a.alg == SigningAlg::ES256)
+            .unwrap();
+        assert_eq!(
+            (es.kid.as_str(), es.retired.as_deref()),
+            (next.as_str(), Some(old.as_str()))
+        );
+        assert_eq!(state_of(&ring, &next), KeyState::Active);
+        assert_eq!(state_of(&ring, &old), KeyState::Retired);
+        assert_eq!(ring.current().find(&old).unwrap().retired_at(), Some(1301));
+        let (_, kid) = ring
+            .sign(SigningAlg::ES256, "JWT", &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(kid, next);
+        assert!(ring.activate_due(2000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_next_key_survives_a_restart_and_takes_over_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let algs = [SigningAlg::ES256];
+        let ring = KeyRing::open(dir.path(), &algs, 100).unwrap();
+        ring.rotate(1000, STAGED).unwrap();
+        let before = states(&ring);
+        drop(ring);
+
+        let reopened = KeyRing::open(dir.path(), &algs, 1200).unwrap();
+        assert_eq!(states(&reopened), before);
+        // Due while the issuer was down: the first activation pass switches.
+        let reopened = KeyRing::open(dir.path(), &algs, 5000).unwrap();
+        assert_eq!(states(&reopened), before);
+        assert_eq!(reopened.activate_due(5000).unwrap().len(), 1);
+        let after = KeyRing::open(dir.path(), &algs, 5001).unwrap();
+        assert_eq!(after.current().count(KeyState::Active), 1);
+        assert_eq!(after.current().count(KeyState::Retired), 1);
+        assert_eq!(after.current().count(KeyState::Next), 0);
+    }
+
+    #[test]
+    fn an_immediate_rotation_withdraws_a_waiting_next_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), &[SigningAlg::ES256], 100).unwrap();
+        let old = ring.current().kids()[0].clone();
+        let next = ring.rotate(1000, STAGED).unwrap()[0].kid.clone();
+
+        let change = ring
+            .rotate(1010, RotationMode::Immediate)
+            .unwrap()
+            .remove(0);
+        assert_eq!(change.withdrawn.as_deref(), Some(next.as_str()));
+        assert_eq!(change.replaces.as_deref(), Some(old.as_str()));
+        assert!(ring.current().find(&next).is_none());
+        assert!(!dir.path().join(format!("{next}.pem")).exists());
+        assert_eq!(state_of(&ring, &old), KeyState::Retired);
+        assert_eq!(state_of(&ring, &change.kid), KeyState::Active);
+        assert!(ring.activate_due(5000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_schedule_counts_from_the_last_published_key_and_waits_for_a_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), &[SigningAlg::ES256], 100).unwrap();
+        let every = Duration::from_secs(1000);
+        assert!(!ring.rotation_due(1099, every));
+        assert!(ring.rotation_due(1100, every));
+        ring.rotate(1100, STAGED).unwrap();
+        // Waiting for the next key to sign: never due meanwhile, however late.
+        assert!(!ring.rotation_due(9999, every));
+        ring.activate_due(1401).unwrap();
+        assert!(!ring.rotation_due(2099, every));
+        assert!(ring.rotation_due(2100, every));
+    }
+
+    #[test]
+    fn a_key_ring_written_before_next_keys_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), &[SigningAlg::ES256], 100).unwrap();
+        ring.rotate(200, RotationMode::Immediate).unwrap();
+        let before = states(&ring);
+        // The old format: no `state`, no `signs_from`; `retired_at` marks retired keys.
+        let path = dir.path().join(STATE_FILE);
+        let mut records: Vec<serde_json::Value> =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for r in &mut records {
+            let r = r.as_object_mut().unwrap();
+            r.remove("state");
+            r.remove("signs_from");
+        }
+        fs::write(&path, serde_json::to_vec(&records).unwrap()).unwrap();
+        let reopened = KeyRing::open(dir.path(), &[SigningAlg::ES256], 300).unwrap();
+        assert_eq!(states(&reopened), before);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub static LOCKOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static ACTIVE_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "gatehouse_identity_keys",
-        "Signing keys published in the JWKS, by state (active signs new tokens; retired only verifies).",
+        "Signing keys published in the JWKS, by state (next signs once JWKS caches have expired; active signs new tokens; retired only verifies).",
         &["state"]
     )
     .unwrap_or_else(|e| panic!("metric registration: {e}"))

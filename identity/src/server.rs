@@ -148,8 +148,8 @@ fn issuer_request(r: BufferedRequest) -> Request {
     }
 }
 
-/// Once a second: the key schedule (rotation when due, retired keys leaving the JWKS) and
-/// expired grants swept from memory. Config reloads are the [`FileWatcher`]'s.
+/// Once a second: the key schedule (next keys that are due start signing, rotation when due,
+/// retired keys leaving the JWKS) and expired grants swept from memory. Config reloads are the [`FileWatcher`]'s.
 struct KeyScheduleAndExpiry {
     issuer: Arc<Issuer>,
 }

@@ -24,6 +24,8 @@ pub struct AccessToken {
     pub token: String,
     pub jti: String,
     pub kid: String,
+    /// Its `exp`: how long a revocation of it must be remembered.
+    pub expires_at: u64,
 }
 
 /// Signs tokens as `issuer` at one instant.
@@ -45,12 +47,13 @@ impl Minter<'_> {
     ) -> Result<AccessToken, KeyError> {
         let (keys, issuer, now) = (self.keys, self.issuer, self.now);
         let jti = crate::grants::random_value();
+        let expires_at = now + ttl_secs;
         let mut claims = Map::new();
         claims.insert("iss".into(), issuer.into());
         claims.insert("aud".into(), audience.into());
         claims.insert("iat".into(), now.into());
         claims.insert("nbf".into(), now.into());
-        claims.insert("exp".into(), (now + ttl_secs).into());
+        claims.insert("exp".into(), expires_at.into());
         claims.insert("jti".into(), jti.clone().into());
         claims.insert("client_id".into(), client.id.clone().into());
         claims.insert("scope".into(), scope.join(" ").into());
@@ -69,7 +72,12 @@ impl Minter<'_> {
             }
         }
         let (token, kid) = keys.sign(client.signing_alg, "at+jwt", &claims)?;
-        Ok(AccessToken { token, jti, kid })
+        Ok(AccessToken {
+            token,
+            jti,
+            kid,
+            expires_at,
+        })
     }
 
     /// Builds and signs an ID token for `client` (OIDC Core §2).

@@ -655,7 +655,7 @@ async fn a_session_signs_the_user_in_to_a_second_client_without_a_password() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
+async fn refresh_tokens_rotate_and_a_replay_revokes_the_family_access_tokens_included() {
     let id = Identity::start("", &standard_directory());
     let browser = browser();
     let first = web_tokens(&id, &browser).await;
@@ -683,6 +683,10 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
         false,
         "R2 is revoked"
     );
+    // So are the access tokens of the family: one of them may be the thief's.
+    for access in [s(&first, "access_token"), s(&second, "access_token")] {
+        assert_eq!(introspect_web(&id, access).await["active"], false);
+    }
 
     audited(&id, "refresh_token_reuse", |e| {
         e["event"] == "refresh_token_reuse" && e["outcome"] == "failure" && e["client"] == "web"
@@ -834,6 +838,58 @@ async fn authorization_codes_are_single_use_and_bound_to_client_redirect_and_ver
     };
     assert_eq!(errors("invalid_grant"), 8.0, "{metrics}");
     assert_eq!(errors("invalid_client"), 2.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_replayed_code_revokes_every_access_token_and_refresh_token_issued_from_it() {
+    // Given a completed code flow whose refresh token was used once,
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+    let first = ok_json(redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await).await;
+    let a1 = s(&first, "access_token").to_string();
+    let second = ok_json(refresh_web(&id, s(&first, "refresh_token")).await).await;
+    let a2 = s(&second, "access_token").to_string();
+    let userinfo = |token: String| {
+        let url = id.url("/userinfo");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("userinfo")
+        }
+    };
+    for token in [&a1, &a2] {
+        assert_eq!(introspect_web(&id, token).await["active"], true);
+        ok_json(userinfo(token.clone()).await).await;
+    }
+
+    // when the code is redeemed again (someone else holds it: RFC 6749 §4.1.2),
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
+    // then the access token the code issued, and the one its refresh token issued, are inactive
+    // and refused by /userinfo.
+    for (name, token) in [("the code's access token", &a1), ("the refreshed one", &a2)] {
+        assert_eq!(
+            introspect_web(&id, token).await,
+            serde_json::json!({"active": false}),
+            "{name}"
+        );
+        let body = oauth_error(userinfo(token.clone()).await, 401, "invalid_token").await;
+        assert_eq!(body["error_description"], "token revoked", "{name}");
+    }
+    // (The refresh family goes too: see the test above.) Tokens from another sign-in are
+    // untouched.
+    let other = web_tokens(&id, &browser).await;
+    ok_json(userinfo(s(&other, "access_token").to_string()).await).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -128,8 +128,8 @@ fn verify(
     verified.map_err(|e| format!("jwt-simple rejected the token: {e}"))
 }
 
-fn assert_key_gauges(metrics: &str, active: f64, retired: f64) {
-    for (state, want) in [("active", active), ("retired", retired)] {
+fn assert_key_gauges(metrics: &str, active: f64, next: f64, retired: f64) {
+    for (state, want) in [("active", active), ("next", next), ("retired", retired)] {
         let series = format!(r#"gatehouse_identity_keys{{state="{state}"}}"#);
         assert_eq!(
             metric_value(metrics, &series),
@@ -933,8 +933,178 @@ async fn parallel_wrong_passwords_evaluate_at_most_max_failures_and_then_lock_ou
 // 8. Key rotation
 // ---------------------------------------------------------------------------------------------
 
+/// `POST /keys/rotate` (with `query`, e.g. `?immediate=true`): 200 and the answer.
+async fn rotate_keys(identity: &Identity, query: &str) -> Value {
+    let resp = client()
+        .post(identity.admin(&format!("/keys/rotate{query}")))
+        .send()
+        .await
+        .expect("rotate");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("rotation JSON");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The RS256 entry of a rotation answer: `(kid, state, signs_from, replaces_kid)`.
+fn rs256_change(rotation: &Value) -> (String, String, u64, String) {
+    let rotated = rotation["rotated"].as_array().expect("rotated list");
+    assert_eq!(rotated.len(), 2, "one change per algorithm: {rotation}");
+    let rsa = rotated
+        .iter()
+        .find(|r| r["alg"] == "RS256")
+        .unwrap_or_else(|| panic!("no RS256 change in {rotation}"));
+    let field = |name: &str| {
+        rsa[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("`{name}` in {rsa}"))
+            .to_string()
+    };
+    let signs_from = rsa["signs_from"].as_u64().expect("signs_from");
+    (
+        field("kid"),
+        field("state"),
+        signs_from,
+        field("replaces_kid"),
+    )
+}
+
+/// `kid → state` from `/healthz`'s key list.
+async fn key_states(identity: &Identity) -> Vec<(String, String)> {
+    let (status, _, health) = get_json(&identity.admin("/healthz")).await;
+    assert_eq!(status, 200, "{health}");
+    let mut states: Vec<(String, String)> = health["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a `keys` list in {health}"))
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().expect("kid").to_string(),
+                k["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect();
+    states.sort();
+    states
+}
+
+fn state_of<'a>(states: &'a [(String, String)], kid: &str) -> &'a str {
+    states
+        .iter()
+        .find(|(k, _)| k == kid)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or_else(|| panic!("{kid} not in {states:?}"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
 #[tokio::test]
-async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
+async fn a_rotation_publishes_the_next_key_first_and_signs_with_it_once_caches_have_expired() {
+    // Given verifiers that may cache the JWKS for 2 seconds,
+    let identity = Identity::start(
+        "keys:\n  dir: keys\n  jwks_max_age: 2s\n",
+        &standard_directory(),
+    );
+    let issuer = identity.issuer();
+    let t1 = access_token(&reports_token(&identity).await);
+    let k1 = kid_of(&t1);
+    let cached = fetch_jwks(&identity).await;
+
+    // when the operator rotates the keys,
+    let before = unix_now();
+    let asked = Instant::now();
+    let rotation = rotate_keys(&identity, "").await;
+
+    // then the JWKS publishes a new key per algorithm at once, beside the one that signs,
+    let jwks = fetch_jwks(&identity).await;
+    let kids = jwks_kids(&jwks);
+    assert_eq!(kids.len(), 4, "{jwks}");
+    assert!(kids.contains(&k1), "{kids:?}");
+
+    // tokens are still signed with the old key, which every cached JWKS has,
+    let t2 = access_token(&reports_token(&identity).await);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the machine was too slow to observe the 2 s before the next key signs"
+    );
+    assert_eq!(
+        kid_of(&t2),
+        k1,
+        "signed with the new key before jwks_max_age"
+    );
+    verify(&cached, &t2, "at+jwt", &issuer, "documents-api")
+        .expect("a verifier with the JWKS from before the rotation accepts T2");
+
+    // and the answer names the next key, which replaces the active one only once a JWKS cached
+    // just before the rotation has expired.
+    let (k2, state, signs_from, replaces) = rs256_change(&rotation);
+    assert_eq!(state, "next", "{rotation}");
+    assert_eq!(replaces, k1, "{rotation}");
+    assert!(kids.contains(&k2), "{kids:?}");
+    assert!(signs_from >= before + 2, "{rotation}");
+    let states = key_states(&identity).await;
+    assert_eq!(state_of(&states, &k1), "active", "{states:?}");
+    assert_eq!(state_of(&states, &k2), "next", "{states:?}");
+    assert_key_gauges(&metrics_of(&identity).await, 2.0, 2.0, 0.0);
+
+    // Once jwks_max_age has passed, new tokens carry the new key,
+    let id = &identity;
+    let next = k2.clone();
+    eventually("tokens signed with the next key", SETTLE, move || {
+        let next = next.clone();
+        async move { kid_of(&access_token(&reports_token(id).await)) == next }
+    })
+    .await;
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "the next key signed {:?} after the rotation, before jwks_max_age",
+        asked.elapsed()
+    );
+    let t3 = access_token(&reports_token(&identity).await);
+    assert_eq!(kid_of(&t3), k2);
+
+    // while the old key stays published (retired), so tokens it signed keep verifying.
+    let jwks = fetch_jwks(&identity).await;
+    let kids = jwks_kids(&jwks);
+    assert!(kids.contains(&k1) && kids.contains(&k2), "{kids:?}");
+    for t in [&t1, &t2, &t3] {
+        verify(&jwks, t, "at+jwt", &issuer, "documents-api").expect("verifies after rotation");
+    }
+    let states = key_states(&identity).await;
+    assert_eq!(state_of(&states, &k1), "retired", "{states:?}");
+    assert_eq!(state_of(&states, &k2), "active", "{states:?}");
+    let metrics = metrics_of(&identity).await;
+    assert_key_gauges(&metrics, 2.0, 0.0, 2.0);
+    assert_eq!(
+        metric_value(&metrics, "gatehouse_identity_key_rotations_total"),
+        1.0,
+        "{metrics}"
+    );
+
+    // The audit log says when each key was published and when it started signing.
+    let audit = audit_until(&identity, "the RS256 key switch", |e| {
+        e["event"] == "key_rotation" && e["retired_kid"] == k1.as_str()
+    })
+    .await;
+    let published = events(&audit, "key_published");
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert!(published.iter().any(|e| e["kid"] == k2.as_str()));
+    assert!(published.iter().all(|e| e["reason"] == "admin"));
+    let switch = events(&audit, "key_rotation");
+    let switch: Vec<_> = switch.iter().filter(|e| e["kid"] == k2.as_str()).collect();
+    assert_eq!(switch.len(), 1, "{switch:?}");
+    assert_eq!(switch[0]["retired_kid"], k1.as_str());
+    assert_eq!(switch[0]["reason"], "next key due");
+}
+
+#[tokio::test]
+async fn an_immediate_rotation_signs_with_a_new_key_at_once_and_keeps_the_old_one_until_its_retention_ends(
+) {
     // Given short-lived tokens and JWKS caching, so a retired key leaves after ~4 seconds
     // (retention = longest token lifetime, including ID tokens, + jwks_max_age),
     let identity = Identity::start(
@@ -944,26 +1114,14 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
     let issuer = identity.issuer();
     let t1 = access_token(&reports_token(&identity).await);
     let k1 = kid_of(&t1);
-    assert!(jwks_kids(&fetch_jwks(&identity).await).contains(&k1));
 
-    // when the operator rotates the keys,
-    let resp = client()
-        .post(identity.admin("/keys/rotate"))
-        .send()
-        .await
-        .expect("rotate");
-    assert_eq!(resp.status(), 200);
-    let rotation: Value = resp.json().await.expect("rotation JSON");
+    // when the operator rotates the keys at once (a compromised key),
+    let rotation = rotate_keys(&identity, "?immediate=true").await;
 
-    // then every algorithm got a new key and K1 is reported retired,
-    let rotated = rotation["rotated"].as_array().expect("rotated list");
-    assert_eq!(rotated.len(), 2, "{rotation}");
-    let rsa = rotated
-        .iter()
-        .find(|r| r["alg"] == "RS256")
-        .expect("RS256 rotated");
-    assert_eq!(rsa["retired_kid"], k1.as_str(), "{rotation}");
-    let new_rsa_kid = rsa["kid"].as_str().expect("new kid").to_string();
+    // then every algorithm got a new active key and K1 is reported retired,
+    let (new_rsa_kid, state, _, replaces) = rs256_change(&rotation);
+    assert_eq!(state, "active", "{rotation}");
+    assert_eq!(replaces, k1, "{rotation}");
     assert_ne!(new_rsa_kid, k1);
 
     // the JWKS publishes old and new keys side by side,
@@ -975,10 +1133,9 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
         "{kids:?}"
     );
 
-    // new tokens are signed with the new key,
+    // new tokens are signed with the new key at once,
     let t2 = access_token(&reports_token(&identity).await);
     assert_eq!(kid_of(&t2), new_rsa_kid);
-    assert_ne!(kid_of(&t2), k1);
 
     // and the old token still verifies against the current JWKS.
     verify(&jwks, &t1, "at+jwt", &issuer, "documents-api").expect("T1 verifies after rotation");
@@ -1011,14 +1168,86 @@ async fn rotated_keys_keep_verifying_old_tokens_until_their_retention_ends() {
     assert_eq!(rotations.len(), 2, "{rotations:?}");
     assert!(rotations
         .iter()
-        .all(|e| e["reason"] == "admin" && e["outcome"] == "success"));
+        .all(|e| e["reason"] == "admin, immediate" && e["outcome"] == "success"));
+    assert!(events(&audit, "key_published").is_empty());
     let metrics = metrics_of(&identity).await;
     assert_eq!(
         metric_value(&metrics, "gatehouse_identity_key_rotations_total"),
         1.0,
         "{metrics}"
     );
-    assert_key_gauges(&metrics, 2.0, 0.0);
+    assert_key_gauges(&metrics, 2.0, 0.0, 0.0);
+}
+
+#[tokio::test]
+async fn an_immediate_rotation_withdraws_a_pending_next_key() {
+    // Given a next key waiting for the JWKS caches to expire,
+    let identity = Identity::start(
+        "keys:\n  dir: keys\n  jwks_max_age: 5m\n",
+        &standard_directory(),
+    );
+    let k1 = kid_of(&access_token(&reports_token(&identity).await));
+    let (next, ..) = rs256_change(&rotate_keys(&identity, "").await);
+
+    // when the keys are rotated at once (the key directory may have leaked, next key included),
+    let (fresh, state, _, replaces) =
+        rs256_change(&rotate_keys(&identity, "?immediate=true").await);
+
+    // then a fresh key signs, the old active one is retired, and the next key, which never signed
+    // anything, leaves the JWKS and the disk.
+    assert_eq!((state.as_str(), replaces.as_str()), ("active", k1.as_str()));
+    assert!(fresh != next && fresh != k1);
+    assert_eq!(
+        kid_of(&access_token(&reports_token(&identity).await)),
+        fresh
+    );
+    let kids = jwks_kids(&fetch_jwks(&identity).await);
+    assert!(!kids.contains(&next), "{kids:?}");
+    assert!(kids.contains(&k1) && kids.contains(&fresh), "{kids:?}");
+    assert!(!identity.path("keys").join(format!("{next}.pem")).exists());
+
+    // A query the endpoint does not know is refused, and changes nothing.
+    let resp = client()
+        .post(identity.admin("/keys/rotate?immediate=yes"))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(jwks_kids(&fetch_jwks(&identity).await), kids);
+}
+
+#[tokio::test]
+async fn a_pending_next_key_survives_a_restart_and_a_second_rotation_keeps_it() {
+    // Given a next key that is not due for minutes,
+    let mut identity = Identity::start(
+        "keys:\n  dir: keys\n  jwks_max_age: 5m\n",
+        &standard_directory(),
+    );
+    let k1 = kid_of(&access_token(&reports_token(&identity).await));
+    let (k2, _, signs_from, _) = rs256_change(&rotate_keys(&identity, "").await);
+
+    // when the issuer restarts,
+    identity.stop();
+    identity.spawn();
+
+    // then the next key is still published and still waiting, and the old one still signs.
+    let kids = jwks_kids(&fetch_jwks(&identity).await);
+    assert_eq!(kids.len(), 4, "{kids:?}");
+    assert!(kids.contains(&k1) && kids.contains(&k2), "{kids:?}");
+    let states = key_states(&identity).await;
+    assert_eq!(state_of(&states, &k2), "next", "{states:?}");
+    assert_eq!(state_of(&states, &k1), "active", "{states:?}");
+    assert_eq!(kid_of(&access_token(&reports_token(&identity).await)), k1);
+
+    // Rotating again while it waits reports the same pending key, creates nothing, and does not
+    // restart its wait.
+    let again = rotate_keys(&identity, "").await;
+    let (kid, state, from, _) = rs256_change(&again);
+    assert_eq!(
+        (kid.as_str(), state.as_str(), from),
+        (k2.as_str(), "next", signs_from)
+    );
+    assert_eq!(jwks_kids(&fetch_jwks(&identity).await), kids);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1334,7 +1563,7 @@ async fn metrics_count_issued_tokens_by_grant_and_client_and_publish_key_gauges(
         1.0,
         "{metrics}"
     );
-    assert_key_gauges(&metrics, 2.0, 0.0);
+    assert_key_gauges(&metrics, 2.0, 0.0, 0.0);
     assert!(
         metrics.contains("# TYPE gatehouse_identity_key_rotations_total counter"),
         "{metrics}"

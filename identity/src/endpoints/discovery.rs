@@ -65,8 +65,9 @@ pub fn document(settings: &Settings) -> Reply {
     )
 }
 
-/// The published keys, cacheable for `keys.jwks_max_age`: retired keys stay listed at least
-/// that long past the last token they signed, so a cached copy never misses a live key.
+/// The published keys, cacheable for `keys.jwks_max_age`: a next key is listed that long before
+/// it signs, and a retired one that long past the last token it signed, so a cached copy never
+/// misses a live key.
 pub fn jwks(issuer: &Issuer, settings: &Settings) -> Reply {
     let set = issuer.keys.current();
     let r = respond(StatusCode::OK, "application/jwk-set+json", set.jwks.clone());

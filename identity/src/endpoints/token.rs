@@ -74,8 +74,11 @@ struct Issue<'a> {
     audience: String,
     scope: Vec<String>,
     nonce: Option<String>,
-    /// `Some(family)` issues a refresh token in that family; its absolute expiry comes along.
-    refresh: Option<(String, u64)>,
+    /// The family (one authorization grant) the tokens join, so that revoking it revokes them
+    /// all; `None` for tokens no code or refresh token stands behind.
+    family: Option<String>,
+    /// Issues a refresh token in `family`, valid until this absolute expiry.
+    refresh_until: Option<u64>,
 }
 
 impl Grant<'_> {
@@ -91,7 +94,8 @@ impl Grant<'_> {
             audience,
             scope,
             nonce: None,
-            refresh: None,
+            family: None,
+            refresh_until: None,
         })
     }
 
@@ -130,7 +134,8 @@ impl Grant<'_> {
             self.params.get("code_verifier"),
         )?;
         let user = self.user(&code.username)?;
-        let refresh = self.refresh_for_new_family(family);
+        // The family is recorded even without a refresh token: a replay of the code must
+        // revoke the access token (RFC 6749 §4.1.2).
         self.issue(Issue {
             grant: GrantType::AuthorizationCode,
             subject: Subject::User {
@@ -140,7 +145,8 @@ impl Grant<'_> {
             audience: code.audience,
             scope: code.scope,
             nonce: code.nonce,
-            refresh,
+            family: Some(family),
+            refresh_until: self.refresh_until(),
         })
     }
 
@@ -195,7 +201,8 @@ impl Grant<'_> {
             audience: grant.audience,
             scope,
             nonce: None,
-            refresh: Some((grant.family, grant.expires_at)),
+            family: Some(grant.family),
+            refresh_until: Some(grant.expires_at),
         })
     }
 
@@ -221,7 +228,8 @@ impl Grant<'_> {
                 return Err(OAuthError::invalid_grant("invalid username or password"))
             }
         };
-        let refresh = self.refresh_for_new_family(random_value());
+        // Without a refresh token nothing can revoke these tokens as a family.
+        let refresh_until = self.refresh_until();
         self.issue(Issue {
             grant: GrantType::Password,
             subject: Subject::User {
@@ -231,20 +239,17 @@ impl Grant<'_> {
             audience,
             scope,
             nonce: None,
-            refresh,
+            family: refresh_until.map(|_| random_value()),
+            refresh_until,
         })
     }
 
-    fn refresh_for_new_family(&self, family: String) -> Option<(String, u64)> {
+    /// When a new family's refresh tokens expire, if this client may have refresh tokens.
+    fn refresh_until(&self) -> Option<u64> {
         self.client
             .grant_types
             .contains(&GrantType::RefreshToken)
-            .then(|| {
-                (
-                    family,
-                    now() + self.settings.tokens.refresh_token_ttl.as_secs(),
-                )
-            })
+            .then(|| now() + self.settings.tokens.refresh_token_ttl.as_secs())
     }
 
     fn user(&self, username: &str) -> Result<Arc<User>, OAuthError> {
@@ -277,6 +282,17 @@ impl Grant<'_> {
                 t.access_token_ttl.as_secs(),
             )
             .map_err(failed)?;
+        if let Some(family) = &issue.family {
+            if !self
+                .issuer
+                .grants
+                .record_access(family, &access.jti, access.expires_at)
+            {
+                return Err(OAuthError::invalid_grant(
+                    "the authorization grant was revoked",
+                ));
+            }
+        }
         let mut body = Map::new();
         body.insert("access_token".into(), access.token.into());
         body.insert("token_type".into(), "Bearer".into());
@@ -295,9 +311,9 @@ impl Grant<'_> {
                     .map_err(failed)?;
                 body.insert("id_token".into(), id.into());
             }
-            if let Some((family, expires_at)) = issue.refresh {
+            if let (Some(family), Some(expires_at)) = (&issue.family, issue.refresh_until) {
                 let refresh = self.issuer.grants.put_refresh(RefreshGrant {
-                    family,
+                    family: family.clone(),
                     client_id: self.client.id.clone(),
                     username: user.username.clone(),
                     scope: issue.scope.clone(),
