@@ -22,6 +22,9 @@ pub struct ProcessSettings {
     pub rotate_every: Option<Duration>,
     pub jwks_max_age: Duration,
     pub audit_log: String,
+    /// argon2 checks running at once, and waiting for one (`limits`).
+    pub hash_concurrency: usize,
+    pub hash_queue: usize,
 }
 
 /// Everything a reload may change: who exists and what they may get.
