@@ -28,6 +28,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::LockoutFile;
 
 /// Whose secret an attempt presents.
@@ -40,11 +42,19 @@ pub enum Account<'a> {
     Client(&'a str),
 }
 
-/// Usernames and client ids are separate accounts, and separate budgets per address.
+/// Usernames and client ids are separate accounts (and separate budgets per address). Names
+/// are kept as a SHA-256 prefix: they come from the client, up to a whole request body long,
+/// and the map must not grow with their length.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum AccountKey {
-    User(String),
-    Client(String),
+    User([u8; 16]),
+    Client([u8; 16]),
+}
+
+fn digest(name: &str) -> [u8; 16] {
+    let mut prefix = [0; 16];
+    prefix.copy_from_slice(&Sha256::digest(name.as_bytes())[..16]);
+    prefix
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,8 +66,8 @@ enum Secret {
 impl Account<'_> {
     fn key(self) -> AccountKey {
         match self {
-            Account::User(name) => AccountKey::User(name.to_lowercase()),
-            Account::Client(id) => AccountKey::Client(id.to_string()),
+            Account::User(name) => AccountKey::User(digest(&name.to_lowercase())),
+            Account::Client(id) => AccountKey::Client(digest(id)),
         }
     }
 
@@ -95,15 +105,28 @@ impl AddressBudget {
     }
 }
 
+impl AccountCounter {
+    /// Nothing to remember: the entry can go.
+    fn is_clear(&self) -> bool {
+        self.failures == 0 && self.in_flight == 0 && self.locks == 0
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     accounts: HashMap<AccountKey, AccountCounter>,
     addresses: HashMap<(Secret, IpAddr), AddressBudget>,
+    /// When the maps may next be pruned: a prune walks them all, so at most once a second.
+    next_prune: Option<Instant>,
 }
 
 impl Counters {
     /// Forgets what can no longer refuse anyone.
     fn prune(&mut self, now: Instant, policy: &Policy) {
+        if self.next_prune.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_prune = Some(now + PRUNE_INTERVAL);
         self.accounts.retain(|_, c| {
             c.in_flight > 0 || now.saturating_duration_since(c.last_seen) < policy.max_delay
         });
@@ -174,7 +197,10 @@ pub enum FailureOutcome {
     Locked,
 }
 
+/// Entries above which the maps are pruned. Attempts that end clear (a success, a refusal for
+/// load) leave no entry, so what accumulates is failures: about 100 bytes each.
 const SIZE_LIMIT: usize = 100_000;
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Lockout {
     /// Reserves an attempt for `account` from `ip`, or says how long until one may be made
@@ -303,12 +329,14 @@ impl Attempt {
         outcome
     }
 
-    /// Ends the attempt's reservation, then applies `record` to the account and the address.
+    /// Ends the attempt's reservation, then applies `record` to the account and the address;
+    /// entries left with nothing to remember are removed.
     fn settle(&self, record: impl FnOnce(&mut AccountCounter, Option<&mut AddressBudget>)) {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let Counters {
             accounts,
             addresses,
+            ..
         } = &mut *counters;
         let mut address = self.address.and_then(|a| addresses.get_mut(&a));
         if let Some(b) = address.as_deref_mut() {
@@ -317,6 +345,17 @@ impl Attempt {
         if let Some(account) = accounts.get_mut(&self.account) {
             account.in_flight = account.in_flight.saturating_sub(1);
             record(account, address);
+            if account.is_clear() {
+                accounts.remove(&self.account);
+            }
+        }
+        if let Some(a) = self.address {
+            if addresses
+                .get(&a)
+                .is_some_and(|b| b.in_flight == 0 && b.spent <= 0.0)
+            {
+                addresses.remove(&a);
+            }
         }
     }
 }
@@ -492,6 +531,10 @@ mod tests {
         for _ in 0..5 {
             drop(lockout.begin(Account::User("eve"), ip(), POLICY).unwrap());
         }
+        // Nothing was checked, so nothing is remembered either.
+        let counters = lockout.counters.lock().unwrap();
+        assert!(counters.accounts.is_empty() && counters.addresses.is_empty());
+        drop(counters);
         for _ in 0..3 {
             let mut attempt = lockout.begin(Account::User("eve"), ip(), POLICY).unwrap();
             attempt.checking();
