@@ -53,7 +53,7 @@ ALL_PORTS=("$PORT_ISSUER" "$PORT_ADMIN")
 IDENTITY_PROC=gatehouse-ident   # /proc/PID/comm: truncated to 15 characters
 GOOD_CLIENT=bench-svc GOOD_SECRET=bench-svc-secret
 
-require_tools " (scripts/setup.sh bench installs wrk)" wrk curl ss setsid awk
+require_tools " (scripts/setup.sh bench installs wrk)" wrk curl ss setsid awk base64
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 CURL=(curl -sS --noproxy '*' --max-time 5)
 
@@ -67,14 +67,7 @@ setup_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Build
-if [[ -n $IDENTITY_BIN ]]; then
-    [[ -f $IDENTITY_BIN && -x $IDENTITY_BIN ]] || die "IDENTITY_BIN=$IDENTITY_BIN is not an executable file"
-else
-    log "building gatehouse-identity (cargo build --release -p gatehouse-identity)"
-    (cd "$ROOT" && cargo build --release -p gatehouse-identity) || die "cargo build --release -p gatehouse-identity failed"
-    IDENTITY_BIN=$ROOT/target/release/gatehouse-identity
-    [[ -x $IDENTITY_BIN ]] || die "gatehouse-identity binary not found at $IDENTITY_BIN"
-fi
+release_binary IDENTITY_BIN gatehouse-identity
 
 # ---------------------------------------------------------------------------------------------
 # Config. The lockout budgets are set out of reach on purpose: the whole flood comes from
@@ -88,14 +81,9 @@ if [[ -n $HASH_CONCURRENCY || -n $HASH_QUEUE ]]; then
     [[ -z $HASH_CONCURRENCY ]] || LIMITS+=$'\n'"  hash_concurrency: $HASH_CONCURRENCY"
     [[ -z $HASH_QUEUE ]] || LIMITS+=$'\n'"  hash_queue: $HASH_QUEUE"
 fi
-cat >"$WORK/identity/identity.yaml" <<EOF
-issuer: http://127.0.0.1:$PORT_ISSUER
-listen: 127.0.0.1:$PORT_ISSUER
-admin: 127.0.0.1:$PORT_ADMIN
-keys:
-  dir: $WORK/identity/keys
-  algorithms: [ES256]
-audit_log: $WORK/identity/audit.log
+{
+    identity_yaml_head "$PORT_ISSUER" "$PORT_ADMIN" "$WORK/identity" ES256
+    cat <<EOF
 lockout:
   max_failures: 1000000000
   ip_max_failures: 1000000000
@@ -106,6 +94,7 @@ clients:
     grant_types: [client_credentials]
     audiences: [bench-api]
 EOF
+} >"$WORK/identity/identity.yaml"
 "$IDENTITY_BIN" validate --config "$WORK/identity/identity.yaml" >"$WORK/identity/validate.log" 2>&1 \
     || { cat "$WORK/identity/validate.log" >&2; die "generated identity config invalid"; }
 
@@ -139,18 +128,11 @@ function done(summary, latency, requests)
 end
 EOF
 # The correct client: Basic authentication, paced by wrk's delay() to GOOD_RATE requests/s.
-GOOD_BASIC=$(printf '%s:%s' "$GOOD_CLIENT" "$GOOD_SECRET" | base64 -w0)
 GOOD_DELAY_MS=$((1000 * GOOD_CONNECTIONS / GOOD_RATE))
-cat >"$WORK/good.lua" <<EOF
-wrk.method = "POST"
-wrk.path = "/token"
-wrk.body = "grant_type=client_credentials"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $GOOD_BASIC"
-function delay()
-    return $GOOD_DELAY_MS
-end
-EOF
+{
+    token_lua "$GOOD_CLIENT" "$GOOD_SECRET"
+    printf 'function delay()\n    return %s\nend\n' "$GOOD_DELAY_MS"
+} >"$WORK/good.lua"
 
 # ---------------------------------------------------------------------------------------------
 # Start, pre-check
