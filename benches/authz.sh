@@ -77,14 +77,7 @@ setup_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Build (cargo is a no-op when the binary is up to date; it waits if another cargo holds the lock)
-if [[ -n $AUTHZ_BIN ]]; then
-    [[ -f $AUTHZ_BIN && -x $AUTHZ_BIN ]] || die "AUTHZ_BIN=$AUTHZ_BIN is not an executable file"
-else
-    log "building gatehouse-authz (cargo build --release -p gatehouse-authz)"
-    (cd "$ROOT" && cargo build --release -p gatehouse-authz) || die "cargo build --release -p gatehouse-authz failed"
-    AUTHZ_BIN=$ROOT/target/release/gatehouse-authz
-    [[ -x $AUTHZ_BIN ]] || die "gatehouse-authz binary not found at $AUTHZ_BIN"
-fi
+release_binary AUTHZ_BIN gatehouse-authz
 
 # ---------------------------------------------------------------------------------------------
 # Configs

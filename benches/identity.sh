@@ -76,14 +76,7 @@ setup_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Build (cargo is a no-op when the binary is up to date; it waits if another cargo holds the lock)
-if [[ -n $IDENTITY_BIN ]]; then
-    [[ -f $IDENTITY_BIN && -x $IDENTITY_BIN ]] || die "IDENTITY_BIN=$IDENTITY_BIN is not an executable file"
-else
-    log "building gatehouse-identity (cargo build --release -p gatehouse-identity)"
-    (cd "$ROOT" && cargo build --release -p gatehouse-identity) || die "cargo build --release -p gatehouse-identity failed"
-    IDENTITY_BIN=$ROOT/target/release/gatehouse-identity
-    [[ -x $IDENTITY_BIN ]] || die "gatehouse-identity binary not found at $IDENTITY_BIN"
-fi
+release_binary IDENTITY_BIN gatehouse-identity
 
 # ---------------------------------------------------------------------------------------------
 # Configs
@@ -101,14 +94,9 @@ ES_HASH=$(hash_secret "$ES_SECRET")
 
 # Keys are generated on first start (one RS256 and one ES256 key); no rotation during the run.
 # PHC strings are quoted: '$' and ',' are safe in YAML, but quoting keeps it obvious.
-cat >"$WORK/identity/identity.yaml" <<EOF
-issuer: http://127.0.0.1:$PORT_ISSUER
-listen: 127.0.0.1:$PORT_ISSUER
-admin: 127.0.0.1:$PORT_ADMIN
-keys:
-  dir: $WORK/identity/keys
-  algorithms: [RS256, ES256]
-audit_log: $WORK/identity/audit.log
+{
+    identity_yaml_head "$PORT_ISSUER" "$PORT_ADMIN" "$WORK/identity" "RS256, ES256"
+    cat <<EOF
 clients:
   - id: $RS_CLIENT
     secret_hash: '$RS_HASH'
@@ -123,24 +111,14 @@ clients:
     scopes: [bench:read]
     signing_alg: ES256
 EOF
+} >"$WORK/identity/identity.yaml"
 
 "$IDENTITY_BIN" validate --config "$WORK/identity/identity.yaml" >"$WORK/identity/validate.log" 2>&1 \
     || { cat "$WORK/identity/validate.log" >&2; die "generated identity config invalid"; }
 
-# wrk scripts: one POST /token per request, client_secret_basic.
-write_token_lua() { # file client secret
-    local basic
-    basic=$(printf '%s:%s' "$2" "$3" | base64 -w0)
-    cat >"$1" <<EOF
-wrk.method = "POST"
-wrk.path = "/token"
-wrk.body = "grant_type=client_credentials"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $basic"
-EOF
-}
-write_token_lua "$WORK/token-rs256.lua" "$RS_CLIENT" "$RS_SECRET"
-write_token_lua "$WORK/token-es256.lua" "$ES_CLIENT" "$ES_SECRET"
+# wrk scripts: one POST /token per request, client_secret_basic (token_lua, benches/lib.sh).
+token_lua "$RS_CLIENT" "$RS_SECRET" >"$WORK/token-rs256.lua"
+token_lua "$ES_CLIENT" "$ES_SECRET" >"$WORK/token-es256.lua"
 
 # The issuer sends Cache-Control: public, max-age=<keys.jwks_max_age> (default 300 s); nginx
 # sends the same, so both answers carry the same body and nearly the same headers.

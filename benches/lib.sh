@@ -59,6 +59,22 @@ require_tools() { # hint tool...
     done
 }
 
+# The binary under test. The variable named by $1 may hold a path, used as is and never built;
+# empty, `cargo build --release -p $2` runs (a no-op when the binary is up to date; it waits if
+# another cargo holds the lock) and the variable is set to target/release/$2. Needs ROOT.
+release_binary() { # variable package
+    local var=$1 package=$2 path=${!1}
+    if [[ -n $path ]]; then
+        [[ -f $path && -x $path ]] || die "$var=$path is not an executable file"
+        return 0
+    fi
+    log "building $package (cargo build --release -p $package)"
+    (cd "$ROOT" && cargo build --release -p "$package") || die "cargo build --release -p $package failed"
+    path=$ROOT/target/release/$package
+    [[ -x $path ]] || die "$package binary not found at $path"
+    printf -v "$var" '%s' "$path"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Work dir, stale runs, cleanup. setup_workdir uses these, set by the script:
 #   WORK_PREFIX   the work dir is $TMPDIR/$WORK_PREFIX.XXXXXX; stale runs are found by that glob
@@ -192,6 +208,34 @@ nginx_http_common() { # prefix-dir
     scgi_temp_path $1/tmp/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
+EOF
+}
+
+# The head of a throwaway identity.yaml (identity.sh, identity_flood.sh): the issuer and its
+# admin listener on 127.0.0.1, keys and audit log in the given directory.
+identity_yaml_head() { # port admin-port dir algorithms
+    cat <<EOF
+issuer: http://127.0.0.1:$1
+listen: 127.0.0.1:$1
+admin: 127.0.0.1:$2
+keys:
+  dir: $3/keys
+  algorithms: [$4]
+audit_log: $3/audit.log
+EOF
+}
+
+# A wrk script for the issuer: one POST /token per request, client_credentials with HTTP Basic
+# (client_secret_basic) as the given client.
+token_lua() { # client secret
+    local basic
+    basic=$(printf '%s:%s' "$1" "$2" | base64 -w0)
+    cat <<EOF
+wrk.method = "POST"
+wrk.path = "/token"
+wrk.body = "grant_type=client_credentials"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $basic"
 EOF
 }
 

@@ -1,9 +1,17 @@
 //! Client authentication at the back-channel endpoints (token, introspection, revocation).
+//!
+//! A secret that verified before is recognised from the [`SecretCache`] without argon2. Any
+//! other secret is a possible guess: it goes through the lockout (per client id, known or not,
+//! and per address) and then waits for one of the bounded argon2 checks (`hash_gate`).
 
 use std::sync::Arc;
 
+use crate::audit::Event;
 use crate::config::{Client, Settings};
-use crate::password::{self, SecretCache};
+use crate::hash_gate::Busy;
+use crate::issuer::Issuer;
+use crate::lockout::{Account, FailureOutcome};
+use crate::metrics;
 use crate::reply::OAuthError;
 use crate::request::{Params, Request};
 
@@ -19,8 +27,8 @@ pub enum ClientAuth {
 /// Authenticates the client of a back-channel request (RFC 6749 §2.3.1): HTTP Basic or the
 /// form body, never both; a public client only names itself.
 pub async fn authenticate(
+    issuer: &Issuer,
     settings: &Settings,
-    secrets: &SecretCache,
     req: &Request,
     params: &Params,
 ) -> Result<(Arc<Client>, ClientAuth), OAuthError> {
@@ -48,38 +56,89 @@ pub async fn authenticate(
         },
     };
     let client = settings.clients.get(&id).cloned();
-    let Some(client) = client else {
-        if let Some(secret) = secret {
-            // Same time as a real check: the answer must not reveal which client ids exist.
-            let _ = tokio::task::spawn_blocking(move || password::verify_dummy(&secret)).await;
-        }
-        return Err(OAuthError::invalid_client(
-            "unknown client or bad credentials",
-        ));
+    let Some(secret) = secret else {
+        // No secret, nothing to guess: a public client names itself.
+        return match client {
+            Some(client) if client.is_public() => Ok((client, ClientAuth::None)),
+            Some(_) => Err(OAuthError::invalid_client("client authentication required")),
+            None => Err(OAuthError::invalid_client(
+                "unknown client or bad credentials",
+            )),
+        };
     };
-    match (&client.secret_hash, secret) {
-        (None, None) => Ok((client, ClientAuth::None)),
-        (None, Some(_)) => Err(OAuthError::invalid_client(
+    if client.as_ref().is_some_and(|c| c.is_public()) {
+        return Err(OAuthError::invalid_client(
             "this client is public and has no secret",
+        ));
+    }
+    let phc = client.as_ref().and_then(|c| c.secret_hash.clone());
+    check_secret(issuer, settings, req, &id, &secret, phc).await?;
+    match client {
+        Some(client) => Ok((client, method)),
+        None => Err(OAuthError::invalid_client(
+            "unknown client or bad credentials",
         )),
-        (Some(_), None) => Err(OAuthError::invalid_client("client authentication required")),
-        (Some(phc), Some(secret)) => {
-            if secrets.cached(&client.id, &secret, phc) {
-                return Ok((client, method));
-            }
-            let (phc, s) = (phc.clone(), secret.clone());
-            let ok = tokio::task::spawn_blocking(move || password::verify(&s, &phc))
-                .await
-                .unwrap_or(false);
-            if !ok {
-                return Err(OAuthError::invalid_client(
-                    "unknown client or bad credentials",
-                ));
-            }
-            if let Some(phc) = &client.secret_hash {
-                secrets.remember(&client.id, &secret, phc);
-            }
-            Ok((client, method))
+    }
+}
+
+/// Checks the secret presented for client `id`; `phc` is `None` for an id that does not exist,
+/// which is checked against the dummy hash, locked out and answered exactly like a known one.
+async fn check_secret(
+    issuer: &Issuer,
+    settings: &Settings,
+    req: &Request,
+    id: &str,
+    secret: &str,
+    phc: Option<String>,
+) -> Result<(), OAuthError> {
+    let policy = (&settings.lockout).into();
+    if let Some(phc) = &phc {
+        if issuer.secrets.cached(id, secret, phc) {
+            // Verified before: no guess and no argon2, but a locked client stays locked.
+            let attempt = issuer
+                .lockout
+                .begin(Account::Client(id), req.peer_ip, policy)
+                .map_err(OAuthError::too_many_client_failures)?;
+            attempt.succeeded();
+            return Ok(());
         }
+    }
+    let check = || async {
+        let mut attempt = issuer
+            .lockout
+            .begin(Account::Client(id), req.peer_ip, policy)
+            .map_err(OAuthError::too_many_client_failures)?;
+        // Refused for load, the attempt is dropped before its check: it counts for nothing.
+        let permit = issuer
+            .hashing
+            .admit()
+            .await
+            .map_err(|Busy| OAuthError::temporarily_unavailable(Busy::RETRY_AFTER))?;
+        attempt.checking();
+        let ok = permit.verify(secret.to_string(), phc.clone()).await;
+        match &phc {
+            Some(phc) if ok => {
+                attempt.succeeded();
+                issuer.secrets.remember(id, secret, phc);
+            }
+            _ => {
+                if attempt.failed() == FailureOutcome::Locked {
+                    metrics::LOCKOUTS.inc();
+                    issuer.audit.record(Event {
+                        client: Some(id),
+                        reason: Some("too many failed client authentications"),
+                        ..Event::of(req, "lockout", "locked")
+                    });
+                }
+            }
+        }
+        Ok(ok && phc.is_some())
+    };
+    if issuer.secrets.check_once(id, secret, check).await? {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_client(
+            "unknown client or bad credentials",
+        ))
     }
 }

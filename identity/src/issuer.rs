@@ -15,6 +15,7 @@ use crate::audit::{AuditLog, Event};
 use crate::clock::now;
 use crate::config::{self, Settings};
 use crate::grants::Grants;
+use crate::hash_gate::HashGate;
 use crate::keys::{KeyRing, KeyState, Rotation, RotationMode};
 use crate::lockout::Lockout;
 use crate::metrics;
@@ -29,6 +30,8 @@ pub struct Issuer {
     pub(crate) grants: Grants,
     pub(crate) lockout: Lockout,
     pub(crate) secrets: SecretCache,
+    /// Bounds the argon2 checks (passwords, client secrets) running and waiting.
+    pub(crate) hashing: HashGate,
     pub(crate) audit: AuditLog,
     /// The issuer URL's path ("" or "/prefix"): requests may arrive with or without it.
     base_path: String,
@@ -52,6 +55,7 @@ impl Issuer {
         let base_path = url::Url::parse(&p.issuer)
             .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
+        let hashing = HashGate::new(p.hash_concurrency, p.hash_queue);
         let issuer = Arc::new_cyclic(|this| Self {
             this: this.clone(),
             config_path: config_path.to_path_buf(),
@@ -60,6 +64,7 @@ impl Issuer {
             grants: Grants::default(),
             lockout: Lockout::default(),
             secrets: SecretCache::default(),
+            hashing,
             audit,
             base_path,
             reload_gate: ReloadGate::new(&metrics::CONFIG_RELOADS, "config"),
@@ -93,7 +98,7 @@ impl Issuer {
         }
         if new.process != old.process {
             tracing::warn!(
-                "issuer, listeners, keys and audit_log settings apply at the next restart"
+                "issuer, listeners, keys, audit_log and limits settings apply at the next restart"
             );
         }
         tracing::info!(

@@ -10,6 +10,7 @@ mod clock;
 pub mod config;
 mod endpoints;
 pub mod grants;
+pub mod hash_gate;
 pub mod issuer;
 pub mod keys;
 pub mod lockout;

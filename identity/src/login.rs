@@ -1,24 +1,29 @@
-//! Password logins (the login form and the password grant) under the lockout rules.
+//! Password logins (the login form and the password grant) under the lockout rules and the
+//! bound on concurrent argon2 checks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::audit::{AuditLog, Event};
+use crate::audit::Event;
 use crate::config::{Settings, User};
-use crate::lockout::{FailureOutcome, Lockout};
+use crate::hash_gate::Busy;
+use crate::issuer::Issuer;
+use crate::lockout::{Account, FailureOutcome};
 use crate::metrics;
-use crate::password;
 use crate::request::Request;
 
 /// Why a password login failed.
 pub enum LoginFailure {
     Invalid,
-    Locked(std::time::Duration),
+    Locked(Duration),
+    /// Every argon2 check is taken and the queue is full: nothing was checked, nothing counted;
+    /// try again after the duration.
+    Busy(Duration),
 }
 
 /// Checks a user's password under the lockout rules, and audits the attempt either way.
 pub async fn check_password(
-    lockout: &Lockout,
-    audit_log: &AuditLog,
+    issuer: &Issuer,
     settings: &Settings,
     req: &Request,
     client_id: &str,
@@ -26,7 +31,7 @@ pub async fn check_password(
     password: &str,
 ) -> Result<Arc<User>, LoginFailure> {
     let audit = |outcome: &str, reason: Option<&str>| {
-        audit_log.record(Event {
+        issuer.audit.record(Event {
             event: "login",
             outcome,
             user: Some(username),
@@ -37,7 +42,11 @@ pub async fn check_password(
             ..Event::default()
         })
     };
-    let attempt = match lockout.begin(username, req.peer_ip, (&settings.lockout).into()) {
+    let lockout = (&settings.lockout).into();
+    let mut attempt = match issuer
+        .lockout
+        .begin(Account::User(username), req.peer_ip, lockout)
+    {
         Ok(a) => a,
         Err(wait) => {
             metrics::LOGIN_FAILURES
@@ -47,18 +56,16 @@ pub async fn check_password(
             return Err(LoginFailure::Locked(wait));
         }
     };
+    // Refused for load, the attempt is dropped before its check: it counts for nothing.
+    let permit = issuer
+        .hashing
+        .admit()
+        .await
+        .map_err(|Busy| LoginFailure::Busy(Busy::RETRY_AFTER))?;
+    attempt.checking();
     let user = settings.users.get(username).cloned();
-    let secret = password.to_string();
     let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => password::verify(&secret, &phc),
-        None => {
-            password::verify_dummy(&secret);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let ok = permit.verify(password.to_string(), phc).await;
     match (user, ok) {
         (Some(user), true) => {
             attempt.succeeded();
@@ -75,7 +82,7 @@ pub async fn check_password(
             audit("failure", Some(reason));
             if attempt.failed() == FailureOutcome::Locked {
                 metrics::LOCKOUTS.inc();
-                audit_log.record(Event {
+                issuer.audit.record(Event {
                     user: Some(username),
                     reason: Some("too many failed logins"),
                     ..Event::of(req, "lockout", "locked")

@@ -43,6 +43,22 @@ pub static LOCKOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("metric registration: {e}"))
 });
 
+pub static HASH_QUEUE_FULL: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_identity_hash_queue_full_total",
+        "Password and client-secret checks refused with 503 because every argon2 check was running and the queue was full (limits.hash_concurrency, limits.hash_queue)."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static HASH_CHECKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_identity_hash_checks_total",
+        "argon2 checks run (passwords and client secrets not already verified, dummy checks for unknown accounts included)."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
 pub static ACTIVE_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "gatehouse_identity_keys",
@@ -93,6 +109,8 @@ pub fn init() {
     LazyLock::force(&TOKEN_ERRORS);
     LazyLock::force(&LOGIN_FAILURES);
     LazyLock::force(&LOCKOUTS);
+    LazyLock::force(&HASH_QUEUE_FULL);
+    LazyLock::force(&HASH_CHECKS);
     LazyLock::force(&ACTIVE_KEYS);
     LazyLock::force(&KEY_ROTATIONS);
     LazyLock::force(&CONFIG_RELOADS);

@@ -1,5 +1,7 @@
 //! What the issuer answers: response builders and the RFC 6749 §5.2 error answer.
 
+use std::time::Duration;
+
 use http::{header, HeaderValue, Response, StatusCode};
 
 pub type Reply = Response<Vec<u8>>;
@@ -12,6 +14,8 @@ pub struct OAuthError {
     pub description: String,
     /// `WWW-Authenticate` value for 401s (RFC 6749 §5.2, RFC 6750 §3).
     pub challenge: Option<String>,
+    /// `Retry-After` for 429s and 503s (RFC 9110 §10.2.3).
+    pub retry_after: Option<Duration>,
 }
 
 impl OAuthError {
@@ -21,6 +25,7 @@ impl OAuthError {
             error,
             description,
             challenge: None,
+            retry_after: None,
         }
     }
     pub fn invalid_request(description: String) -> Self {
@@ -60,15 +65,33 @@ impl OAuthError {
     pub fn invalid_target(description: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
     }
-    pub fn too_many_attempts(retry_after: std::time::Duration) -> Self {
+    /// A password login refused by the lockout (the user, or the address, has failed too often).
+    pub fn too_many_attempts(retry_after: Duration) -> Self {
+        Self::too_many(retry_after, "invalid_grant", "logins")
+    }
+    /// Client authentication refused by the lockout, answered as a locked-out login is: 429,
+    /// `Retry-After`, and the error code the endpoint uses for failed client authentication.
+    pub fn too_many_client_failures(retry_after: Duration) -> Self {
+        Self::too_many(retry_after, "invalid_client", "client authentications")
+    }
+    fn too_many(retry_after: Duration, error: &'static str, what: &str) -> Self {
+        let secs = retry_after_secs(retry_after);
+        let description = format!("too many failed {what}; try again in {secs}s");
+        Self::new(StatusCode::TOO_MANY_REQUESTS, error, description).retrying_after(retry_after)
+    }
+    /// Every argon2 check is running and the queue is full: nothing was checked.
+    /// `temporarily_unavailable` is RFC 6749 §4.1.2.1's code for an overloaded server.
+    pub fn temporarily_unavailable(retry_after: Duration) -> Self {
         Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "invalid_grant",
-            format!(
-                "too many failed logins; try again in {}s",
-                retry_after.as_secs().max(1)
-            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the server is busy checking other credentials; try again shortly".into(),
         )
+        .retrying_after(retry_after)
+    }
+    fn retrying_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
     pub fn invalid_token(description: &str) -> Self {
         let mut e = Self::new(
@@ -135,8 +158,17 @@ impl OAuthError {
         {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
+        if let Some(wait) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs(wait).into());
+        }
         r
     }
+}
+
+/// Whole seconds, rounded up: a client that waits that long finds the lock over.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A JSON answer that no cache may keep (RFC 6749 §5.1: tokens and errors are `no-store`).
@@ -180,6 +212,7 @@ pub fn method_not_allowed(allow: &'static str) -> Reply {
         error: "invalid_request",
         description: format!("use {allow}"),
         challenge: None,
+        retry_after: None,
     }
     .reply();
     r.headers_mut()

@@ -123,6 +123,12 @@ impl Handler for IdentityApp {
         self.issuer.handle(issuer_request(request)).await
     }
 
+    /// Password and client-secret checks wait in a bounded queue: one whose client has gone
+    /// gives its place back instead of being run (see `hash_gate`).
+    fn abandon_when_client_leaves(&self) -> bool {
+        true
+    }
+
     /// RFC 6749 §5.2's error format, as every other refusal of this listener.
     fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
         let error = match refusal {

@@ -10,6 +10,8 @@ mod support;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,7 +25,7 @@ use jwt_simple::common::VerificationOptions;
 use jwt_simple::token::Token;
 use serde_json::{json, Map, Value};
 use support::{
-    client, eventually, hash_of, metric_value, oauth_error, standard_directory, Identity,
+    client, eventually, hash_of, metric_value, oauth_error, rss_kib, standard_directory, Identity,
 };
 
 /// Long enough for anything asynchronous (audit writer, watcher, upkeep tick) on a loaded machine.
@@ -927,6 +929,289 @@ async fn parallel_wrong_passwords_evaluate_at_most_max_failures_and_then_lock_ou
             .any(|e| e["outcome"] == "success"),
         "no login may succeed while locked"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7b. Outsiders: floods of wrong secrets, and guesses from one shared address
+// ---------------------------------------------------------------------------------------------
+
+/// A `client_credentials` request as `client_id` with HTTP Basic, on a connection of its own:
+/// the answer's status, `Retry-After` (seconds) and JSON body.
+async fn basic_token_attempt(
+    url: String,
+    client_id: String,
+    secret: &'static str,
+) -> (u16, Option<u64>, Value) {
+    let resp = client()
+        .post(url)
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request");
+    let status = resp.status().as_u16();
+    let retry = header(&resp, "retry-after").and_then(|v| v.parse().ok());
+    let body = resp.json().await.expect("JSON answer");
+    (status, retry, body)
+}
+
+/// Lockout budgets so large that only the hash gate can refuse: for the tests of the gate.
+const NO_LOCKOUT: &str = "lockout:\n  max_failures: 100000\n  ip_max_failures: 100000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_wrong_client_secrets_gets_503_in_bounded_memory_while_good_clients_are_served()
+{
+    // Given argon2 checks limited to 2 at a time with 4 more waiting,
+    let identity = Identity::start(
+        &format!("limits:\n  hash_concurrency: 2\n  hash_queue: 4\n{NO_LOCKOUT}"),
+        &standard_directory(),
+    );
+    // and `reports` authenticated once (a secret that verified is then checked without argon2),
+    reports_token(&identity).await;
+    let pid = identity.pid().expect("the issuer runs");
+    let before = rss_kib(pid).expect("the issuer's RSS");
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let sampling = sampling.clone();
+        async move {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = rss_kib(pid).unwrap_or(0).max(peak);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        }
+    });
+
+    // when 120 clients send wrong secrets at once, half of them for a client id that does not
+    // exist and half for `reports`,
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let id = if i % 2 == 0 {
+            format!("intruder-{i}")
+        } else {
+            "reports".to_string()
+        };
+        flood.spawn(basic_token_attempt(
+            identity.url("/token"),
+            id,
+            "wrong-secret",
+        ));
+    }
+    // `reports` keeps getting tokens with its right secret meanwhile.
+    for _ in 0..5 {
+        reports_token(&identity).await;
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = flood.join_next().await {
+        answers.push(answer.expect("flood task"));
+    }
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.await.expect("RSS sampler");
+
+    // Then what the gate could not take was refused at once with 503 and Retry-After, and the
+    // rest was checked and refused as an invalid client, known client id or not;
+    let mut busy = 0;
+    for (status, retry, body) in &answers {
+        match status {
+            503 => {
+                busy += 1;
+                assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+                assert!(retry.is_some_and(|s| s >= 1), "Retry-After {retry:?}");
+            }
+            401 => assert_eq!(body["error"], "invalid_client", "{body}"),
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    assert!(busy > 0, "no 503 among {} answers", answers.len());
+    assert!(busy < answers.len(), "every wrong secret got 503");
+    // the refusals are counted;
+    let metrics = metrics_of(&identity).await;
+    let counted = metric_value(&metrics, "gatehouse_identity_hash_queue_full_total");
+    assert_eq!(counted, busy as f64, "{metrics}");
+    // memory stayed bounded: two argon2 work areas of 19 MiB, not one per request;
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 100,
+        "RSS grew by {grew_mib} MiB ({before} KiB before, peak {peak} KiB)"
+    );
+    // and the right secret is still accepted.
+    reports_token(&identity).await;
+}
+
+#[tokio::test]
+async fn checks_still_queued_when_their_clients_hang_up_never_run() {
+    // Given one argon2 check at a time and room for 60 waiting,
+    let identity = Identity::start(
+        &format!("limits:\n  hash_concurrency: 1\n  hash_queue: 60\n{NO_LOCKOUT}"),
+        &standard_directory(),
+    );
+    // when 40 clients with wrong secrets give up after 100 ms, most of them still queued (a
+    // check takes tens of milliseconds),
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .expect("client");
+    let mut gone = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let request = impatient
+            .post(identity.url("/token"))
+            .basic_auth(format!("intruder-{i}"), Some("wrong-secret"))
+            .form(&[("grant_type", "client_credentials")]);
+        gone.spawn(async move { request.send().await.is_err() });
+    }
+    let mut answered = 0;
+    while let Some(timed_out) = gone.join_next().await {
+        if !timed_out.expect("client task") {
+            answered += 1;
+        }
+    }
+
+    // then a client whose secret needs a check is served once the queue has moved on (checks
+    // are taken in arrival order, so every abandoned one has run or been dropped by then),
+    let resp = identity
+        .service_token("reports", "reports-secret", &[])
+        .await;
+    token_ok(resp).await;
+    // and only the checks answered in time, or running when their clients left, were run:
+    // the clients left within a few milliseconds of each other, so a few at most.
+    let metrics = metrics_of(&identity).await;
+    let checks = metric_value(&metrics, "gatehouse_identity_hash_checks_total");
+    let ran_for_the_gone = checks - f64::from(answered) - 1.0;
+    assert!(
+        (0.0..=5.0).contains(&ran_for_the_gone) && answered < 30,
+        "{checks} argon2 checks ran for 40 clients ({answered} answered in time) and reports\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn repeated_wrong_secrets_lock_the_client_id_for_a_doubling_delay() {
+    // Given a lock after 3 failures, for 2 s and then twice as long each time,
+    let identity = Identity::start(
+        "lockout:\n  max_failures: 3\n  base_delay: 2s\n  max_delay: 1m\n",
+        &standard_directory(),
+    );
+    let attempt = |secret: &'static str| {
+        basic_token_attempt(identity.url("/token"), "reports".into(), secret)
+    };
+
+    // when `reports` is sent three wrong secrets,
+    for _ in 0..3 {
+        let (status, _, body) = attempt("wrong-secret").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client"))
+        );
+    }
+    // then even its right secret is refused while the lock lasts, as a locked-out login is:
+    // 429, Retry-After, no token;
+    let (status, retry, body) = attempt("reports-secret").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("invalid_client")),
+        "{body}"
+    );
+    assert!(body.get("access_token").is_none());
+    let first = retry.expect("Retry-After on a 429");
+    assert!((1..=2).contains(&first), "first lock: Retry-After {first}");
+    // other clients from the same address are not affected;
+    let (status, _, body) =
+        basic_token_attempt(identity.url("/token"), "web".into(), "web-secret").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+
+    // once the lock is over, three more wrong secrets lock it for twice as long,
+    eventually("the first client lock to end", SETTLE, || async {
+        attempt("wrong-secret").await.0 == 401
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, _, _) = attempt("wrong-secret").await;
+        assert_eq!(status, 401);
+    }
+    let (status, retry, body) = attempt("reports-secret").await;
+    assert_eq!(status, 429, "{body}");
+    let second = retry.expect("Retry-After on a 429");
+    assert!(
+        (3..=4).contains(&second),
+        "second lock: Retry-After {second}"
+    );
+
+    // and when it is over, the right secret is accepted again.
+    eventually("the second client lock to end", SETTLE, || async {
+        attempt("reports-secret").await.0 == 200
+    })
+    .await;
+    let audit = audit_until(&identity, "a client lockout event", |e| {
+        e["event"] == "lockout" && e["client"] == "reports"
+    })
+    .await;
+    assert!(events(&audit, "lockout")
+        .iter()
+        .all(|e| e["user"].is_null()));
+}
+
+#[tokio::test]
+async fn wrong_passwords_for_other_accounts_from_the_same_address_do_not_lock_out_alice() {
+    // Given the default lockout (5 failures),
+    let identity = Identity::start("", &standard_directory());
+    // when one address guesses five accounts that do not exist,
+    for i in 1..=5 {
+        let resp =
+            password_grant(&identity, &format!("nobody{i}"), "guess", "documents:read").await;
+        oauth_error(resp, 400, "invalid_grant").await;
+    }
+    // then alice, behind the same address (a NAT, the gateway), still logs in.
+    token_ok(password_grant(&identity, "alice", "alice-password", "documents:read").await).await;
+}
+
+#[tokio::test]
+async fn an_address_guessing_across_accounts_is_throttled_and_its_budget_comes_back() {
+    // Given 3 failures per account, and 8 per address over a window of 8 s (one back a second),
+    let identity = Identity::start(
+        "lockout:\n  max_failures: 3\n  ip_max_failures: 8\n  ip_window: 8s\n",
+        &standard_directory(),
+    );
+    // when one address guesses a new account each time, as fast as it can,
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let resp = password_grant(&identity, &format!("user{i}"), "guess", "documents:read").await;
+        let status = resp.status().as_u16();
+        let retry = header(&resp, "retry-after").and_then(|v| v.parse::<u64>().ok());
+        let body: Value = resp.json().await.expect("JSON answer");
+        assert_eq!(body["error"], "invalid_grant", "{status} {body}");
+        answers.push((status, retry));
+    }
+
+    // then about eight guesses were checked before the address was throttled,
+    let first_refusal = answers
+        .iter()
+        .position(|(s, _)| *s == 429)
+        .expect("the address is throttled");
+    assert!((8..=16).contains(&first_refusal), "{answers:?}");
+    // and from then on it is held to about one guess a second: mostly refused, with Retry-After.
+    let after = &answers[first_refusal..];
+    let checked = after.iter().filter(|(s, _)| *s == 400).count();
+    assert!(checked * 2 < after.len(), "{answers:?}");
+    assert!(
+        after
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, r)| r.is_some_and(|r| (1..=8).contains(&r))),
+        "{answers:?}"
+    );
+
+    // The budget comes back as the window passes: alice logs in again without anyone unlocking.
+    eventually("the address's budget to recover", SETTLE, || async {
+        password_grant(&identity, "alice", "alice-password", "documents:read")
+            .await
+            .status()
+            == 200
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

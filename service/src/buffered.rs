@@ -130,6 +130,19 @@ pub trait Handler: Send + Sync + 'static {
 
     async fn handle(&self, request: Request) -> Response<Vec<u8>>;
 
+    /// `true`: stop [`Handler::handle`] (drop its future) when the client closes the connection
+    /// before the answer, so that work queued for a client that has gone is never done. Work
+    /// already handed to another task (`spawn_blocking`) still runs to its end. For handlers
+    /// that do expensive work for unauthenticated clients (the issuer's argon2 checks).
+    ///
+    /// A client that half-closes its side after the request (`shutdown(SHUT_WR)`) counts as
+    /// gone, as it does in Pingora's proxy. Bytes sent after the body (HTTP/1.1 pipelining)
+    /// end the watch and the connection is closed after the answer: the watch has read one of
+    /// them.
+    fn abandon_when_client_leaves(&self) -> bool {
+        false
+    }
+
     /// The answer to a refused request, in the service's error format.
     fn refuse(&self, refusal: Refusal) -> Response<Vec<u8>> {
         json_answer(
@@ -176,7 +189,14 @@ impl<H: Handler> HttpServerApp for BufferedApp<H> {
         }
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
         let answer = match read_body(&mut session, &limits).await {
-            Ok(body) => self.handler.handle(request(&session, body)).await,
+            Ok(body) => {
+                let request = request(&session, body);
+                if self.handler.abandon_when_client_leaves() {
+                    answer_unless_client_leaves(&*self.handler, &mut session, request).await?
+                } else {
+                    self.handler.handle(request).await
+                }
+            }
             Err(refusal) => {
                 // The rest of the body was not read: the connection cannot carry another request.
                 session.set_keepalive(None);
@@ -191,6 +211,38 @@ impl<H: Handler> HttpServerApp for BufferedApp<H> {
                 tracing::debug!(kind = ?e.etype, "connection not reusable");
                 None
             }
+        }
+    }
+}
+
+/// Runs the handler while watching the connection; `None` (and the handler's future dropped)
+/// if the client closes it or resets the stream first.
+async fn answer_unless_client_leaves<H: Handler>(
+    handler: &H,
+    session: &mut ServerSession,
+    request: Request,
+) -> Option<Response<Vec<u8>>> {
+    let handling = handler.handle(request);
+    tokio::pin!(handling);
+    // The body has been read, so this only reads to see the connection close (HTTP/1: FIN or
+    // RST; HTTP/2: RST_STREAM).
+    let departure = tokio::select! {
+        answer = &mut handling => return Some(answer),
+        departure = session.read_body_or_idle(true) => departure,
+    };
+    match departure {
+        // Not a departure (HTTP/1 never returns here; other session kinds might).
+        Ok(_) => Some(handling.await),
+        Err(e) if e.etype == ErrorType::ConnectError => {
+            // Data after the body: the client is still there, but the byte read cannot be put
+            // back, so this connection carries no further request.
+            session.set_keepalive(None);
+            Some(handling.await)
+        }
+        // Anything else ends the read: the client is gone, and its answer is not worth making.
+        Err(_) => {
+            tracing::debug!("client gone before the answer; request abandoned");
+            None
         }
     }
 }

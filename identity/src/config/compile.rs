@@ -128,10 +128,21 @@ fn check_keys(keys: &KeysFile, problems: &mut Problems) {
     }
 }
 
-/// `lockout`, `max_body_bytes`, `timeouts` and `session` (the token lifetimes need no check).
+/// `lockout`, `limits`, `max_body_bytes`, `timeouts` and `session` (the token lifetimes need no
+/// check).
 fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
     if file.lockout.max_failures == 0 {
         problems.at("lockout.max_failures", "must be at least 1");
+    }
+    if file.lockout.ip_max_failures == 0 {
+        problems.at("lockout.ip_max_failures", "must be at least 1");
+    }
+    if file.lockout.ip_window.is_zero() {
+        problems.at("lockout.ip_window", "must be longer than 0s");
+    }
+    // Zero would refuse every password and client secret.
+    if file.limits.hash_concurrency == Some(0) {
+        problems.at("limits.hash_concurrency", "must be at least 1");
     }
     if file.max_body_bytes < 1024 {
         problems.at("max_body_bytes", "must be at least 1024");
@@ -158,6 +169,11 @@ fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
 /// The process settings, with relative paths resolved against `base`. Called once the file
 /// is known to be valid.
 fn process(file: &File, base: &Path) -> ProcessSettings {
+    // One check per core at once: more would only queue inside the blocking pool, holding
+    // argon2's memory while they wait for a core.
+    let hash_concurrency = file.limits.hash_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     ProcessSettings {
         issuer: file.issuer.trim_end_matches('/').to_string(),
         listen: file.listen.clone(),
@@ -177,6 +193,8 @@ fn process(file: &File, base: &Path) -> ProcessSettings {
             base.join(&file.audit_log).display().to_string()
         },
         audit_rotation: file.audit_rotation,
+        hash_concurrency,
+        hash_queue: file.limits.hash_queue.unwrap_or(4 * hash_concurrency),
     }
 }
 
@@ -564,6 +582,42 @@ clients:
             expect(&[
                 ("timeouts.header", "must be longer than 0s"),
                 ("timeouts.body", "must be longer than 0s"),
+            ])
+        );
+    }
+
+    #[test]
+    fn hash_limits_default_to_the_cores_and_lockout_budgets_must_not_be_zero() {
+        let base = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\n";
+        let compiled = |yaml: &str| {
+            let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
+            compile(file, Path::new("identity.yaml"), Path::new("/"), "h".into())
+                .expect("a valid file")
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let defaults = compiled(base);
+        let p = &defaults.process;
+        assert_eq!((p.hash_concurrency, p.hash_queue), (cores, 4 * cores));
+        let lockout = &defaults.lockout;
+        assert_eq!(
+            (lockout.ip_max_failures, lockout.ip_window),
+            (100, std::time::Duration::from_secs(600))
+        );
+        let set = compiled(&format!(
+            "{base}limits: {{hash_concurrency: 3, hash_queue: 0}}\n"
+        ));
+        assert_eq!(
+            (set.process.hash_concurrency, set.process.hash_queue),
+            (3, 0)
+        );
+        assert_eq!(
+            problems(&format!(
+                "{base}limits: {{hash_concurrency: 0}}\nlockout: {{ip_max_failures: 0, ip_window: 0s}}\n"
+            )),
+            expect(&[
+                ("lockout.ip_max_failures", "must be at least 1"),
+                ("lockout.ip_window", "must be longer than 0s"),
+                ("limits.hash_concurrency", "must be at least 1"),
             ])
         );
     }

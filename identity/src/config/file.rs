@@ -25,6 +25,8 @@ pub struct File {
     pub session: SessionFile,
     #[serde(default)]
     pub lockout: LockoutFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
     #[serde(default = "default_audit_log")]
     pub audit_log: String,
     /// When `audit_log` is a file: rotate it by size, as the decision log does.
@@ -128,6 +130,12 @@ pub struct LockoutFile {
     pub base_delay: Duration,
     #[serde(default = "default_max_delay", with = "humantime_serde")]
     pub max_delay: Duration,
+    /// Failures one client IP may spend, per kind of secret, before it is throttled; they come
+    /// back one by one over `ip_window` (see `lockout.rs`).
+    #[serde(default = "default_ip_max_failures")]
+    pub ip_max_failures: u32,
+    #[serde(default = "default_ip_window", with = "humantime_serde")]
+    pub ip_window: Duration,
 }
 
 impl Default for LockoutFile {
@@ -136,8 +144,23 @@ impl Default for LockoutFile {
             max_failures: default_max_failures(),
             base_delay: default_base_delay(),
             max_delay: default_max_delay(),
+            ip_max_failures: default_ip_max_failures(),
+            ip_window: default_ip_window(),
         }
     }
+}
+
+/// Bounds on the work an unauthenticated request can cause. Absent values are filled in by
+/// `compile` (they depend on the machine).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// argon2 checks (passwords, client secrets) running at once; default: the number of cores.
+    #[serde(default)]
+    pub hash_concurrency: Option<usize>,
+    /// Checks that may wait for one of those; beyond, 503. Default: 4 × `hash_concurrency`.
+    #[serde(default)]
+    pub hash_queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +264,12 @@ fn default_base_delay() -> Duration {
 }
 fn default_max_delay() -> Duration {
     Duration::from_secs(15 * 60)
+}
+fn default_ip_max_failures() -> u32 {
+    100
+}
+fn default_ip_window() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 fn default_audit_log() -> String {
     "-".into()

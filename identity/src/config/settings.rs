@@ -23,6 +23,9 @@ pub struct ProcessSettings {
     pub jwks_max_age: Duration,
     pub audit_log: String,
     pub audit_rotation: AuditRotationFile,
+    /// argon2 checks running at once, and waiting for one (`limits`).
+    pub hash_concurrency: usize,
+    pub hash_queue: usize,
 }
 
 /// Everything a reload may change: who exists and what they may get.

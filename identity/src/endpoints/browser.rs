@@ -99,6 +99,7 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
             error: "login_required",
             description: "no single sign-on session recent enough".into(),
             challenge: None,
+            retry_after: None,
         }),
         _ => {
             let browser = login_binding(req, settings);
@@ -179,6 +180,7 @@ fn validate(
                 error,
                 description: format!("`{param}` is not supported; send the parameters directly"),
                 challenge: None,
+                retry_after: None,
             });
         }
     }
@@ -188,6 +190,7 @@ fn validate(
             error: "unsupported_response_type",
             description: "only response_type=code is supported".into(),
             challenge: None,
+            retry_after: None,
         });
     }
     if !client.grant_types.contains(&GrantType::AuthorizationCode) {
@@ -273,8 +276,7 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
         );
     };
     match login::check_password(
-        &issuer.lockout,
-        &issuer.audit,
+        issuer,
         settings,
         req,
         &pending.client_id,
@@ -325,6 +327,18 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
                     wait.as_secs().max(1)
                 )),
                 StatusCode::TOO_MANY_REQUESTS,
+            );
+            reply
+                .headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
+            reply
+        }
+        Err(LoginFailure::Busy(wait)) => {
+            let mut reply = login_form(
+                &pending.client_id,
+                id,
+                Some("The service is busy. Try again in a moment."),
+                StatusCode::SERVICE_UNAVAILABLE,
             );
             reply
                 .headers_mut()

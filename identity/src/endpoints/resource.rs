@@ -42,8 +42,7 @@ pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
 pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, auth) =
-            client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
+        let (client, auth) = client_auth::authenticate(issuer, settings, req, &params).await?;
         if auth == ClientAuth::None {
             return Err(OAuthError::invalid_client("client authentication required"));
         }
@@ -105,8 +104,7 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
 pub async fn revoke(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let result = async {
         let params = req.form()?;
-        let (client, _) =
-            client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
+        let (client, _) = client_auth::authenticate(issuer, settings, req, &params).await?;
         let token = params.require("token")?;
         let audit = |kind: &str, jti: Option<&str>| {
             issuer.audit.record(Event {

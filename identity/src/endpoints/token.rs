@@ -38,7 +38,7 @@ async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Re
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::unsupported_grant_type(format!("grant_type `{grant_type}` is not supported"))
     })?;
-    let (client, auth) = client_auth::authenticate(settings, &issuer.secrets, req, &params).await?;
+    let (client, auth) = client_auth::authenticate(issuer, settings, req, &params).await?;
     if !client.grant_types.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
             "this client may not use this grant type",
@@ -212,8 +212,7 @@ impl Grant<'_> {
         let scope = resolve_scope(self.client, self.params)?;
         let audience = resolve_audience(self.client, self.params)?;
         let user = match login::check_password(
-            &self.issuer.lockout,
-            &self.issuer.audit,
+            self.issuer,
             self.settings,
             self.req,
             &self.client.id,
@@ -224,6 +223,7 @@ impl Grant<'_> {
         {
             Ok(user) => user,
             Err(LoginFailure::Locked(wait)) => return Err(OAuthError::too_many_attempts(wait)),
+            Err(LoginFailure::Busy(wait)) => return Err(OAuthError::temporarily_unavailable(wait)),
             Err(LoginFailure::Invalid) => {
                 return Err(OAuthError::invalid_grant("invalid username or password"))
             }

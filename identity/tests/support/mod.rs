@@ -197,6 +197,11 @@ impl Identity {
         }
     }
 
+    /// The issuer's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// How the process ended, or `None` while it runs.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -337,6 +342,16 @@ pub async fn oauth_error(resp: reqwest::Response, status: u16, error: &str) -> s
     );
     assert!(body.get("access_token").is_none());
     body
+}
+
+/// Resident memory of process `pid` (`VmRSS` in /proc/<pid>/status), in KiB; `None` once the
+/// process is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub fn path_exists(p: &Path) -> bool {
