@@ -58,12 +58,11 @@ pub async fn authenticate(
     let client = settings.clients.get(&id).cloned();
     let Some(secret) = secret else {
         // No secret, nothing to guess: a public client names itself.
+        // An unknown id is answered as a confidential client without its secret would be, so
+        // the answer does not tell which ids exist.
         return match client {
             Some(client) if client.is_public() => Ok((client, ClientAuth::None)),
-            Some(_) => Err(OAuthError::invalid_client("client authentication required")),
-            None => Err(OAuthError::invalid_client(
-                "unknown client or bad credentials",
-            )),
+            _ => Err(OAuthError::invalid_client("client authentication required")),
         };
     };
     if client.as_ref().is_some_and(|c| c.is_public()) {

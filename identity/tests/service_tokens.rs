@@ -1913,3 +1913,40 @@ async fn eddsa_keys_sign_tokens_that_an_independent_library_verifies() {
         .expect("jwt-simple verifies the EdDSA token");
     assert_eq!(claims.subject.as_deref(), Some("reports"));
 }
+
+/// Whether a client id exists cannot be read from `/token`'s answers: an unknown id gets the
+/// same answer as a known confidential client, with and without a (wrong) secret.
+#[tokio::test]
+async fn unknown_and_known_client_ids_get_identical_refusals() {
+    let identity = Identity::start("", &standard_directory());
+    let answer = |form: Vec<(&'static str, String)>| {
+        let url = identity.url("/token");
+        async move {
+            let resp = client()
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .expect("token request");
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.expect("JSON");
+            (status, body)
+        }
+    };
+    for secret in [None, Some("wrong-secret")] {
+        let form = |id: &str| {
+            let mut f = vec![
+                ("grant_type", "client_credentials".to_string()),
+                ("client_id", id.to_string()),
+            ];
+            if let Some(s) = secret {
+                f.push(("client_secret", s.to_string()));
+            }
+            f
+        };
+        let known = answer(form("reports")).await;
+        let unknown = answer(form("no-such-client")).await;
+        assert_eq!(known.0, 401, "{secret:?}: {}", known.1);
+        assert_eq!(known, unknown, "secret {secret:?}");
+    }
+}
