@@ -62,7 +62,7 @@ impl Minter<'_> {
                 claims.insert("sub".into(), user.username.clone().into());
                 claims.insert(SUB_KIND.into(), USER.into());
                 claims.insert("auth_time".into(), (*auth_time).into());
-                identity_claims(&mut claims, user);
+                identity_claims(&mut claims, user, scope);
             }
             Subject::Service(service) => {
                 // A service speaks for itself: no user claims, only its own roles.
@@ -80,11 +80,12 @@ impl Minter<'_> {
         })
     }
 
-    /// Builds and signs an ID token for `client` (OIDC Core §2).
+    /// Builds and signs an ID token for `client` (OIDC Core §2); `scope` is what was granted.
     pub fn id_token(
         &self,
         client: &Client,
         user: &User,
+        scope: &[String],
         auth_time: u64,
         nonce: Option<&str>,
         ttl_secs: u64,
@@ -101,27 +102,30 @@ impl Minter<'_> {
         if let Some(n) = nonce {
             claims.insert("nonce".into(), n.into());
         }
-        identity_claims(&mut claims, user);
+        identity_claims(&mut claims, user, scope);
         keys.sign(client.signing_alg, "JWT", &claims)
             .map(|(token, _)| token)
     }
 }
 
-/// The claims `/userinfo` answers with (OIDC Core §5.3).
-pub fn userinfo(user: &User) -> Value {
+/// The claims `/userinfo` answers with (OIDC Core §5.3) for a token granted `scope`.
+pub fn userinfo(user: &User, scope: &[String]) -> Value {
     let mut claims = Map::new();
     claims.insert("sub".into(), user.username.clone().into());
-    identity_claims(&mut claims, user);
+    identity_claims(&mut claims, user, scope);
     Value::Object(claims)
 }
 
-/// `roles`, `email`, `name` and the user's free attributes: what the gateway injects upstream.
-fn identity_claims(claims: &mut Map<String, Value>, user: &User) {
+/// `roles` and the user's free attributes (what the gateway injects upstream), and the
+/// standard claims whose scope was granted (OIDC Core §5.4): `email` with `email`, `name` with
+/// `profile`.
+fn identity_claims(claims: &mut Map<String, Value>, user: &User, scope: &[String]) {
+    let granted = |s: &str| scope.iter().any(|g| g == s);
     claims.insert("roles".into(), json!(user.roles));
-    if let Some(e) = &user.email {
+    if let Some(e) = user.email.as_ref().filter(|_| granted("email")) {
         claims.insert("email".into(), e.clone().into());
     }
-    if let Some(n) = &user.name {
+    if let Some(n) = user.name.as_ref().filter(|_| granted("profile")) {
         claims.insert("name".into(), n.clone().into());
     }
     for (k, v) in &user.attributes {

@@ -457,9 +457,10 @@ async fn a_standard_oidc_client_completes_the_code_flow_and_verifies_the_id_toke
         claims.email().map(|e| e.as_str()),
         Some("alice@example.com")
     );
+    // `name` belongs to the `profile` scope, which `web` was not granted (OIDC Core §5.4).
     assert_eq!(
         claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
-        Some("Alice")
+        None
     );
     assert!(claims.auth_time().is_some(), "auth_time is set");
 
@@ -485,9 +486,10 @@ async fn a_standard_oidc_client_completes_the_code_flow_and_verifies_the_id_toke
         .unwrap_or_else(|e| panic!("userinfo failed: {e:?}"));
     assert_eq!(info.subject().as_str(), "alice");
     assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.com"));
+    // No `profile` scope, no `name` (as in the ID token).
     assert_eq!(
         info.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
-        Some("Alice")
+        None
     );
     let extra = info.additional_claims();
     assert_eq!(extra.roles, ["admin", "editor"]);

@@ -827,7 +827,29 @@ async fn password_grant_issues_user_tokens_only_to_a_client_allowed_it() {
     assert_eq!(access.custom["roles"], json!(["admin", "editor"]));
     let id = verify(&jwks, &id_token, "JWT", &issuer, "cli").expect("ID token verifies");
     assert_eq!(id.subject.as_deref(), Some("alice"));
-    assert_eq!(id.custom["email"], "alice@example.com");
+    // Standard claims come only with their scope (OIDC Core §5.4): `cli` was granted neither
+    // `email` nor `profile`, so neither its tokens nor /userinfo name them.
+    for claims in [&id.custom, &access.custom] {
+        assert!(
+            claims.get("email").is_none() && claims.get("name").is_none(),
+            "{claims:?}"
+        );
+    }
+    let info: Value = client()
+        .get(identity.url("/userinfo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("userinfo")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(info["sub"], "alice", "{info}");
+    assert!(
+        info.get("email").is_none() && info.get("name").is_none(),
+        "{info}"
+    );
+    assert_eq!(info["roles"], json!(["admin", "editor"]), "{info}");
 
     // A wrong password is an invalid grant with a message that does not say which part was wrong.
     let resp = password_grant(&identity, "alice", "not-alices-password", "documents:read").await;

@@ -34,7 +34,10 @@ pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     }
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
     match settings.users.get(sub) {
-        Some(user) => json(StatusCode::OK, &tokens::userinfo(user)),
+        Some(user) => {
+            let granted: Vec<String> = scope.split(' ').map(String::from).collect();
+            json(StatusCode::OK, &tokens::userinfo(user, &granted))
+        }
         None => OAuthError::invalid_token("the token's subject is not a user").reply(),
     }
 }

@@ -304,6 +304,7 @@ impl Grant<'_> {
                     .id_token(
                         self.client,
                         user,
+                        &issue.scope,
                         *auth_time,
                         issue.nonce.as_deref(),
                         t.id_token_ttl.as_secs(),
