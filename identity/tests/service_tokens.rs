@@ -747,6 +747,13 @@ async fn introspection_reports_live_tokens_and_revocation_is_limited_to_the_owne
         json!({"active": false})
     );
 
+    // another client sees nothing of it either: it is not active for `cli`, which is no
+    // resource server (RFC 7662 §2.2);
+    let resp = introspect(&identity, ("cli", "cli-secret"), &token).await;
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.expect("JSON");
+    assert_eq!(seen, json!({"active": false}));
+
     // and an unauthenticated caller learns nothing.
     let resp = client()
         .post(identity.url("/introspect"))

@@ -49,9 +49,10 @@ fn a_client_id_equal_to_a_user_name_is_refused_at_load() {
 #[tokio::test]
 async fn tokens_say_which_kind_of_subject_they_name() {
     let directory = format!(
-        "{}  - id: indexer\n    secret_hash: {}\n    grant_types: [client_credentials]\n    audiences: [documents-api]\n    scopes: [openid]\n",
+        "{}  - id: indexer\n    secret_hash: {}\n    grant_types: [client_credentials]\n    audiences: [documents-api]\n    scopes: [openid]\n  - id: documents-api\n    secret_hash: {}\n    grant_types: [client_credentials]\n    audiences: [search-api]\n    resource_server: true\n",
         standard_directory(),
-        hash_of("indexer-secret")
+        hash_of("indexer-secret"),
+        hash_of("api-secret")
     );
     let id = Identity::start("", &directory);
 
@@ -107,7 +108,7 @@ async fn tokens_say_which_kind_of_subject_they_name() {
 
     let introspected: Value = client()
         .post(id.url("/introspect"))
-        .basic_auth("reports", Some("reports-secret"))
+        .basic_auth("indexer", Some("indexer-secret"))
         .form(&[("token", service.as_str())])
         .send()
         .await
@@ -116,4 +117,22 @@ async fn tokens_say_which_kind_of_subject_they_name() {
         .await
         .expect("JSON");
     assert_eq!(introspected["sub_kind"], "service", "{introspected}");
+
+    // A resource server may introspect any client's tokens; other clients see only their own.
+    for (who, secret, active) in [
+        ("documents-api", "api-secret", true),
+        ("reports", "reports-secret", false),
+    ] {
+        let seen: Value = client()
+            .post(id.url("/introspect"))
+            .basic_auth(who, Some(secret))
+            .form(&[("token", service.as_str())])
+            .send()
+            .await
+            .expect("introspect")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(seen["active"], active, "{who}: {seen}");
+    }
 }

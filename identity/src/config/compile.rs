@@ -360,6 +360,7 @@ fn client(
         scopes: c.scopes.into_iter().collect(),
         roles: c.roles,
         signing_alg: alg,
+        resource_server: c.resource_server,
     }
 }
 

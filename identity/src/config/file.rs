@@ -203,6 +203,10 @@ pub struct ClientFile {
     /// `/jwks.json` and `/revoke` (CORS).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// May introspect tokens issued to any client (an API checking the tokens it receives);
+    /// otherwise a client introspects only its own (the others answer `active: false`).
+    #[serde(default)]
+    pub resource_server: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]

@@ -69,6 +69,8 @@ pub struct Client {
     pub scopes: BTreeSet<String>,
     pub roles: Vec<String>,
     pub signing_alg: SigningAlg,
+    /// May introspect every client's tokens, not only its own.
+    pub resource_server: bool,
 }
 
 impl Client {

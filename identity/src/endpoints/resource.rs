@@ -51,11 +51,17 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
         }
         let token = params.require("token")?;
         let now = now();
+        // A client sees its own tokens; a resource server every client's. Anything else is
+        // "not active" (RFC 7662 §2.2), so a client cannot probe other clients' tokens.
+        let may_see = |owner: Option<&str>| client.resource_server || owner == Some(&client.id);
         if let Ok(claims) =
             tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
                 issuer.grants.is_jti_revoked(jti)
             })
         {
+            if !may_see(claims.get("client_id").and_then(Value::as_str)) {
+                return Ok(json(StatusCode::OK, &json!({"active": false})));
+            }
             let mut body = Map::new();
             body.insert("active".into(), true.into());
             body.insert("token_type".into(), "Bearer".into());
@@ -82,7 +88,11 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
             tracing::debug!(client = %client.id, "introspected an access token");
             return Ok(json(StatusCode::OK, &Value::Object(body)));
         }
-        if let Some(grant) = issuer.grants.peek_refresh(token, now) {
+        if let Some(grant) = issuer
+            .grants
+            .peek_refresh(token, now)
+            .filter(|g| may_see(Some(&g.client_id)))
+        {
             return Ok(json(
                 StatusCode::OK,
                 &json!({
