@@ -65,9 +65,13 @@ impl OAuthError {
     pub fn invalid_target(description: String) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
     }
-    /// A password login refused by the lockout (the user, or the address, has failed too often).
+    /// A password grant refused by the lockout (the user, or the address, has failed too
+    /// often): RFC 6749 §5.2 has no code for it, so it is the grant's own `invalid_grant`, 400,
+    /// with the delay in the description and in `Retry-After`.
     pub fn too_many_attempts(retry_after: Duration) -> Self {
-        Self::too_many(retry_after, "invalid_grant", "logins")
+        let mut e = Self::too_many(retry_after, "invalid_grant", "logins");
+        e.status = StatusCode::BAD_REQUEST;
+        e
     }
     /// Client authentication refused by the lockout, answered as a locked-out login is: 429,
     /// `Retry-After`, and the error code the endpoint uses for failed client authentication.
