@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{client, standard_directory, Identity, BIN};
+use support::{client, standard_directory, Identity};
 
 const APP: &str = "http://app.example:8000";
 
@@ -80,13 +80,7 @@ async fn scripts_from_a_clients_origin_may_call_the_token_endpoints_and_no_one_e
 #[test]
 fn an_origin_with_a_path_is_refused_at_load() {
     let id = Identity::prepare("", &directory("[\"http://app.example/spa\"]"));
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(id.config_path())
-        .arg("validate")
-        .output()
-        .expect("validate");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = id.validate();
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("clients[2].allowed_origins[0]"), "{text}");
 }

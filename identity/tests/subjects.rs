@@ -7,12 +7,26 @@ mod support;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
-use support::{client, hash_of, standard_directory, Identity, BIN};
+use support::{client, hash_of, standard_directory, Identity};
 
 /// The claims of a compact JWS, read without verifying it (other tests verify signatures).
 fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a compact JWS");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
+/// `POST /introspect` of `token` as client `who`.
+async fn introspect(id: &Identity, who: &str, secret: &str, token: &str) -> Value {
+    client()
+        .post(id.url("/introspect"))
+        .basic_auth(who, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect")
+        .json()
+        .await
+        .expect("JSON")
 }
 
 async fn token(resp: reqwest::Response) -> String {
@@ -32,14 +46,8 @@ fn a_client_id_equal_to_a_user_name_is_refused_at_load() {
         hash_of("impostor-secret")
     );
     let id = Identity::prepare("", &clash);
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(id.config_path())
-        .arg("validate")
-        .output()
-        .expect("validate");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = id.validate();
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("clients[4].id: `alice` is also the username of users[0]"),
         "{text}"
@@ -106,16 +114,7 @@ async fn tokens_say_which_kind_of_subject_they_name() {
         .expect("userinfo");
     assert_eq!(userinfo.status(), 200);
 
-    let introspected: Value = client()
-        .post(id.url("/introspect"))
-        .basic_auth("indexer", Some("indexer-secret"))
-        .form(&[("token", service.as_str())])
-        .send()
-        .await
-        .expect("introspect")
-        .json()
-        .await
-        .expect("JSON");
+    let introspected = introspect(&id, "indexer", "indexer-secret", &service).await;
     assert_eq!(introspected["sub_kind"], "service", "{introspected}");
 
     // A resource server may introspect any client's tokens; other clients see only their own.
@@ -123,16 +122,7 @@ async fn tokens_say_which_kind_of_subject_they_name() {
         ("documents-api", "api-secret", true),
         ("reports", "reports-secret", false),
     ] {
-        let seen: Value = client()
-            .post(id.url("/introspect"))
-            .basic_auth(who, Some(secret))
-            .form(&[("token", service.as_str())])
-            .send()
-            .await
-            .expect("introspect")
-            .json()
-            .await
-            .expect("JSON");
+        let seen = introspect(&id, who, secret, &service).await;
         assert_eq!(seen["active"], active, "{who}: {seen}");
     }
 }

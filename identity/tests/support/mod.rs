@@ -142,6 +142,20 @@ impl Identity {
         self.dir.path().join("identity.yaml")
     }
 
+    /// Runs `gatehouse-identity validate` on the written config: its exit code and output.
+    pub fn validate(&self) -> (Option<i32>, String) {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("validate")
+            .output()
+            .expect("validate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn spawn(&mut self) {
         self.launch();
         self.wait_ready();
