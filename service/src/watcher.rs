@@ -159,28 +159,32 @@ fn watch_new(
     wanted: Vec<WatchedPath>,
     filters: &Mutex<Vec<WatchedPath>>,
 ) {
-    let mut watched = filters.lock().unwrap_or_else(|p| p.into_inner());
+    // Never hold `filters` across `watcher.watch`: that call waits for notify's event thread,
+    // which may itself be waiting for `filters` in the event callback (a file written in a
+    // watched directory at that moment, such as the pid file), and both would wait for ever.
+    let lock = || filters.lock().unwrap_or_else(|p| p.into_inner());
     for path in wanted {
-        if watched.contains(&path) {
-            continue;
-        }
-        let already = watched
-            .iter()
-            .any(|w| w.dir == path.dir && w.recursive == path.recursive);
-        let mode = if path.recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
+        let dir_watched = {
+            let watched = lock();
+            if watched.contains(&path) {
+                continue;
+            }
+            watched
+                .iter()
+                .any(|w| w.dir == path.dir && w.recursive == path.recursive)
         };
-        match already {
-            true => watched.push(path),
-            false => match watcher.watch(&path.dir, mode) {
-                Ok(()) => watched.push(path),
-                Err(e) => {
-                    tracing::warn!(dir = %path.dir.display(), error = %e, "cannot watch directory")
-                }
-            },
+        if !dir_watched {
+            let mode = if path.recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            if let Err(e) = watcher.watch(&path.dir, mode) {
+                tracing::warn!(dir = %path.dir.display(), error = %e, "cannot watch directory");
+                continue;
+            }
         }
+        lock().push(path);
     }
 }
 
@@ -201,14 +205,21 @@ impl<T: Watched + ?Sized> BackgroundService for FileWatcher<T> {
                     if *shutdown.borrow() { return; }
                     continue;
                 }
-                trigger = rx.recv() => match trigger {
-                    Some(Trigger::FileChanged) => {
+                trigger = rx.recv() => {
+                    let Some(trigger) = trigger else { return };
+                    let mut hangup = matches!(trigger, Trigger::Hangup);
+                    if !hangup {
                         tokio::time::sleep(DEBOUNCE).await;
-                        while rx.try_recv().is_ok() {}
                     }
-                    Some(Trigger::Hangup) => tracing::info!("SIGHUP: reloading {}", self.what),
-                    None => return,
-                },
+                    // One reload answers everything that queued meanwhile; a SIGHUP among it
+                    // is still said (it may follow a file event, such as the pid file written).
+                    while let Ok(queued) = rx.try_recv() {
+                        hangup |= matches!(queued, Trigger::Hangup);
+                    }
+                    if hangup {
+                        tracing::info!("SIGHUP: reloading {}", self.what);
+                    }
+                }
             }
             // Loading reads files and may resolve names: keep it off the async workers.
             let target = self.target.clone();
