@@ -91,9 +91,8 @@ pub fn init() {
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&UPSTREAM_ERRORS);
     LazyLock::force(&HEALTHY_TARGETS);
-    for result in ["success", "failure"] {
-        CONFIG_RELOADS.with_label_values(&[result]);
-    }
+    // Both `result` series: the ReloadGate that counts them creates them with the store.
+    LazyLock::force(&CONFIG_RELOADS);
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&HEADER_TIMEOUTS);

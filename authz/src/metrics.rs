@@ -70,9 +70,8 @@ pub fn init() {
     LazyLock::force(&DECISIONS);
     LazyLock::force(&EVALUATION);
     LazyLock::force(&CONDITION_ERRORS);
-    for result in ["success", "failure"] {
-        RELOADS.with_label_values(&[result]);
-    }
+    // Both `result` series: the ReloadGate that counts them creates them with the store.
+    LazyLock::force(&RELOADS);
     LazyLock::force(&POLICIES);
     LazyLock::force(&LOG_DROPS);
     LazyLock::force(&BAD_REQUESTS);

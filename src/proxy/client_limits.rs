@@ -67,14 +67,13 @@ where
         .await
 }
 
-/// Whether the request declares a body larger than `limit`.
-pub fn declared_body_too_large(req: &RequestHeader, limit: Option<u64>) -> bool {
-    let Some(limit) = limit else {
-        return false;
-    };
+/// The limit a request's declared body is over, if it is.
+pub fn declared_body_over(req: &RequestHeader, limit: Option<u64>) -> Option<u64> {
+    let limit = limit?;
     req.headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n > limit)
+        .then_some(limit)
 }

@@ -119,10 +119,12 @@ impl ProxyHttp for Gateway {
                 .reject(session, ctx, Rejection::HeaderTooLarge, &message, &[])
                 .await;
         }
-        if client_limits::declared_body_too_large(req, snapshot.limits.max_request_body_bytes) {
+        if let Some(limit) =
+            client_limits::declared_body_over(req, snapshot.limits.max_request_body_bytes)
+        {
             // The body stays unread: this connection cannot carry another request.
             session.set_keepalive(None);
-            let message = body_limit_message(&snapshot);
+            let message = format!("request bodies are limited to {limit} bytes");
             return self
                 .reject(session, ctx, Rejection::BodyTooLarge, &message, &[])
                 .await;
@@ -440,13 +442,6 @@ impl Gateway {
         respond::error(session, rejection, message, &ctx.request_id, headers).await?;
         Ok(true)
     }
-}
-
-fn body_limit_message(snapshot: &Snapshot) -> String {
-    format!(
-        "request bodies are limited to {} bytes",
-        snapshot.limits.max_request_body_bytes.unwrap_or(u64::MAX)
-    )
 }
 
 fn select_target(route: &Route, session: &Session) -> Option<SocketAddr> {
