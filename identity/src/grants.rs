@@ -10,7 +10,7 @@
 //! yields nothing a client could present. Everything lives in memory: a restart signs every user
 //! out, invalidates refresh tokens and forgets revocations (see the README).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -123,6 +123,10 @@ struct State {
     family_access: HashMap<String, HashMap<String, u64>>,
     sessions: HashMap<Digest32, Session>,
     pending: HashMap<Digest32, PendingEntry>,
+    /// `pending`'s keys in the order they were stored, which is also the order they expire in
+    /// (every one gets the same window): the oldest is evicted in O(1) when the table is full.
+    /// May hold keys already taken; `prune` drops those.
+    pending_order: VecDeque<Digest32>,
     revoked_jti: HashMap<String, u64>,
 }
 
@@ -281,27 +285,24 @@ impl Grants {
     ///
     /// Anyone can open `/authorize` without credentials, so pending requests are capped: when
     /// full, expired ones go first, then the oldest.
-    pub fn put_pending(&self, pending: PendingAuthorization, browser: &str, now: u64) -> String {
+    pub fn put_pending(&self, pending: PendingAuthorization, browser: &str) -> String {
         let value = random_value();
         let mut state = self.state();
-        if state.pending.len() >= MAX_PENDING {
-            state.pending.retain(|_, e| now < e.request.expires_at);
-        }
-        if state.pending.len() >= MAX_PENDING {
-            let oldest = state
-                .pending
-                .iter()
-                .min_by_key(|(_, e)| e.request.expires_at)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                state.pending.remove(&k);
-            }
+        // Full: the oldest goes, expired or not. A flood of `/authorize` must not make every
+        // request scan the table under the lock that token requests share.
+        while state.pending.len() >= MAX_PENDING {
+            let Some(oldest) = state.pending_order.pop_front() else {
+                break;
+            };
+            state.pending.remove(&oldest);
         }
         let entry = PendingEntry {
             request: pending,
             browser: digest(browser),
         };
-        state.pending.insert(digest(&value), entry);
+        let key = digest(&value);
+        state.pending.insert(key, entry);
+        state.pending_order.push_back(key);
         value
     }
 
@@ -341,6 +342,12 @@ impl Grants {
         s.refresh.retain(|_, e| now < e.grant.expires_at);
         s.sessions.retain(|_, x| now < x.expires_at);
         s.pending.retain(|_, e| now < e.request.expires_at);
+        let State {
+            pending,
+            pending_order,
+            ..
+        } = &mut *s;
+        pending_order.retain(|k| pending.contains_key(k));
         s.revoked_jti.retain(|_, exp| now < *exp);
         for tokens in s.family_access.values_mut() {
             tokens.retain(|_, exp| now < *exp);
@@ -416,7 +423,7 @@ mod tests {
     #[test]
     fn a_pending_login_answers_only_its_own_browser_and_only_once() {
         let g = Grants::default();
-        let id = g.put_pending(pending(), "browser-a", 1);
+        let id = g.put_pending(pending(), "browser-a");
         for other in [None, Some("browser-b"), Some("")] {
             let refused = Err(PendingRefusal::OtherBrowser);
             assert_eq!(g.pending(&id, other, 1).map(|p| p.state), refused);
@@ -429,7 +436,7 @@ mod tests {
             g.take_pending(&id, Some("browser-a"), 1).map(|p| p.state),
             spent
         );
-        let late = g.put_pending(pending(), "browser-a", 1);
+        let late = g.put_pending(pending(), "browser-a");
         let expired = Err(PendingRefusal::Unknown);
         assert_eq!(
             g.pending(&late, Some("browser-a"), 100).map(|p| p.state),
@@ -506,5 +513,23 @@ mod tests {
             g.redeem_code(&value, 901, "f3"),
             Redemption::Unknown
         ));
+    }
+
+    #[test]
+    fn a_full_pending_table_evicts_the_oldest_request_first() {
+        let g = Grants::default();
+        let first = g.put_pending(pending(), "b");
+        let second = g.put_pending(pending(), "b");
+        for _ in 2..MAX_PENDING {
+            g.put_pending(pending(), "b");
+        }
+        let newest = g.put_pending(pending(), "b");
+        assert_eq!(
+            g.pending(&first, Some("b"), 1).err(),
+            Some(PendingRefusal::Unknown)
+        );
+        assert!(g.pending(&second, Some("b"), 1).is_ok());
+        assert!(g.pending(&newest, Some("b"), 1).is_ok());
+        assert_eq!(g.state().pending.len(), MAX_PENDING);
     }
 }

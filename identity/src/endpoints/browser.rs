@@ -103,7 +103,7 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         }),
         _ => {
             let browser = login_binding(req, settings);
-            let id = issuer.grants.put_pending(pending, &browser, now);
+            let id = issuer.grants.put_pending(pending, &browser);
             let mut reply = login_form(&client.id, &id, None, StatusCode::OK);
             let binding = LoginBinding::of(settings);
             set_cookie(
