@@ -198,3 +198,30 @@ async fn a_body_that_stalls_is_dropped_after_the_body_timeout() {
         got.answer
     );
 }
+
+/// A zero deadline would close every connection before its first request: refused at load.
+#[test]
+fn zero_deadlines_are_refused_at_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    support::write(
+        dir.path(),
+        "gatehouse.yaml",
+        "listeners:\n  - address: 127.0.0.1:1\nlimits:\n  request_header_timeout: 0s\n  request_body_timeout: 0s\nupstreams:\n  a:\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: a\n",
+    );
+    let out = std::process::Command::new(support::BIN)
+        .args(["validate", "--config"])
+        .arg(dir.path().join("gatehouse.yaml"))
+        .output()
+        .expect("validate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for key in [
+        "limits.request_header_timeout",
+        "limits.request_body_timeout",
+    ] {
+        assert!(
+            text.contains(&format!("{key}: must be longer than 0s")),
+            "{text}"
+        );
+    }
+}

@@ -53,10 +53,6 @@ impl Authorizer {
         self.policies.load_full()
     }
 
-    pub fn directory(&self) -> &Path {
-        &self.directory
-    }
-
     /// One decision, counted and logged.
     pub fn authorize(&self, request: &Request) -> Decision {
         self.decide(request, Options::default())

@@ -112,13 +112,11 @@ pub fn load(path: &Path) -> Result<Settings, LocatedErrors> {
         }
     }
     // A zero deadline would refuse every request.
-    for (key, value) in [
-        ("timeouts.header", file.timeouts.header),
-        ("timeouts.body", file.timeouts.body),
-    ] {
-        if value.is_zero() {
-            errors.push(problem(key, "must be longer than 0s".into()));
-        }
+    for name in file.timeouts.zero() {
+        errors.push(problem(
+            &format!("timeouts.{name}"),
+            "must be longer than 0s".into(),
+        ));
     }
     let decision_log = file.decision_log.map(|log| {
         if log.queue == 0 {

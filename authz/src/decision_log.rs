@@ -6,8 +6,6 @@
 //! (`gatehouse_authz_decision_log_dropped_total`). The file rotates by size: `decisions.log` →
 //! `decisions.log.1` → … → `.{keep_files}`.
 
-use std::path::PathBuf;
-
 use gatehouse_service::{LineWriter, Sink};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -59,15 +57,7 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Opens the file (errors here, not on the first decision) and starts its writer thread.
     pub fn open(settings: &DecisionLogSettings) -> std::io::Result<Self> {
-        let sink = if settings.path == "-" {
-            Sink::Stdout
-        } else {
-            Sink::Rotating {
-                path: PathBuf::from(&settings.path),
-                max_bytes: settings.max_file_bytes,
-                keep: settings.keep_files,
-            }
-        };
+        let sink = Sink::log(&settings.path, settings.max_file_bytes, settings.keep_files);
         let lines = LineWriter::start(
             "decision-log",
             sink,

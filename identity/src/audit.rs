@@ -72,14 +72,7 @@ impl AuditLog {
     /// `destination` is a file path (appended to, created 0600, rotated by size) or `-` for
     /// standard output.
     pub fn open(destination: &str, rotation: AuditRotationFile) -> std::io::Result<Self> {
-        let sink = match destination {
-            "-" => Sink::Stdout,
-            path => Sink::Rotating {
-                path: path.into(),
-                max_bytes: rotation.max_file_bytes,
-                keep: rotation.keep_files,
-            },
-        };
+        let sink = Sink::log(destination, rotation.max_file_bytes, rotation.keep_files);
         let lines =
             LineWriter::start("audit-log", sink, QUEUE, metrics::AUDIT_LOG_DROPPED.clone())?;
         Ok(Self { lines })

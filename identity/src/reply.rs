@@ -69,19 +69,32 @@ impl OAuthError {
     /// often): RFC 6749 §5.2 has no code for it, so it is the grant's own `invalid_grant`, 400,
     /// with the delay in the description and in `Retry-After`.
     pub fn too_many_attempts(retry_after: Duration) -> Self {
-        let mut e = Self::too_many(retry_after, "invalid_grant", "logins");
-        e.status = StatusCode::BAD_REQUEST;
-        e
+        Self::too_many(
+            StatusCode::BAD_REQUEST,
+            retry_after,
+            "invalid_grant",
+            "logins",
+        )
     }
     /// Client authentication refused by the lockout, answered as a locked-out login is: 429,
     /// `Retry-After`, and the error code the endpoint uses for failed client authentication.
     pub fn too_many_client_failures(retry_after: Duration) -> Self {
-        Self::too_many(retry_after, "invalid_client", "client authentications")
+        Self::too_many(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "invalid_client",
+            "client authentications",
+        )
     }
-    fn too_many(retry_after: Duration, error: &'static str, what: &str) -> Self {
+    fn too_many(
+        status: StatusCode,
+        retry_after: Duration,
+        error: &'static str,
+        what: &str,
+    ) -> Self {
         let secs = retry_after_secs(retry_after);
         let description = format!("too many failed {what}; try again in {secs}s");
-        Self::new(StatusCode::TOO_MANY_REQUESTS, error, description).retrying_after(retry_after)
+        Self::new(status, error, description).retrying_after(retry_after)
     }
     /// Every argon2 check is running and the queue is full: nothing was checked.
     /// `temporarily_unavailable` is RFC 6749 §4.1.2.1's code for an overloaded server.

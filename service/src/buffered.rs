@@ -51,6 +51,25 @@ impl Default for Timeouts {
     }
 }
 
+impl Timeouts {
+    /// The deadlines set to zero, as (`header` | `body`): a zero deadline refuses every request,
+    /// so every loader reports these, under its own key names.
+    pub fn zero(&self) -> impl Iterator<Item = &'static str> {
+        [("header", self.header), ("body", self.body)]
+            .into_iter()
+            .filter(|(_, d)| d.is_zero())
+            .map(|(name, _)| name)
+    }
+}
+
+/// The body length a request declares (`Content-Length`), when it declares a readable one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
     pub max_body_bytes: usize,
@@ -301,12 +320,7 @@ async fn read_body(
 ) -> Result<Vec<u8>, Refusal> {
     let limit = limits.max_body_bytes;
     let head = session.req_header();
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared_length(&head.headers).is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge { limit });
     }
     if let Some(expect) = head.headers.get(header::EXPECT) {
@@ -319,6 +333,10 @@ async fn read_body(
                 .await
                 .map_err(|_| Refusal::Unreadable)?;
         }
+    }
+    // Most requests (GETs, admin calls) have no body: no timer for them.
+    if session.is_body_done() {
+        return Ok(Vec::new());
     }
     let read = async {
         let mut body = Vec::new();

@@ -21,7 +21,9 @@ pub mod tracing_setup;
 pub mod watcher;
 
 pub use admin::{Admin, AdminApp};
-pub use buffered::{json_answer, BufferedApp, Handler, Refusal, Request, RequestLimits, Timeouts};
+pub use buffered::{
+    declared_length, json_answer, BufferedApp, Handler, Refusal, Request, RequestLimits, Timeouts,
+};
 pub use line_writer::{LineWriter, Sink};
 pub use located::{print_validation, LocatedError, LocatedErrors};
 pub use reload::{ReloadGate, ReloadOutcome, Reloadable};

@@ -13,9 +13,8 @@ use prometheus::IntCounter;
 /// Where the lines go.
 pub enum Sink {
     Stdout,
-    /// Appended to; created with mode 0600 (logs name users and clients), its directory too.
-    File(PathBuf),
-    /// A file that rotates by size: `log` → `log.1` → … → `log.{keep}`.
+    /// A file, created 0600 with its directory (logs name users and clients), that rotates by
+    /// size: `log` → `log.1` → … → `log.{keep}`.
     Rotating {
         path: PathBuf,
         max_bytes: u64,
@@ -24,12 +23,16 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// `-` is standard output; anything else a file path.
-    pub fn from_destination(destination: &str) -> Self {
-        if destination == "-" {
-            Sink::Stdout
-        } else {
-            Sink::File(PathBuf::from(destination))
+    /// A log destination as the services' files write it: `-` is standard output, anything
+    /// else a file rotating by size.
+    pub fn log(destination: &str, max_bytes: u64, keep: usize) -> Self {
+        match destination {
+            "-" => Sink::Stdout,
+            path => Sink::Rotating {
+                path: PathBuf::from(path),
+                max_bytes,
+                keep,
+            },
         }
     }
 }
@@ -85,7 +88,6 @@ fn write_lines(rx: &Receiver<String>, out: &mut Output, name: &str) {
 
 enum Output {
     Stdout(BufWriter<std::io::Stdout>),
-    File(BufWriter<File>),
     Rotating(RotatingFile),
 }
 
@@ -93,7 +95,6 @@ impl Output {
     fn open(sink: Sink) -> std::io::Result<Self> {
         Ok(match sink {
             Sink::Stdout => Output::Stdout(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
-            Sink::File(path) => Output::File(BufWriter::new(open_append(&path)?)),
             Sink::Rotating {
                 path,
                 max_bytes,
@@ -115,7 +116,6 @@ impl Output {
     fn write_line(&mut self, line: &str) -> std::io::Result<()> {
         match self {
             Output::Stdout(out) => writeln!(out, "{line}"),
-            Output::File(out) => writeln!(out, "{line}"),
             Output::Rotating(f) => f.write_line(line),
         }
     }
@@ -123,7 +123,6 @@ impl Output {
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Output::Stdout(out) => out.flush(),
-            Output::File(out) => out.flush(),
             Output::Rotating(f) => f.out.flush(),
         }
     }
@@ -218,8 +217,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
         let dropped = counter();
-        let writer = LineWriter::start("t", Sink::File(path.clone()), 2, dropped.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let writer = LineWriter::start(
+            "t",
+            Sink::log(path.to_str().unwrap_or_default(), u64::MAX, 1),
+            2,
+            dropped.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         // With a queue of 2 a tight loop outruns the writer thread; the loop must still finish
         // at once (a blocking send would wait on the disk for every line).
         let started = std::time::Instant::now();
@@ -246,8 +250,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("sub/audit.log");
-        let _w = LineWriter::start("t", Sink::File(path.clone()), 4, counter())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let _w = LineWriter::start(
+            "t",
+            Sink::log(path.to_str().unwrap_or_default(), u64::MAX, 1),
+            4,
+            counter(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mode = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{e}"))
             .permissions()

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header;
 use pingora::http::RequestHeader;
 
 tokio::task_local! {
@@ -70,10 +69,7 @@ where
 /// The limit a request's declared body is over, if it is.
 pub fn declared_body_over(req: &RequestHeader, limit: Option<u64>) -> Option<u64> {
     let limit = limit?;
-    req.headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    gatehouse_service::declared_length(&req.headers)
         .is_some_and(|n| n > limit)
         .then_some(limit)
 }

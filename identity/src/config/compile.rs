@@ -148,13 +148,8 @@ fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
         problems.at("max_body_bytes", "must be at least 1024");
     }
     // A zero deadline would refuse every request before its first byte.
-    for (key, deadline) in [
-        ("timeouts.header", file.timeouts.header),
-        ("timeouts.body", file.timeouts.body),
-    ] {
-        if deadline.is_zero() {
-            problems.at(key, "must be longer than 0s");
-        }
+    for name in file.timeouts.zero() {
+        problems.at(format!("timeouts.{name}"), "must be longer than 0s");
     }
     let cookie = &file.session.cookie;
     if cookie.is_empty()

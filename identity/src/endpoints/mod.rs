@@ -18,7 +18,7 @@ use http::Method;
 use crate::config::Settings;
 use crate::issuer::Issuer;
 use crate::metrics;
-use crate::reply::{method_not_allowed, respond, OAuthError, Reply};
+use crate::reply::{method_not_allowed, respond, Reply};
 use crate::request::Request;
 
 impl Issuer {
@@ -28,11 +28,9 @@ impl Issuer {
         let path = self.local_path(&req.path);
         // One snapshot per request: a reload mid-request cannot mix old and new settings.
         let settings = self.settings();
-        let limit = settings.max_body_bytes;
+        // The body limit was applied by the listener (`server.rs`) before this request existed.
         let cors = cors::covers(path);
-        let (endpoint, mut reply) = if req.body.len() > limit {
-            ("other", OAuthError::payload_too_large(limit).reply())
-        } else if cors && req.method == Method::OPTIONS {
+        let (endpoint, mut reply) = if cors && req.method == Method::OPTIONS {
             ("preflight", cors::preflight(&settings, &req))
         } else {
             route(self, &settings, path, &req).await

@@ -36,6 +36,11 @@ impl Compiler {
                 self.error(&file, at.field("h2c"), msg, None);
             }
         }
+        // A zero deadline would close every connection before its first request.
+        for name in main.limits.timeouts().zero() {
+            let key = format!("limits.request_{name}_timeout");
+            self.error(&file, key, "must be longer than 0s", None);
+        }
         if main.limits.max_request_header_bytes < 1024 {
             let msg = "below 1024 bytes no browser request fits";
             self.error(&file, "limits.max_request_header_bytes", msg, None);
