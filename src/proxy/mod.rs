@@ -414,7 +414,7 @@ impl ProxyHttp for Gateway {
             client_ip: client_ip(session).map_or_else(|| "-".into(), |ip| ip.to_string()),
             method,
             host: &ctx.host,
-            path: req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            path: access_log::loggable_path(req.uri.path_and_query().map_or("/", |pq| pq.as_str())),
             route: route_name,
             upstream: ctx.target.map(|t| t.to_string()),
             status,
