@@ -28,6 +28,10 @@ pub struct MainFile {
     pub limits: LimitsSpec,
     #[serde(default)]
     pub embedded: EmbeddedSpec,
+    #[serde(default)]
+    pub auth: AuthSpec,
+    #[serde(default)]
+    pub paths: PathsSpec,
     /// Further files holding `upstreams` and `routes`, relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -204,7 +208,8 @@ pub struct UpstreamSpec {
     pub targets: Vec<TargetSpec>,
     #[serde(default)]
     pub balance: BalanceSpec,
-    /// For `consistent_hash`: `client_ip` or `header:<name>`.
+    /// For `consistent_hash`: `client_ip`, `claim:<name>` (a verified token claim) or
+    /// `header:<name>` (not one in the identity namespace: a client can write it).
     #[serde(default)]
     pub hash_key: Option<String>,
     #[serde(default)]
@@ -293,6 +298,222 @@ pub struct RouteSpec {
     pub strip_prefix: Option<String>,
     #[serde(default)]
     pub host_override: Option<String>,
+    /// Token verification on this route; absent = `mode: none`.
+    #[serde(default)]
+    pub auth: Option<RouteAuthSpec>,
+    /// Extra verified claims sent upstream: header name → claim name, beside the defaults
+    /// (`X-User-ID` ← `sub`, `X-User-Roles` ← roles, `X-Jwt-Email` ← `email`).
+    #[serde(default)]
+    pub identity_headers: BTreeMap<String, String>,
+    /// Remove `Authorization` before forwarding (the upstream then sees only verified headers).
+    #[serde(default)]
+    pub strip_authorization: bool,
+    /// Send a gateway-signed assertion of the verified identity in `X-Gatehouse-Assertion`.
+    #[serde(default)]
+    pub assertion: Option<RouteAssertionSpec>,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthSpec {
+    pub mode: AuthMode,
+    /// Names under `auth.issuers` whose tokens this route accepts; empty = every issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Every one of these scopes must be granted (403 otherwise).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// At least one of these roles must be held (403 otherwise).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Also accept the token from this cookie (after `Authorization: Bearer`).
+    #[serde(default)]
+    pub token_cookie: Option<String>,
+    /// Also accept the token, bare, from this header (after `Authorization: Bearer`).
+    #[serde(default)]
+    pub token_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No valid token → 401.
+    Required,
+    /// No token → anonymous; a token that is present must be valid.
+    Optional,
+    /// Tokens are not looked at.
+    #[default]
+    None,
+}
+
+/// `routes[].assertion`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAssertionSpec {
+    /// `aud` of the assertion; default: the route's upstream name.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// `auth`: the token issuers the gateway trusts and how identity reaches upstreams.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSpec {
+    /// Issuers by name (the names routes use in `auth.issuers`).
+    pub issuers: BTreeMap<String, IssuerSpec>,
+    /// Longer bearer tokens are refused (401) before any parsing.
+    pub max_token_bytes: usize,
+    /// Verified tokens remembered (each until its `exp`), so a busy client costs one signature
+    /// check, not one per request. 0 turns the cache off.
+    pub verified_token_cache: usize,
+    /// Header-name prefixes (case-insensitive) that only the gateway may send upstream: every
+    /// client-sent header starting with one is removed, on every route.
+    pub identity_namespace: Vec<String>,
+    /// The gateway's own signing key for `routes[].assertion` (start-up only).
+    pub assertion: AssertionSpec,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            issuers: BTreeMap::new(),
+            max_token_bytes: 8192,
+            verified_token_cache: 10_000,
+            identity_namespace: ["X-User-", "X-Jwt-", "X-Auth-", "X-Gatehouse-"]
+                .map(String::from)
+                .to_vec(),
+            assertion: AssertionSpec::default(),
+        }
+    }
+}
+
+/// `auth.issuers.<name>`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSpec {
+    /// Must equal the token's `iss`.
+    pub issuer: String,
+    /// Where the key set is; default: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The token's `aud` must name one of these.
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted (the key still pins its own).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Accepted `typ` header values (e.g. `at+jwt`, RFC 9068); empty = not checked.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Claim holding granted scopes (a space-separated string or an array).
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+    /// Claim holding roles (an array or a string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default)]
+    pub refresh: RefreshSpec,
+    /// PEM bundle of CAs to trust for an HTTPS issuer instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_scope_claim() -> String {
+    "scope".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+
+/// `auth.issuers.<name>.refresh`: how the key set is kept fresh.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSpec {
+    /// The JWKS is refetched after its `Cache-Control: max-age`, but never sooner than this ...
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// ... nor later than this (also the interval when the answer has no max-age).
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often (shared by every
+    /// request that misses meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub unknown_kid_cooldown: Duration,
+    /// One fetch (discovery or JWKS) may take this long.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for RefreshSpec {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_secs(30),
+            max_interval: Duration::from_secs(900),
+            unknown_kid_cooldown: Duration::from_secs(1),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `auth.assertion`: the gateway's signing key (start-up only).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssertionSpec {
+    /// Where the key is generated and kept (created 0700; the key file 0600).
+    pub key_dir: String,
+    /// `iss` of the assertions.
+    pub issuer: String,
+    /// Lifetime of an assertion (never past the verified token's `exp`).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for AssertionSpec {
+    fn default() -> Self {
+        Self {
+            key_dir: "var/gateway/keys".into(),
+            issuer: "gatehouse".into(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `paths`: how request paths are normalised before routing and forwarding.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsSpec {
+    /// Merge `//` into `/`.
+    pub merge_slashes: bool,
+    /// What to do with `%2F` and `%5C` (an encoded `/` or `\`) in a path.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathsSpec {
+    fn default() -> Self {
+        Self {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400.
+    #[default]
+    Reject,
+    /// Forward them encoded, unchanged.
+    Keep,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
