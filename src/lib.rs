@@ -10,6 +10,7 @@ pub mod echo;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod request_path;
 pub mod routing;
 pub mod server;
 pub mod tls;

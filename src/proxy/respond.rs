@@ -19,6 +19,8 @@ pub enum Rejection {
     UpstreamUnreachable,
     UpstreamTimeout,
     BadRequest,
+    /// A path refused by normalisation (`paths:`).
+    BadPath,
     Internal,
 }
 
@@ -33,6 +35,7 @@ impl Rejection {
             Rejection::UpstreamUnreachable => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::BadRequest => 400,
+            Rejection::BadPath => 400,
             Rejection::Internal => 500,
         }
     }
@@ -47,6 +50,7 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::BadRequest => "bad_request",
+            Rejection::BadPath => "bad_path",
             Rejection::Internal => "internal_error",
         }
     }
