@@ -85,6 +85,29 @@ pub static HEADER_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static ASSERTIONS_SIGNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_assertions_signed_total",
+        "Gateway assertions signed (X-Gatehouse-Assertion); cache hits sign nothing."
+    )
+    .expect("metric registers once")
+});
+
+pub static ASSERTION_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_assertion_cache_total",
+        "Gateway assertion lookups, by result (hit: reused, miss: signed).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+/// The two `result` series, resolved once: the request path only increments.
+pub static ASSERTION_CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| ASSERTION_CACHE.with_label_values(&["hit"]));
+pub static ASSERTION_CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| ASSERTION_CACHE.with_label_values(&["miss"]));
+
 /// Touch every metric so `/metrics` lists them all from the first scrape.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -96,6 +119,9 @@ pub fn init() {
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&HEADER_TIMEOUTS);
+    LazyLock::force(&ASSERTIONS_SIGNED);
+    LazyLock::force(&ASSERTION_CACHE_HIT);
+    LazyLock::force(&ASSERTION_CACHE_MISS);
 }
 
 /// Sets the healthy-target gauge from `(pool name, healthy targets)` pairs of the running

@@ -178,6 +178,9 @@ pub struct Route {
     pub pool: Arc<Pool>,
     pub strip_prefix: Option<String>,
     pub host_override: Option<String>,
+    /// `aud` of the gateway assertion sent upstream; `Some` when the route asks for one
+    /// (`assertion:`; default: the upstream's name). The snapshot's `assertion_signer` signs it.
+    pub assertion_audience: Option<Arc<str>>,
     /// Position in the files, for the final tie-break.
     pub order: usize,
     pub metrics: RouteMetrics,
@@ -301,6 +304,7 @@ mod tests {
             pool: Pool::for_tests(),
             strip_prefix: None,
             host_override: None,
+            assertion_audience: None,
             order,
             metrics: RouteMetrics::new(name),
         }

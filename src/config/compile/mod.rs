@@ -3,8 +3,10 @@
 //! Problems are collected, not returned at the first one, so `gatehouse validate` can list them
 //! all. Each carries the file and the key path it concerns. One file per config section:
 //! [`process`] (server, listeners, limits, admin), [`certificates`], [`embedded`] services,
-//! [`pools`] (upstreams) and [`routes`]; this file reads the files and assembles the snapshot.
+//! [`pools`] (upstreams), [`routes`] and [`assertion`] (the gateway's signing key); this file
+//! reads the files and assembles the snapshot.
 
+mod assertion;
 mod certificates;
 mod embedded;
 mod key_path;
@@ -66,8 +68,15 @@ impl Compiler {
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         let pools = self.pools(&upstreams, previous);
+        let assertion = self.assertion_settings(&main);
+        let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
         let routes = self.routes(routes, &pools, &upstreams);
 
+        if !self.errors.is_empty() {
+            return Err(LocatedErrors(self.errors));
+        }
+        // Last, once the rest is valid: it may generate and write the key.
+        let assertion_signer = self.assertion_signer(&assertion, assertion_needed, previous);
         if !self.errors.is_empty() {
             return Err(LocatedErrors(self.errors));
         }
@@ -88,6 +97,8 @@ impl Compiler {
             routes,
             pools,
             certs,
+            assertion,
+            assertion_signer,
         })
     }
 

@@ -40,6 +40,7 @@ impl Compiler {
                 self.route_pool(&file, &at.field("upstream"), &spec.upstream, pools, defined);
             let matcher = self.matcher(&file, &at.field("match"), &spec.matcher);
             self.check_rewrites(&file, &at, &spec);
+            let assertion_audience = self.route_assertion_audience(&file, &at, &spec);
             if self.errors.len() > before {
                 continue;
             }
@@ -55,6 +56,7 @@ impl Compiler {
                     pool,
                     strip_prefix: spec.strip_prefix,
                     host_override: spec.host_override,
+                    assertion_audience,
                     order,
                 });
             }
