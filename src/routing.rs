@@ -17,6 +17,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::metrics::RouteMetrics;
+use crate::route_policy::RoutePolicy;
 use crate::upstream::Pool;
 
 /// One segment of a path template.
@@ -178,9 +179,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     pub strip_prefix: Option<String>,
     pub host_override: Option<String>,
-    /// `aud` of the gateway assertion sent upstream; `Some` when the route asks for one
-    /// (`assertion:`; default: the upstream's name). The snapshot's `assertion_signer` signs it.
-    pub assertion_audience: Option<Arc<str>>,
+    /// What the route demands between routing and the upstream.
+    pub policy: RoutePolicy,
     /// Position in the files, for the final tie-break.
     pub order: usize,
     pub metrics: RouteMetrics,
@@ -293,6 +293,7 @@ impl RouteTable {
 mod tests {
     use super::*;
     use crate::metrics::RouteMetrics;
+    use crate::route_policy::RoutePolicy;
     use crate::upstream::Pool;
 
     fn route(name: &str, hosts: &[&str], path: PathMatch, methods: &[&str], order: usize) -> Route {
@@ -304,7 +305,7 @@ mod tests {
             pool: Pool::for_tests(),
             strip_prefix: None,
             host_override: None,
-            assertion_audience: None,
+            policy: RoutePolicy::default(),
             order,
             metrics: RouteMetrics::new(name),
         }

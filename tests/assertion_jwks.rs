@@ -14,16 +14,26 @@ use http::Method;
 use serde_json::Value;
 use support::{client, eventually, Echo, Gateway, READY_TIMEOUT};
 
-/// A gateway config with one route to `echo`; `extra` goes at the top level, `route_extra`
+/// An issuer the routes can trust. An assertion needs a route with `auth`; these tests look at the
+/// key, not at tokens, so nothing listens at the issuer (its key source only logs failed fetches).
+const ISSUER: &str = r#"  issuers:
+    demo:
+      issuer: http://127.0.0.1:9
+      jwks_url: http://127.0.0.1:9/jwks.json
+      audiences: [documents-api]
+"#;
+
+/// A gateway config with one route to `echo`; `assertion` goes under `auth:`, `route_extra`
 /// into the route.
-fn config(echo: &Echo, extra: &str, route_extra: &str) -> String {
+fn config(echo: &Echo, assertion: &str, route_extra: &str) -> String {
     format!(
         r#"{{SERVER}}
 listeners:
   - address: 127.0.0.1:{{HTTP}}
 admin:
   address: 127.0.0.1:{{ADMIN}}
-{extra}
+auth:
+{ISSUER}{assertion}
 upstreams:
   echo:
     targets: ["{}"]
@@ -32,6 +42,7 @@ routes:
     match:
       path_prefix: /documents
     upstream: echo
+    auth: {{mode: optional}}
 {route_extra}
 "#,
         echo.addr()
@@ -113,8 +124,8 @@ async fn the_key_survives_a_restart_on_the_same_key_dir() {
     let echo = Echo::start("echo");
     let keys = tempfile::tempdir().unwrap();
     let key_dir = keys.path().join("gateway");
-    let auth = format!("auth:\n  assertion:\n    key_dir: {}\n", key_dir.display());
-    let yaml = config(&echo, &auth, WITH_ASSERTION);
+    let assertion = format!("  assertion:\n    key_dir: {}\n", key_dir.display());
+    let yaml = config(&echo, &assertion, WITH_ASSERTION);
 
     let first = Gateway::start(&[("gatehouse.yaml", &yaml)]);
     let kid = fetch_jwks(&first).await;
@@ -181,6 +192,9 @@ const UPSTREAMS: &str = r#"upstreams:
     targets: ["127.0.0.1:9"]
 "#;
 
+/// What a route needs before it may send an assertion.
+const ROUTE_AUTH: &str = "    auth: {mode: optional}\n";
+
 #[test]
 fn assertion_settings_are_checked_with_their_key_paths() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,14 +202,14 @@ fn assertion_settings_are_checked_with_their_key_paths() {
         r#"listeners:
   - address: 127.0.0.1:8080
 auth:
-  assertion:
+{ISSUER}  assertion:
     issuer: ""
     ttl: 2h
 {UPSTREAMS}routes:
   - name: a
     match: {{path: /a}}
     upstream: echo
-    assertion: {{audience: ""}}
+{ROUTE_AUTH}    assertion: {{audience: ""}}
 "#
     );
     let errors = load(dir.path(), &yaml, LoadMode::CheckOnly).unwrap_err();
@@ -226,26 +240,29 @@ fn a_route_asserts_to_its_upstream_unless_it_names_an_audience() {
     let yaml = format!(
         r#"listeners:
   - address: 127.0.0.1:8080
-{UPSTREAMS}routes:
+auth:
+{ISSUER}{UPSTREAMS}routes:
   - name: named
     match: {{path: /named}}
     upstream: echo
-    assertion: {{audience: documents-backend}}
+{ROUTE_AUTH}    assertion: {{audience: documents-backend}}
   - name: default
     match: {{path: /default}}
     upstream: echo
-    assertion: {{}}
+{ROUTE_AUTH}    assertion: {{}}
   - name: plain
     match: {{path: /plain}}
     upstream: echo
-"#
+{ROUTE_AUTH}"#
     );
     let audience = |snapshot: &config::Snapshot, path: &str| match snapshot.routes.lookup(
         "localhost",
         path,
         &Method::GET,
     ) {
-        gatehouse::routing::RouteLookup::Found { route, .. } => route.assertion_audience.clone(),
+        gatehouse::routing::RouteLookup::Found { route, .. } => {
+            route.policy.assertion_audience.clone()
+        }
         _ => panic!("no route for {path}"),
     };
     let checked = load(dir.path(), &yaml, LoadMode::CheckOnly).unwrap();
@@ -277,7 +294,7 @@ fn a_route_asserts_to_its_upstream_unless_it_names_an_audience() {
     support::write(
         dir.path(),
         "gatehouse.yaml",
-        &yaml.replace("listeners:", "auth:\n  assertion: {ttl: 30s}\nlisteners:"),
+        &yaml.replace("auth:\n", "auth:\n  assertion: {ttl: 30s}\n"),
     );
     let changed = config::load(&path, Some(&next), LoadMode::Run).unwrap();
     assert!(
@@ -300,12 +317,12 @@ fn a_key_dir_holding_another_key_ring_is_refused() {
         r#"listeners:
   - address: 127.0.0.1:8080
 auth:
-  assertion: {{key_dir: identity-keys}}
+{ISSUER}  assertion: {{key_dir: identity-keys}}
 {UPSTREAMS}routes:
   - name: a
     match: {{path: /a}}
     upstream: echo
-    assertion: {{}}
+{ROUTE_AUTH}    assertion: {{}}
 "#
     );
     let errors = load(dir.path(), &yaml, LoadMode::Run).unwrap_err();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::assertion::AssertionSigner;
+use crate::route_policy::TrustedIssuer;
 use crate::routing::RouteTable;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
@@ -50,11 +51,13 @@ pub struct Snapshot {
     pub routes: RouteTable,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub certs: CertStore,
+    /// `auth.issuers`: the issuers routes may trust, with their key sources.
+    pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
     /// `auth.assertion`, compiled (start-up only: the signer keeps the settings it opened with).
     pub assertion: AssertionSettings,
     /// Signs `X-Gatehouse-Assertion`. Opened by the first `Run` load in which a route has
     /// `assertion:` and carried into every later snapshot, so that in a running gateway it is
-    /// `Some` whenever a route's `assertion_audience` is. `None` in `CheckOnly` loads.
+    /// `Some` whenever a route's `policy.assertion_audience` is. `None` in `CheckOnly` loads.
     pub assertion_signer: Option<Arc<AssertionSigner>>,
 }
 
@@ -97,6 +100,23 @@ impl Snapshot {
         self.pools
             .iter()
             .map(|(name, pool)| (name.as_str(), pool.healthy_count()))
+    }
+
+    /// Issuers that have no key set yet: what `/readyz` waits for.
+    pub fn issuers_without_keys(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|(_, i)| i.keys.keys().is_none())
+            .map(|(name, _)| format!("auth.issuers.{name}: no key set yet"))
+            .collect()
+    }
+
+    /// Starts the refreshers of key sources that have none running (new ones; carried ones
+    /// keep theirs).
+    pub fn start_key_refresh(&self) {
+        for issuer in self.issuers.values() {
+            issuer.keys.start();
+        }
     }
 
     /// Settings that only take effect on restart or upgrade.

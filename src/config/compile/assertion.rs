@@ -1,5 +1,5 @@
-//! `auth.assertion` and `routes[].assertion`: the gateway's own signing key and which routes send
-//! `X-Gatehouse-Assertion` to whom.
+//! `auth.assertion`: the gateway's own signing key for `X-Gatehouse-Assertion` (which routes send
+//! one, and to which audience, is compiled into their policy in [`super::auth`]).
 //!
 //! The signer is process state: the first `Run` load that has a route asking for an assertion
 //! opens it (generating the key on first use) and every later snapshot carries it over, like a
@@ -7,14 +7,13 @@
 //! directory costs nothing until the feature is used; a reload that adds the first such route
 //! opens the key then, and is rejected if it cannot.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::key_path::KeyPath;
 use super::Compiler;
 use crate::assertion::AssertionSigner;
-use crate::config::file::{MainFile, RouteSpec};
+use crate::config::file::MainFile;
 use crate::config::{AssertionSettings, LoadMode, Snapshot};
 
 /// Assertions are proof of a recent pass through the gateway, not sessions.
@@ -43,26 +42,6 @@ impl Compiler {
             key_dir: self.resolve(&spec.key_dir),
             issuer: spec.issuer.clone(),
             ttl: spec.ttl,
-        }
-    }
-
-    /// The `aud` of a route's assertion: the written one, or the route's upstream name.
-    pub(super) fn route_assertion_audience(
-        &mut self,
-        file: &Path,
-        at: &KeyPath,
-        spec: &RouteSpec,
-    ) -> Option<Arc<str>> {
-        let wanted = spec.assertion.as_ref()?;
-        match &wanted.audience {
-            Some(audience) if audience.is_empty() => {
-                let hint = Some("leave it out to use the upstream's name".to_string());
-                let at = at.field("assertion").field("audience");
-                self.error(file, at, "must not be empty", hint);
-                None
-            }
-            Some(audience) => Some(audience.as_str().into()),
-            None => Some(spec.upstream.as_str().into()),
         }
     }
 

@@ -7,6 +7,7 @@
 //! reads the files and assembles the snapshot.
 
 mod assertion;
+mod auth;
 mod certificates;
 mod embedded;
 mod key_path;
@@ -38,6 +39,8 @@ pub struct Compiler {
     errors: Vec<LocatedError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
+    /// `auth.identity_namespace`, which `hash_key: header:` may not name.
+    identity_namespace: Vec<String>,
 }
 
 impl Compiler {
@@ -53,6 +56,7 @@ impl Compiler {
             errors: Vec::new(),
             hasher: Sha256::new(),
             files: Vec::new(),
+            identity_namespace: Vec::new(),
         }
     }
 
@@ -67,10 +71,12 @@ impl Compiler {
         let embedded_identity = self.embedded_identity(&main.embedded);
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
+        self.identity_namespace = main.auth.identity_namespace.clone();
+        let trust = self.trust(&main.auth, previous);
         let pools = self.pools(&upstreams, previous);
         let assertion = self.assertion_settings(&main);
         let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
-        let routes = self.routes(routes, &pools, &upstreams);
+        let routes = self.routes(routes, &pools, &upstreams, &main.auth, &trust);
 
         if !self.errors.is_empty() {
             return Err(LocatedErrors(self.errors));
@@ -97,6 +103,7 @@ impl Compiler {
             routes,
             pools,
             certs,
+            issuers: trust.issuers,
             assertion,
             assertion_signer,
         })
