@@ -20,6 +20,10 @@ pub enum Rejection {
     UpstreamTimeout,
     BadRequest,
     Internal,
+    MissingToken,
+    InvalidToken,
+    InsufficientScope,
+    AuthUnavailable,
 }
 
 impl Rejection {
@@ -34,6 +38,9 @@ impl Rejection {
             Rejection::UpstreamTimeout => 504,
             Rejection::BadRequest => 400,
             Rejection::Internal => 500,
+            Rejection::MissingToken | Rejection::InvalidToken => 401,
+            Rejection::InsufficientScope => 403,
+            Rejection::AuthUnavailable => 503,
         }
     }
 
@@ -48,6 +55,10 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::BadRequest => "bad_request",
             Rejection::Internal => "internal_error",
+            Rejection::MissingToken => "missing_token",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::InsufficientScope => "insufficient_scope",
+            Rejection::AuthUnavailable => "auth_unavailable",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`process`] (server, listeners, limits, admin), [`certificates`], [`embedded`] services,
 //! [`pools`] (upstreams) and [`routes`]; this file reads the files and assembles the snapshot.
 
+mod auth;
 mod certificates;
 mod embedded;
 mod key_path;
@@ -36,6 +37,8 @@ pub struct Compiler {
     errors: Vec<LocatedError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
+    /// `auth.identity_namespace`, which `hash_key: header:` may not name.
+    identity_namespace: Vec<String>,
 }
 
 impl Compiler {
@@ -51,6 +54,7 @@ impl Compiler {
             errors: Vec::new(),
             hasher: Sha256::new(),
             files: Vec::new(),
+            identity_namespace: Vec::new(),
         }
     }
 
@@ -65,8 +69,10 @@ impl Compiler {
         let embedded_identity = self.embedded_identity(&main.embedded);
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
+        self.identity_namespace = main.auth.identity_namespace.clone();
+        let trust = self.trust(&main.auth, previous);
         let pools = self.pools(&upstreams, previous);
-        let routes = self.routes(routes, &pools, &upstreams);
+        let routes = self.routes(routes, &pools, &upstreams, &main.auth, &trust);
 
         if !self.errors.is_empty() {
             return Err(LocatedErrors(self.errors));
@@ -88,6 +94,7 @@ impl Compiler {
             routes,
             pools,
             certs,
+            issuers: trust.issuers,
         })
     }
 
