@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod request_path;
 pub mod route_policy;
 pub mod routing;
 pub mod server;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::request_path::PathRules;
 use crate::route_policy::TrustedIssuer;
 use crate::routing::RouteTable;
 use crate::tls::CertStore;
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub admin: AdminSpec,
     pub access_log: AccessLogFormat,
     pub limits: LimitsSpec,
+    /// `paths`: how request paths are normalised before routing.
+    pub paths: PathRules,
     /// `embedded.identity`: the identity service's config, served from this process.
     pub embedded_identity: Option<PathBuf>,
     pub embedded_authz: Option<PathBuf>,

@@ -2,8 +2,8 @@
 //!
 //! | phase                     | decides                                                     |
 //! |---------------------------|-------------------------------------------------------------|
-//! | `request_filter`          | snapshot, request id, redirect, route (404/405), the route's |
-//! |                           | policy stages (401/403), then the target (503)              |
+//! | `request_filter`          | snapshot, request id, redirect, path (400), route (404/405), |
+//! |                           | the route's policy stages (401/403), then the target (503)   |
 //! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
 //! | `upstream_request_filter` | identity headers (strip, inject), path rewrite, Host,       |
 //! |                           | forwarded headers, request id                               |
@@ -15,6 +15,7 @@
 pub mod challenge;
 pub mod client_limits;
 pub mod request_id;
+pub mod request_target;
 pub mod respond;
 
 use std::net::{IpAddr, SocketAddr};
@@ -150,6 +151,13 @@ impl ProxyHttp for Gateway {
             respond::redirect(session, &location, &ctx.request_id).await?;
             return Ok(true);
         }
+        // Routing, strip_prefix, the upstream and the access log all read the normalised path.
+        if let Err(bad) = request_target::normalize(session.req_header_mut(), &snapshot.paths) {
+            return self
+                .reject(session, ctx, Rejection::BadPath, &bad.to_string(), &[])
+                .await;
+        }
+        let req = session.req_header();
 
         let path = req.uri.path();
         let (route, captures) = match snapshot.routes.lookup(&ctx.host, path, &req.method) {

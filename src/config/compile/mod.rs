@@ -3,12 +3,14 @@
 //! Problems are collected, not returned at the first one, so `gatehouse validate` can list them
 //! all. Each carries the file and the key path it concerns. One file per config section:
 //! [`process`] (server, listeners, limits, admin), [`certificates`], [`embedded`] services,
-//! [`pools`] (upstreams) and [`routes`]; this file reads the files and assembles the snapshot.
+//! [`paths`] (normalisation), [`pools`] (upstreams) and [`routes`]; this file reads the files
+//! and assembles the snapshot.
 
 mod auth;
 mod certificates;
 mod embedded;
 mod key_path;
+mod paths;
 mod pools;
 mod process;
 mod routes;
@@ -89,6 +91,7 @@ impl Compiler {
             admin: main.admin,
             access_log: main.access_log.format,
             limits: main.limits,
+            paths: paths::rules(&main.paths),
             embedded_identity,
             embedded_authz,
             routes,
