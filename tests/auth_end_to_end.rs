@@ -54,6 +54,11 @@ routes:
     upstream: echo
     auth: {mode: required}
     strip_authorization: true
+  - name: asserted
+    match: {path_prefix: /asserted/}
+    upstream: echo
+    auth: {mode: required}
+    assertion: {audience: documents-backend}
 "#;
 
 /// One gateway with its embedded issuer and three echo upstreams (one plain, two behind the
@@ -337,4 +342,84 @@ async fn strip_authorization_keeps_the_token_from_the_upstream() {
         upstream_header(&echo, "authorization"),
         vec![format!("Bearer {token}")]
     );
+}
+
+/// The backend's side of the gateway assertion: verify it with an independent library against
+/// the gateway's published JWKS, and read the verified identity from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_assertion_verifies_against_the_gateways_jwks_and_carries_the_claims() {
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+
+    let s = start().await;
+    let token = s
+        .issuer
+        .browser_token("alice", "alice-password", "openid email documents:read")
+        .await;
+    let send = || {
+        client()
+            .get(s.gw.url("/asserted/1"))
+            .bearer_auth(&token)
+            // A client's own assertion never reaches the upstream.
+            .header("X-Gatehouse-Assertion", "forged.by.client")
+            .send()
+    };
+    let echo = echoed(send().await.expect("request")).await;
+    let asserted = upstream_header(&echo, "x-gatehouse-assertion");
+    assert_eq!(asserted.len(), 1, "one assertion: {asserted:?}");
+    let assertion = &asserted[0];
+    assert_ne!(assertion, "forged.by.client");
+
+    let jwks: serde_json::Value = client()
+        .get(s.gw.admin("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let header = jwt_header(assertion);
+    assert_eq!(header["typ"], "gatehouse-assertion+jwt");
+    let jwk = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == header["kid"]))
+        .expect("the assertion's kid is in the gateway's JWKS");
+    let coordinate = |c: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[c].as_str().expect("coordinate"))
+            .expect("base64url coordinate")
+    };
+    let mut sec1 = vec![4u8];
+    sec1.extend(coordinate("x"));
+    sec1.extend(coordinate("y"));
+    let key = ES256PublicKey::from_bytes(&sec1).expect("a P-256 public key");
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from_strings(&["gatehouse"])),
+        allowed_audiences: Some(HashSet::from_strings(&["documents-backend"])),
+        ..Default::default()
+    };
+    let claims = key
+        .verify_token::<serde_json::Map<String, serde_json::Value>>(assertion, Some(options))
+        .expect("jwt-simple verifies the assertion");
+    assert_eq!(claims.subject.as_deref(), Some("alice"));
+    assert_eq!(claims.custom["route"], "asserted");
+    assert_eq!(claims.custom["token_iss"], s.issuer.issuer());
+    assert_eq!(claims.custom["email"], "alice@example.com");
+    let expires = claims.expires_at.expect("exp").as_secs();
+    let token_exp = jwt_payload_exp(&token);
+    assert!(expires <= token_exp, "the assertion outlives the token");
+
+    // The same token on the next request: the same (cached) assertion, not a new signature.
+    let again = echoed(send().await.expect("request")).await;
+    assert_eq!(upstream_header(&again, "x-gatehouse-assertion"), asserted);
+}
+
+fn jwt_payload_exp(token: &str) -> u64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    claims["exp"].as_u64().expect("exp")
 }
