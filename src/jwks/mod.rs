@@ -150,6 +150,9 @@ async fn refresh(shared: Arc<Shared>) {
     let mut jwks_url = settings.jwks_url.clone();
     let mut etag: Option<String> = None;
     let mut failures: u32 = 0;
+    // When the last fetch asked for by an unknown kid ran: the cooldown counts from there, so a
+    // new key's first use right after a scheduled fetch is not held back.
+    let mut last_on_demand: Option<tokio::time::Instant> = None;
     loop {
         let attempt_started = tokio::time::Instant::now();
         let attempt = shared.begun.fetch_add(1, Ordering::AcqRel) + 1;
@@ -181,8 +184,11 @@ async fn refresh(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             _ = shared.wanted.notified() => {
-                // Whatever asked, no more than one fetch per cooldown.
-                tokio::time::sleep_until(attempt_started + settings.unknown_kid_cooldown).await;
+                // However many asked, no more than one such fetch per cooldown.
+                if let Some(at) = last_on_demand {
+                    tokio::time::sleep_until(at + settings.unknown_kid_cooldown).await;
+                }
+                last_on_demand = Some(tokio::time::Instant::now());
             }
             // Only ever sent once, with `true`.
             _ = stopped.changed() => return,

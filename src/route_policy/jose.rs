@@ -46,7 +46,7 @@ pub struct UnverifiedToken<'t> {
 pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, JoseError> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(JoseError::NotCompact)?;
     let (header, payload) = signing_input.split_once('.').ok_or(JoseError::NotCompact)?;
-    if payload.contains('.') || signature.is_empty() {
+    if payload.contains('.') {
         return Err(JoseError::NotCompact);
     }
     let mut header = object(header)?;
@@ -54,6 +54,11 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, JoseError> {
         Some(Value::String(alg)) => algorithm(&alg)?,
         _ => return Err(JoseError::NoAlg),
     };
+    // After `alg`, so an unsecured JWS (`alg: none`, empty signature, RFC 7519 §6.1) is named
+    // for what it is.
+    if signature.is_empty() {
+        return Err(JoseError::NotCompact);
+    }
     if header.contains_key("crit") {
         return Err(JoseError::Critical);
     }
@@ -159,6 +164,8 @@ mod tests {
             let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
             assert_eq!(parse(&t).unwrap_err(), JoseError::Algorithm, "{alg}");
         }
+        let unsecured = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64("{}"));
+        assert_eq!(parse(&unsecured).unwrap_err(), JoseError::Algorithm);
     }
 
     #[test]
