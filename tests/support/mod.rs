@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod idp;
 mod polling;
 #[allow(dead_code)]
 pub mod slow_clients;
