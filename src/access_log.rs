@@ -30,12 +30,16 @@ pub struct Entry<'a> {
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// `sub` of the verified token (never the token itself).
+    pub subject: Option<&'a str>,
+    /// The auth stage's outcome on routes with auth (`verified`, `expired`, …).
+    pub auth: Option<&'a str>,
 }
 
 impl Entry<'_> {
     fn text(&self) -> String {
         format!(
-            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={}{}",
+            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={} subject={} auth={}{}",
             self.time,
             self.client_ip,
             self.method,
@@ -47,6 +51,8 @@ impl Entry<'_> {
             self.route,
             self.upstream.as_deref().unwrap_or("-"),
             self.request_id,
+            self.subject.unwrap_or("-"),
+            self.auth.unwrap_or("-"),
             self.error
                 .map(|e| format!(" error={e}"))
                 .unwrap_or_default(),

@@ -16,7 +16,14 @@ impl Admin for ConfigStore {
     }
 
     fn before_scrape(&self) {
-        crate::metrics::publish_pool_health(self.current().pool_health());
+        let snapshot = self.current();
+        crate::metrics::publish_pool_health(snapshot.pool_health());
+        crate::metrics::publish_key_set_ages(
+            snapshot
+                .issuers
+                .iter()
+                .map(|(name, issuer)| (name.as_str(), issuer.keys.age_secs())),
+        );
     }
 
     async fn other(&self, request: &Request) -> Option<Response<Vec<u8>>> {
@@ -24,11 +31,27 @@ impl Admin for ConfigStore {
             return None;
         }
         let snapshot = self.current();
-        let body = match request.path() {
-            "/readyz" => json!({"ready": true, "config_version": snapshot.version}),
-            "/config" => serde_json::to_value(snapshot.summary()).unwrap_or_default(),
-            _ => return None,
-        };
-        Some(json_answer(StatusCode::OK, &body))
+        match request.path() {
+            "/readyz" => {
+                // Not ready until every issuer's keys are in: a token could not be checked.
+                let waiting = snapshot.issuers_without_keys();
+                let status = if waiting.is_empty() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let body = json!({
+                    "ready": waiting.is_empty(),
+                    "waiting_for": waiting,
+                    "config_version": snapshot.version,
+                });
+                Some(json_answer(status, &body))
+            }
+            "/config" => {
+                let body = serde_json::to_value(snapshot.summary()).unwrap_or_default();
+                Some(json_answer(StatusCode::OK, &body))
+            }
+            _ => None,
+        }
     }
 }

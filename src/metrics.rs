@@ -85,6 +85,56 @@ pub static HEADER_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static AUTH_OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_auth_outcomes_total",
+        "Token checks on routes with auth, by route and outcome (verified, anonymous, or why refused).",
+        &["route", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static JWKS_FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_jwks_fetches_total",
+        "JWKS fetches, by issuer and result (updated, not_modified, error).",
+        &["issuer", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static JWKS_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_jwks_age_seconds",
+        "Seconds since the issuer last confirmed the key set (-1: never fetched).",
+        &["issuer"]
+    )
+    .expect("metric registers once")
+});
+
+pub static JWKS_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_jwks_keys",
+        "Keys usable for verification in the issuer's current key set.",
+        &["issuer"]
+    )
+    .expect("metric registers once")
+});
+
+pub static TOKEN_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_verified_token_cache_total",
+        "Verified-token cache lookups, by result (hit, miss).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static TOKEN_CACHE_HITS: LazyLock<IntCounter> =
+    LazyLock::new(|| TOKEN_CACHE.with_label_values(&["hit"]));
+pub static TOKEN_CACHE_MISSES: LazyLock<IntCounter> =
+    LazyLock::new(|| TOKEN_CACHE.with_label_values(&["miss"]));
+
 /// Touch every metric so `/metrics` lists them all from the first scrape.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -96,6 +146,21 @@ pub fn init() {
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&HEADER_TIMEOUTS);
+    LazyLock::force(&AUTH_OUTCOMES);
+    LazyLock::force(&JWKS_FETCHES);
+    LazyLock::force(&JWKS_AGE);
+    LazyLock::force(&JWKS_KEYS);
+    LazyLock::force(&TOKEN_CACHE_HITS);
+    LazyLock::force(&TOKEN_CACHE_MISSES);
+}
+
+/// Sets the key-set age gauge from `(issuer, age)` pairs at scrape time (`None`: never fetched).
+pub fn publish_key_set_ages<'a>(issuers: impl IntoIterator<Item = (&'a str, Option<u64>)>) {
+    JWKS_AGE.reset();
+    for (name, age) in issuers {
+        let age = age.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        JWKS_AGE.with_label_values(&[name]).set(age);
+    }
 }
 
 /// Sets the healthy-target gauge from `(pool name, healthy targets)` pairs of the running
@@ -172,7 +237,12 @@ pub struct RouteMetrics {
     /// `[method slot][status class]`, created on first use so unused series are never exported.
     /// The last method slot is `other`.
     requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
+    /// Auth outcomes by slot (the caller's fixed outcome index), created on first use.
+    auth: [OnceLock<IntCounter>; AUTH_OUTCOME_SLOTS],
 }
+
+/// Room for every auth outcome a route can record.
+pub const AUTH_OUTCOME_SLOTS: usize = 16;
 
 impl RouteMetrics {
     pub fn new(route: &str) -> Self {
@@ -180,6 +250,16 @@ impl RouteMetrics {
             route: route.into(),
             duration: REQUEST_DURATION.with_label_values(&[route]),
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            auth: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one auth outcome; `slot` is fixed per `outcome` label, below [`AUTH_OUTCOME_SLOTS`].
+    pub fn record_auth(&self, slot: usize, outcome: &'static str) {
+        if let Some(counter) = self.auth.get(slot) {
+            counter
+                .get_or_init(|| AUTH_OUTCOMES.with_label_values(&[&self.route, outcome]))
+                .inc();
         }
     }
 

@@ -54,7 +54,7 @@ impl ConfigStore {
             tracing::warn!("server, listener and admin settings changed: they apply at the next restart or upgrade");
         }
         let new = Arc::new(new);
-        start_pools(&new);
+        start_tasks(&new);
         self.current.store(new.clone());
         tracing::info!(version = new.version, hash = %new.hash, routes = new.routes.len(), "config reloaded");
         Ok(ReloadOutcome::Applied)
@@ -82,23 +82,25 @@ impl Watched for ConfigStore {
     }
 }
 
-/// Starts health checks for pools that have none running yet (new ones; reused pools keep theirs).
-fn start_pools(snapshot: &Snapshot) {
+/// Starts the snapshot's background work that is not running yet: health checks of new pools and
+/// refreshers of new key sources (carried-over ones keep theirs).
+fn start_tasks(snapshot: &Snapshot) {
     for pool in snapshot.pools.values() {
         pool.start_health_checks();
     }
+    snapshot.start_key_refresh();
 }
 
-/// Background service: runs the first snapshot's health checks on its runtime until shutdown;
-/// later snapshots start theirs when they are swapped in.
-pub struct FirstPools {
+/// Background service: runs the first snapshot's health checks and key refreshers on its runtime
+/// until shutdown; later snapshots start theirs when they are swapped in.
+pub struct FirstSnapshotTasks {
     pub store: Arc<ConfigStore>,
 }
 
 #[async_trait]
-impl BackgroundService for FirstPools {
+impl BackgroundService for FirstSnapshotTasks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        start_pools(&self.store.current());
+        start_tasks(&self.store.current());
         while shutdown.changed().await.is_ok() && !*shutdown.borrow() {}
     }
 }

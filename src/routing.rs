@@ -17,6 +17,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::metrics::RouteMetrics;
+use crate::route_policy::RoutePolicy;
 use crate::upstream::Pool;
 
 /// One segment of a path template.
@@ -178,6 +179,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     pub strip_prefix: Option<String>,
     pub host_override: Option<String>,
+    /// What the route demands between routing and the upstream.
+    pub policy: RoutePolicy,
     /// Position in the files, for the final tie-break.
     pub order: usize,
     pub metrics: RouteMetrics,
@@ -290,6 +293,7 @@ impl RouteTable {
 mod tests {
     use super::*;
     use crate::metrics::RouteMetrics;
+    use crate::route_policy::RoutePolicy;
     use crate::upstream::Pool;
 
     fn route(name: &str, hosts: &[&str], path: PathMatch, methods: &[&str], order: usize) -> Route {
@@ -301,6 +305,7 @@ mod tests {
             pool: Pool::for_tests(),
             strip_prefix: None,
             host_override: None,
+            policy: RoutePolicy::default(),
             order,
             metrics: RouteMetrics::new(name),
         }

@@ -24,7 +24,7 @@ use crate::config::{self, LoadMode, Snapshot};
 use crate::echo::EchoApp;
 use crate::metrics;
 use crate::proxy::{client_limits, Gateway, ListenerRole};
-use crate::reload::{ConfigStore, FirstPools};
+use crate::reload::{ConfigStore, FirstSnapshotTasks};
 use crate::tls::SniResolver;
 
 /// How the process was started.
@@ -122,8 +122,8 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     }
 
     server.add_service(background_service(
-        "pool health",
-        FirstPools {
+        "pool health and key refresh",
+        FirstSnapshotTasks {
             store: store.clone(),
         },
     ));

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::request_path::PathRules;
+use crate::route_policy::TrustedIssuer;
 use crate::routing::RouteTable;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
@@ -42,12 +44,16 @@ pub struct Snapshot {
     pub admin: AdminSpec,
     pub access_log: AccessLogFormat,
     pub limits: LimitsSpec,
+    /// `paths`: how request paths are normalised before routing.
+    pub paths: PathRules,
     /// `embedded.identity`: the identity service's config, served from this process.
     pub embedded_identity: Option<PathBuf>,
     pub embedded_authz: Option<PathBuf>,
     pub routes: RouteTable,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub certs: CertStore,
+    /// `auth.issuers`: the issuers routes may trust, with their key sources.
+    pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
 }
 
 /// What `/config` shows: identity and shape of the running snapshot, never file contents.
@@ -81,6 +87,23 @@ impl Snapshot {
         self.pools
             .iter()
             .map(|(name, pool)| (name.as_str(), pool.healthy_count()))
+    }
+
+    /// Issuers that have no key set yet: what `/readyz` waits for.
+    pub fn issuers_without_keys(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|(_, i)| i.keys.keys().is_none())
+            .map(|(name, _)| format!("auth.issuers.{name}: no key set yet"))
+            .collect()
+    }
+
+    /// Starts the refreshers of key sources that have none running (new ones; carried ones
+    /// keep theirs).
+    pub fn start_key_refresh(&self) {
+        for issuer in self.issuers.values() {
+            issuer.keys.start();
+        }
     }
 
     /// Settings that only take effect on restart or upgrade.

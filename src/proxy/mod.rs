@@ -2,16 +2,20 @@
 //!
 //! | phase                     | decides                                                     |
 //! |---------------------------|-------------------------------------------------------------|
-//! | `request_filter`          | snapshot, request id, redirect, route (404/405), target (503) |
+//! | `request_filter`          | snapshot, request id, redirect, path (400), route (404/405), |
+//! |                           | the route's policy stages (401/403), then the target (503)   |
 //! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
-//! | `upstream_request_filter` | path rewrite, Host, forwarded headers, request id           |
+//! | `upstream_request_filter` | identity headers (strip, inject), path rewrite, Host,       |
+//! |                           | forwarded headers, request id                               |
 //! | `response_filter`         | request id on the response                                  |
 //! | `fail_to_connect`         | passive ejection, one retry on another target               |
 //! | `fail_to_proxy`           | the JSON error body for upstream failures                   |
 //! | `logging`                 | metrics and the access-log line                             |
 
+pub mod challenge;
 pub mod client_limits;
 pub mod request_id;
+pub mod request_target;
 pub mod respond;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +34,8 @@ use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
+use crate::route_policy::jwt::Passed;
+use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
 use respond::Rejection;
@@ -59,6 +65,10 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     /// Template captures of the matched route (`{id}` → value), for later phases.
     pub captures: Vec<(Arc<str>, String)>,
+    /// Set by the JWT stage alone, when the request carried a verified token.
+    identity: Option<Arc<VerifiedIdentity>>,
+    /// What the JWT stage decided, on routes with auth.
+    auth_outcome: Option<AuthOutcome>,
     target: Option<SocketAddr>,
     connect_failures: u8,
     rejection: Option<Rejection>,
@@ -86,6 +96,8 @@ impl ProxyHttp for Gateway {
             snapshot: None,
             route: None,
             captures: Vec::new(),
+            identity: None,
+            auth_outcome: None,
             target: None,
             connect_failures: 0,
             rejection: None,
@@ -139,6 +151,13 @@ impl ProxyHttp for Gateway {
             respond::redirect(session, &location, &ctx.request_id).await?;
             return Ok(true);
         }
+        // Routing, strip_prefix, the upstream and the access log all read the normalised path.
+        if let Err(bad) = request_target::normalize(session.req_header_mut(), &snapshot.paths) {
+            return self
+                .reject(session, ctx, Rejection::BadPath, &bad.to_string(), &[])
+                .await;
+        }
+        let req = session.req_header();
 
         let path = req.uri.path();
         let (route, captures) = match snapshot.routes.lookup(&ctx.host, path, &req.method) {
@@ -167,9 +186,29 @@ impl ProxyHttp for Gateway {
                     .await;
             }
         };
-        ctx.target = select_target(&route, session);
-        ctx.route = Some(route);
+        ctx.route = Some(route.clone());
         ctx.captures = captures;
+        if let Some(auth) = &route.policy.auth {
+            let checked = auth.check(&session.req_header().headers, unix_now()).await;
+            let outcome = match checked {
+                Ok(Passed::Verified(identity)) => {
+                    ctx.identity = Some(identity);
+                    AuthOutcome::Verified
+                }
+                Ok(Passed::Anonymous) => AuthOutcome::Anonymous,
+                Err(refused) => refused,
+            };
+            ctx.auth_outcome = Some(outcome);
+            route.metrics.record_auth(outcome.slot(), outcome.label());
+            if !matches!(outcome, AuthOutcome::Verified | AuthOutcome::Anonymous) {
+                let (rejection, headers) = challenge::answer(outcome, &auth.scopes);
+                return self
+                    .reject(session, ctx, rejection, outcome.description(), &headers)
+                    .await;
+            }
+        }
+        // Chosen after the stages, so a hash on a claim uses the verified one.
+        ctx.target = select_target(&route, session, ctx.identity.as_deref());
         if ctx.target.is_none() {
             let message = "every target of this route's upstream is down";
             return self
@@ -214,7 +253,7 @@ impl ProxyHttp for Gateway {
             .clone()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         if ctx.connect_failures > 0 {
-            ctx.target = select_target(&route, session);
+            ctx.target = select_target(&route, session, ctx.identity.as_deref());
         }
         let Some(target) = ctx.target else {
             ctx.rejection = Some(Rejection::NoHealthyTarget);
@@ -236,6 +275,15 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
+        // First, so nothing below can be overwritten by a client's copy.
+        let policy = &route.policy;
+        policy.identity_headers.strip(upstream);
+        if let Some(identity) = &ctx.identity {
+            policy.identity_headers.inject(upstream, identity)?;
+        }
+        if policy.strip_authorization {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
         if route.strip_prefix.is_some() {
             let original = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let rewritten = route.upstream_path(original);
@@ -424,6 +472,8 @@ impl ProxyHttp for Gateway {
                 .rejection
                 .map(Rejection::code)
                 .or_else(|| e.map(|_| "proxy_error")),
+            subject: ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            auth: ctx.auth_outcome.map(AuthOutcome::label),
         };
         self.access_log.write(snapshot.access_log, &entry);
     }
@@ -444,7 +494,11 @@ impl Gateway {
     }
 }
 
-fn select_target(route: &Route, session: &Session) -> Option<SocketAddr> {
+fn select_target(
+    route: &Route,
+    session: &Session,
+    identity: Option<&VerifiedIdentity>,
+) -> Option<SocketAddr> {
     let pool = &route.pool;
     let ip_key = || {
         client_ip(session)
@@ -458,7 +512,18 @@ fn select_target(route: &Route, session: &Session) -> Option<SocketAddr> {
             Some(v) => pool.select(v.as_bytes()),
             None => pool.select(ip_key().as_bytes()),
         },
+        Some(HashKey::Claim(name)) => match identity.and_then(|i| i.claims.get(name)) {
+            Some(serde_json::Value::String(s)) => pool.select(s.as_bytes()),
+            Some(other) => pool.select(other.to_string().as_bytes()),
+            None => pool.select(ip_key().as_bytes()),
+        },
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {

@@ -19,7 +19,13 @@ pub enum Rejection {
     UpstreamUnreachable,
     UpstreamTimeout,
     BadRequest,
+    /// A path refused by normalisation (`paths:`).
+    BadPath,
     Internal,
+    MissingToken,
+    InvalidToken,
+    InsufficientScope,
+    AuthUnavailable,
 }
 
 impl Rejection {
@@ -33,7 +39,11 @@ impl Rejection {
             Rejection::UpstreamUnreachable => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::BadRequest => 400,
+            Rejection::BadPath => 400,
             Rejection::Internal => 500,
+            Rejection::MissingToken | Rejection::InvalidToken => 401,
+            Rejection::InsufficientScope => 403,
+            Rejection::AuthUnavailable => 503,
         }
     }
 
@@ -47,7 +57,12 @@ impl Rejection {
             Rejection::UpstreamUnreachable => "upstream_unreachable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::BadRequest => "bad_request",
+            Rejection::BadPath => "bad_path",
             Rejection::Internal => "internal_error",
+            Rejection::MissingToken => "missing_token",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::InsufficientScope => "insufficient_scope",
+            Rejection::AuthUnavailable => "auth_unavailable",
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum HashKey {
     ClientIp,
     /// The header's value; requests without it fall back to the client IP.
     Header(HeaderName),
+    /// A claim of the verified token; anonymous requests fall back to the client IP.
+    Claim(String),
 }
 
 enum Selector {

@@ -3,11 +3,14 @@
 //! Problems are collected, not returned at the first one, so `gatehouse validate` can list them
 //! all. Each carries the file and the key path it concerns. One file per config section:
 //! [`process`] (server, listeners, limits, admin), [`certificates`], [`embedded`] services,
-//! [`pools`] (upstreams) and [`routes`]; this file reads the files and assembles the snapshot.
+//! [`paths`] (normalisation), [`pools`] (upstreams) and [`routes`]; this file reads the files
+//! and assembles the snapshot.
 
+mod auth;
 mod certificates;
 mod embedded;
 mod key_path;
+mod paths;
 mod pools;
 mod process;
 mod routes;
@@ -36,6 +39,8 @@ pub struct Compiler {
     errors: Vec<LocatedError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
+    /// `auth.identity_namespace`, which `hash_key: header:` may not name.
+    identity_namespace: Vec<String>,
 }
 
 impl Compiler {
@@ -51,6 +56,7 @@ impl Compiler {
             errors: Vec::new(),
             hasher: Sha256::new(),
             files: Vec::new(),
+            identity_namespace: Vec::new(),
         }
     }
 
@@ -65,8 +71,10 @@ impl Compiler {
         let embedded_identity = self.embedded_identity(&main.embedded);
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
+        self.identity_namespace = main.auth.identity_namespace.clone();
+        let trust = self.trust(&main.auth, previous);
         let pools = self.pools(&upstreams, previous);
-        let routes = self.routes(routes, &pools, &upstreams);
+        let routes = self.routes(routes, &pools, &upstreams, &main.auth, &trust);
 
         if !self.errors.is_empty() {
             return Err(LocatedErrors(self.errors));
@@ -83,11 +91,13 @@ impl Compiler {
             admin: main.admin,
             access_log: main.access_log.format,
             limits: main.limits,
+            paths: paths::rules(&main.paths),
             embedded_identity,
             embedded_authz,
             routes,
             pools,
             certs,
+            issuers: trust.issuers,
         })
     }
 

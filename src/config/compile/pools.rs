@@ -127,10 +127,10 @@ impl Compiler {
                 None
             }
             (BalanceSpec::ConsistentHash, key) => {
-                match parse_hash_key(key.unwrap_or("client_ip")) {
+                match parse_hash_key(key.unwrap_or("client_ip"), &self.identity_namespace) {
                     Ok(k) => Some(k),
                     Err(msg) => {
-                        let hint = Some("client_ip or header:<name>".into());
+                        let hint = Some("client_ip, claim:<name> or header:<name>".into());
                         self.error(file, at, msg, hint);
                         None
                     }
@@ -215,14 +215,34 @@ impl Compiler {
     }
 }
 
-fn parse_hash_key(key: &str) -> Result<HashKey, String> {
+/// `namespace`: the identity-header prefixes. The gateway removes client-sent headers there, so
+/// hashing on one would hash on nothing; `claim:` is the verified way to stick by identity.
+fn parse_hash_key(key: &str, namespace: &[String]) -> Result<HashKey, String> {
     if key == "client_ip" {
         return Ok(HashKey::ClientIp);
     }
+    if let Some(claim) = key.strip_prefix("claim:") {
+        let claim = claim.trim();
+        if claim.is_empty() {
+            return Err("claim: needs a claim name, e.g. claim:sub".into());
+        }
+        return Ok(HashKey::Claim(claim.into()));
+    }
     match key.strip_prefix("header:") {
-        Some(name) => HeaderName::from_bytes(name.trim().as_bytes())
-            .map(HashKey::Header)
-            .map_err(|_| format!("{name:?} is not a header name")),
+        Some(name) => {
+            let name = name.trim();
+            let in_namespace = namespace
+                .iter()
+                .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p));
+            if in_namespace {
+                return Err(format!(
+                    "{name:?} is an identity header (auth.identity_namespace): hash on the verified claim instead, e.g. claim:sub"
+                ));
+            }
+            HeaderName::from_bytes(name.as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| format!("{name:?} is not a header name"))
+        }
         None => Err(format!("{key:?} is not a hash key")),
     }
 }

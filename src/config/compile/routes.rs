@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
+use super::auth::Trust;
 use super::key_path::KeyPath;
 use super::{Compiler, DefinedUpstreams, WrittenRoutes};
-use crate::config::file::{MatchSpec, RouteSpec};
+use crate::config::file::{AuthSpec, MatchSpec, RouteSpec};
 use crate::metrics::RouteMetrics;
 use crate::routing::{HostMatch, PathMatch, PathPatternError, Route, RouteTable};
 use crate::upstream::Pool;
@@ -28,6 +29,8 @@ impl Compiler {
         specs: WrittenRoutes,
         pools: &BTreeMap<String, Arc<Pool>>,
         defined: &DefinedUpstreams,
+        auth: &AuthSpec,
+        trust: &Trust,
     ) -> RouteTable {
         let mut compiled = Vec::new();
         // Route names label metrics and log lines: they must be unique across all files.
@@ -40,6 +43,7 @@ impl Compiler {
                 self.route_pool(&file, &at.field("upstream"), &spec.upstream, pools, defined);
             let matcher = self.matcher(&file, &at.field("match"), &spec.matcher);
             self.check_rewrites(&file, &at, &spec);
+            let policy = self.route_policy(&file, &at, &spec, auth, trust);
             if self.errors.len() > before {
                 continue;
             }
@@ -55,6 +59,7 @@ impl Compiler {
                     pool,
                     strip_prefix: spec.strip_prefix,
                     host_override: spec.host_override,
+                    policy,
                     order,
                 });
             }
