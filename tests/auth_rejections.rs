@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::idp::{forge, now, series, valid_claims, with, FakeIdp, TestKey};
-use support::{client, eventually, Echo, Gateway, READY_TIMEOUT};
+use support::{client, eventually, metric_value, Echo, Gateway, READY_TIMEOUT};
 
 const OUTCOMES: &str = "gatehouse_auth_outcomes_total";
 
@@ -179,10 +179,11 @@ async fn check_rejection(
     assert_eq!(headers["content-type"], "application/json");
     let www = headers
         .get("www-authenticate")
-        .unwrap_or_else(|| panic!("a {} carries WWW-Authenticate", want.status))
-        .to_str()
-        .expect("an ASCII header")
-        .to_string();
+        .map(|v| v.to_str().expect("an ASCII header").to_string());
+    if want.status != 503 {
+        assert!(www.is_some(), "a {} carries WWW-Authenticate", want.status);
+    }
+    let www = www.unwrap_or_default();
     let text = resp.text().await.expect("a body");
     let body: Value = serde_json::from_str(&text).expect("a JSON body");
     let message = body["message"].as_str().unwrap_or_default().to_string();
@@ -213,6 +214,14 @@ async fn check_rejection(
                 "{www}"
             );
         }
+        // The gateway cannot judge the token yet: its own problem, not the client's (the
+        // contract lists no_key_set among the outcomes without naming a status; the
+        // implementation answers 503 + Retry-After and no challenge).
+        (503, "no_key_set") => {
+            assert_eq!(body["error"], "auth_unavailable", "{body}");
+            assert!(www.is_empty(), "no challenge: the token may be fine: {www}");
+            assert!(headers.contains_key("retry-after"));
+        }
         other => panic!("no rejection shape for {other:?}"),
     }
 
@@ -220,28 +229,44 @@ async fn check_rejection(
         assert_no_leak(&www, &text, secret);
     }
 
-    let series = series(
-        OUTCOMES,
-        &[("route", want.route), ("outcome", want.outcome)],
-    );
-    eventually(
-        &format!("{series} == {}", want.count),
-        READY_TIMEOUT,
-        || async { gw.metric(&series).await == want.count as f64 },
-    )
-    .await;
-
-    // The access-log line names the outcome and no subject; the token is in no log.
+    // The access-log line names the outcome and no subject (checked first: it fails fast
+    // with the label the gateway chose); the token is in no log.
     let request_id = body["request_id"].as_str().unwrap_or_default().to_string();
     let line = access_log_line(gw, &request_id).await;
-    assert_eq!(line["auth"], want.outcome, "access log: {line}");
+    assert_eq!(
+        line["auth"], want.outcome,
+        "the outcome (access log): {line}; body: {body}"
+    );
     if want.status == 401 {
         assert_eq!(line["subject"], Value::Null, "access log: {line}");
     }
+    expect_outcome_count(gw, want.route, want.outcome, want.count).await;
     for secret in secrets {
         assert_not_logged(gw, secret);
     }
     body
+}
+
+/// Waits until `outcome` has been counted `count` times on `route`; else fails showing what
+/// was counted on that route instead.
+async fn expect_outcome_count(gw: &Gateway, route: &str, outcome: &str, count: u64) {
+    let series = series(OUTCOMES, &[("route", route), ("outcome", outcome)]);
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let metrics = gw.metrics().await;
+        if metric_value(&metrics, &series) == count as f64 {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let route_label = format!("route=\"{route}\"");
+            let counted: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with(OUTCOMES) && l.contains(&route_label))
+                .collect();
+            panic!("expected {series} == {count}; counted instead: {counted:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The token (and its signature alone) appears neither in the answer's header nor its body.
@@ -380,7 +405,13 @@ async fn optional_route_with_a_bad_token_is_401_not_anonymous() {
 #[tokio::test(flavor = "multi_thread")]
 async fn alg_none_is_unsupported_algorithm() {
     let fx = Fixture::start().await;
-    let token = forge::alg_none(fx.demo_es.kid(), &fx.demo.claims());
+    // With some signature bytes attached (an attacker's variant)...
+    let signed = fx.demo_token(json!({}));
+    let signature = signed.rsplit_once('.').unwrap().1;
+    let token = format!(
+        "{}{signature}",
+        forge::alg_none(fx.demo_es.kid(), &fx.demo.claims())
+    );
     expect_rejection(
         &fx.gw,
         "/documents/1",
@@ -388,6 +419,13 @@ async fn alg_none_is_unsupported_algorithm() {
         reject(401, "documents", "unsupported_algorithm"),
     )
     .await;
+    // ... and as RFC 7519 6.1 writes an unsecured JWT: an empty signature.
+    let token = forge::alg_none(fx.demo_es.kid(), &fx.demo.claims());
+    let want = Rejection {
+        count: 2,
+        ..reject(401, "documents", "unsupported_algorithm")
+    };
+    expect_rejection(&fx.gw, "/documents/1", &token, want).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -688,7 +726,7 @@ routes:
         &gw,
         "/documents/1",
         &token,
-        reject(401, "documents", "no_key_set"),
+        reject(503, "documents", "no_key_set"),
     )
     .await;
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -311,7 +311,8 @@ struct Published {
 struct Shared {
     issuer: String,
     published: Mutex<Published>,
-    requests: Mutex<HashMap<String, u64>>,
+    /// Per path: how many requests, and when the last one arrived.
+    requests: Mutex<HashMap<String, (u64, Instant)>>,
     not_modified: AtomicU64,
 }
 
@@ -323,12 +324,12 @@ struct Answer {
 
 impl Shared {
     fn answer(&self, path: &str, if_none_match: Option<&str>) -> Answer {
-        *self
-            .requests
-            .lock()
-            .expect("request counts")
+        let mut requests = self.requests.lock().expect("request counts");
+        let seen = requests
             .entry(path.to_string())
-            .or_default() += 1;
+            .or_insert((0, Instant::now()));
+        *seen = (seen.0 + 1, Instant::now());
+        drop(requests);
         let published = self.published.lock().expect("published keys");
         if published.unavailable {
             return Answer {
@@ -525,8 +526,17 @@ impl FakeIdp {
             .lock()
             .expect("request counts")
             .get(path)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |seen| seen.0)
+    }
+
+    /// When the last request for `path` arrived.
+    pub fn last_request_at(&self, path: &str) -> Option<Instant> {
+        self.shared
+            .requests
+            .lock()
+            .expect("request counts")
+            .get(path)
+            .map(|seen| seen.1)
     }
 
     pub fn jwks_requests(&self) -> u64 {
