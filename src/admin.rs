@@ -1,12 +1,14 @@
 //! What the gateway adds to the shared admin listener (`/metrics`, `/healthz`, `POST /reload`):
-//! `/readyz` and `/config`, and the pool-health gauges computed at scrape time. Never exposes
-//! file contents, keys or secrets.
+//! `/readyz`, `/config`, the public keys of the gateway assertion (`/.well-known/jwks.json`),
+//! and the pool-health gauges computed at scrape time. Never exposes file contents, private keys
+//! or secrets.
 
 use async_trait::async_trait;
 use gatehouse_service::{json_answer, Admin, Request};
-use http::{Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::config::Snapshot;
 use crate::reload::ConfigStore;
 
 #[async_trait]
@@ -51,7 +53,33 @@ impl Admin for ConfigStore {
                 let body = serde_json::to_value(snapshot.summary()).unwrap_or_default();
                 Some(json_answer(StatusCode::OK, &body))
             }
+            JWKS_PATH => Some(assertion_jwks(&snapshot)),
             _ => None,
         }
     }
+}
+
+/// Where backends fetch the keys that verify `X-Gatehouse-Assertion`.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The gateway key never rotates while the process runs, so a backend may keep the set a while.
+const JWKS_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// The assertion key set; 404 until a route asks for assertions (the key is created then).
+fn assertion_jwks(snapshot: &Snapshot) -> Response<Vec<u8>> {
+    let Some(signer) = &snapshot.assertion_signer else {
+        let body = json!({"error": "not_found", "message": "no route sends a gateway assertion"});
+        return json_answer(StatusCode::NOT_FOUND, &body);
+    };
+    let mut r = Response::new(signer.jwks());
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(JWKS_CACHE_CONTROL),
+    );
+    r
 }

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod assertion;
 pub mod config;
 pub mod echo;
 pub mod jwks;

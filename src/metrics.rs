@@ -135,6 +135,29 @@ pub static TOKEN_CACHE_HITS: LazyLock<IntCounter> =
 pub static TOKEN_CACHE_MISSES: LazyLock<IntCounter> =
     LazyLock::new(|| TOKEN_CACHE.with_label_values(&["miss"]));
 
+pub static ASSERTIONS_SIGNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_assertions_signed_total",
+        "Gateway assertions signed (X-Gatehouse-Assertion); cache hits sign nothing."
+    )
+    .expect("metric registers once")
+});
+
+pub static ASSERTION_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_assertion_cache_total",
+        "Gateway assertion lookups, by result (hit: reused, miss: signed).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+/// The two `result` series, resolved once: the request path only increments.
+pub static ASSERTION_CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| ASSERTION_CACHE.with_label_values(&["hit"]));
+pub static ASSERTION_CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| ASSERTION_CACHE.with_label_values(&["miss"]));
+
 /// Touch every metric so `/metrics` lists them all from the first scrape.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -152,6 +175,9 @@ pub fn init() {
     LazyLock::force(&JWKS_KEYS);
     LazyLock::force(&TOKEN_CACHE_HITS);
     LazyLock::force(&TOKEN_CACHE_MISSES);
+    LazyLock::force(&ASSERTIONS_SIGNED);
+    LazyLock::force(&ASSERTION_CACHE_HIT);
+    LazyLock::force(&ASSERTION_CACHE_MISS);
 }
 
 /// Sets the key-set age gauge from `(issuer, age)` pairs at scrape time (`None`: never fetched).

@@ -360,3 +360,57 @@ async fn reload_starts_health_checks_for_new_pools_and_stops_removed_ones() {
         first_probes.load(Ordering::Relaxed) - after_reload
     );
 }
+
+#[test]
+fn validate_refuses_unsafe_auth_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write(
+        dir.path(),
+        "gatehouse.yaml",
+        r#"listeners:
+  - address: 127.0.0.1:8080
+auth:
+  issuers:
+    idp:
+      issuer: not a url
+      audiences: []
+      algorithms: [HS256, none, ES256]
+      leeway: 1h
+upstreams:
+  pool:
+    targets: ["127.0.0.1:9"]
+    balance: consistent_hash
+    hash_key: header:X-User-ID
+routes:
+  - name: a
+    match: {path_prefix: /}
+    upstream: pool
+    auth: {mode: required, issuers: [ghost]}
+    identity_headers: {X-Department: department}
+  - name: b
+    match: {path_prefix: /b}
+    upstream: pool
+    assertion: {}
+"#,
+    );
+    let out = std::process::Command::new(support::BIN)
+        .args(["validate", "--config"])
+        .arg(dir.path().join("gatehouse.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "auth.issuers.idp.issuer: \"not a url\" is not an http(s) URL",
+        "auth.issuers.idp.audiences: name at least one audience",
+        "auth.issuers.idp.algorithms[0]: \"HS256\" is not an accepted signature algorithm",
+        "auth.issuers.idp.algorithms[1]: \"none\" is not an accepted signature algorithm",
+        "auth.issuers.idp.leeway: at most 300s",
+        "upstreams.pool.hash_key: \"X-User-ID\" is an identity header",
+        "routes[0].auth.issuers[0]: unknown issuer \"ghost\"",
+        "routes[0].identity_headers.X-Department: \"X-Department\" is outside auth.identity_namespace",
+        "routes[1].assertion: an assertion needs verified identity",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

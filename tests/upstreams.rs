@@ -35,7 +35,7 @@ async fn served_by(
 ) -> (u16, String) {
     let mut req = c.get(gw.url(path));
     if let Some(u) = user {
-        req = req.header("x-user-id", u);
+        req = req.header("x-tenant", u);
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
@@ -70,7 +70,7 @@ async fn round_robin_spreads_requests_over_targets() {
 async fn consistent_hash_keeps_each_key_on_one_target() {
     let (a, b) = (Echo::start("a"), Echo::start("b"));
     let gw = gateway_with(&format!(
-        "  pool:\n    targets: [\"{}\", \"{}\"]\n    balance: consistent_hash\n    hash_key: header:x-user-id\n",
+        "  pool:\n    targets: [\"{}\", \"{}\"]\n    balance: consistent_hash\n    hash_key: header:x-tenant\n",
         a.addr(),
         b.addr()
     ));

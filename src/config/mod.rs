@@ -9,9 +9,11 @@ pub mod file;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::assertion::AssertionSigner;
 use crate::request_path::PathRules;
 use crate::route_policy::TrustedIssuer;
 use crate::routing::RouteTable;
@@ -54,6 +56,20 @@ pub struct Snapshot {
     pub certs: CertStore,
     /// `auth.issuers`: the issuers routes may trust, with their key sources.
     pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
+    /// `auth.assertion`, compiled (start-up only: the signer keeps the settings it opened with).
+    pub assertion: AssertionSettings,
+    /// Signs `X-Gatehouse-Assertion`. Opened by the first `Run` load in which a route has
+    /// `assertion:` and carried into every later snapshot, so that in a running gateway it is
+    /// `Some` whenever a route's `policy.assertion_audience` is. `None` in `CheckOnly` loads.
+    pub assertion_signer: Option<Arc<AssertionSigner>>,
+}
+
+/// `auth.assertion` with `key_dir` resolved against the main file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionSettings {
+    pub key_dir: PathBuf,
+    pub issuer: String,
+    pub ttl: Duration,
 }
 
 /// What `/config` shows: identity and shape of the running snapshot, never file contents.
@@ -113,6 +129,7 @@ impl Snapshot {
             || self.admin != other.admin
             || self.embedded_identity != other.embedded_identity
             || self.embedded_authz != other.embedded_authz
+            || self.assertion != other.assertion
     }
 }
 

@@ -280,6 +280,12 @@ impl ProxyHttp for Gateway {
         policy.identity_headers.strip(upstream);
         if let Some(identity) = &ctx.identity {
             policy.identity_headers.inject(upstream, identity)?;
+            if let Some(audience) = &policy.assertion_audience {
+                upstream.insert_header(
+                    crate::assertion::ASSERTION_HEADER,
+                    assertion(ctx, identity, &route.name, audience)?,
+                )?;
+            }
         }
         if policy.strip_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
@@ -518,6 +524,31 @@ fn select_target(
             None => pool.select(ip_key().as_bytes()),
         },
     }
+}
+
+/// The gateway's signed statement of `identity` for this route's upstream. Fails closed: a
+/// route that promises its backend an assertion never forwards without one.
+fn assertion(
+    ctx: &RequestCtx,
+    identity: &VerifiedIdentity,
+    route: &str,
+    audience: &str,
+) -> Result<http::HeaderValue> {
+    let signer = ctx
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.assertion_signer.as_ref())
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no assertion signer"))?;
+    signer
+        .assertion(
+            &identity.token,
+            &identity.claims,
+            identity.expires_at,
+            route,
+            audience,
+            unix_now(),
+        )
+        .map_err(|e| Error::because(ErrorType::InternalError, "signing the gateway assertion", e))
 }
 
 fn unix_now() -> u64 {

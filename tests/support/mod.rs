@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod idp;
+pub mod issuer;
 mod polling;
 #[allow(dead_code)]
 pub mod slow_clients;
@@ -34,7 +35,9 @@ pub fn wait_for_listener(port: u16, what: &str) {
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+/// Waits until `child` listens on `port`; when it exits first, panics with its stderr (read from
+/// `stderr` when given), so a refused config explains itself.
+fn wait_for_port(port: u16, child: &mut Child, what: &str, stderr: Option<&Path>) {
     let deadline = Instant::now() + READY_TIMEOUT;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     while Instant::now() < deadline {
@@ -42,7 +45,8 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            let text = stderr.map(read_to_string).unwrap_or_default();
+            panic!("{what} exited early with {status}\n{text}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -121,7 +125,7 @@ impl Echo {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn echo");
-        wait_for_port(port, &mut child, "echo upstream");
+        wait_for_port(port, &mut child, "echo upstream", None);
         Echo {
             port,
             name: name.into(),
@@ -184,7 +188,11 @@ impl Gateway {
     /// `gatehouse.yaml`. Placeholders `{HTTP}`, `{HTTPS}`, `{ADMIN}`, `{DIR}` and `{SERVER}` (the
     /// shared server section) are filled in.
     pub fn start(files: &[(&str, &str)]) -> Gateway {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_prepared(tempfile::tempdir().expect("temp dir"), files)
+    }
+
+    /// As [`Gateway::start`], in a directory the test has already put files in (certificates).
+    pub fn start_prepared(dir: tempfile::TempDir, files: &[(&str, &str)]) -> Gateway {
         let ports = Ports::new();
         for (name, contents) in files {
             write(dir.path(), name, &fill(contents, &ports, dir.path()));
@@ -199,7 +207,8 @@ impl Gateway {
     /// As [`Gateway::start_in`], with `RUST_LOG` set to `log`.
     pub fn start_logging(dir: tempfile::TempDir, ports: Ports, log: &str) -> Gateway {
         let stdout = std::fs::File::create(dir.path().join("access.log")).expect("log file");
-        let stderr = std::fs::File::create(dir.path().join("gateway.err")).expect("log file");
+        let err_path = dir.path().join("gateway.err");
+        let stderr = std::fs::File::create(&err_path).expect("log file");
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(dir.path().join("gatehouse.yaml"))
@@ -209,12 +218,22 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .expect("spawn gateway");
-        wait_for_port(ports.admin, &mut child, "gateway admin");
-        wait_for_port(ports.http, &mut child, "gateway http listener");
+        wait_for_port(ports.admin, &mut child, "gateway admin", Some(&err_path));
+        wait_for_port(
+            ports.http,
+            &mut child,
+            "gateway http listener",
+            Some(&err_path),
+        );
         // Listeners open one by one: a test must not race the TLS listener it configured.
         let config = std::fs::read_to_string(dir.path().join("gatehouse.yaml")).unwrap_or_default();
         if config.contains(&format!(":{}", ports.https)) {
-            wait_for_port(ports.https, &mut child, "gateway https listener");
+            wait_for_port(
+                ports.https,
+                &mut child,
+                "gateway https listener",
+                Some(&err_path),
+            );
         }
         Gateway {
             dir,

@@ -3,9 +3,10 @@
 //! Problems are collected, not returned at the first one, so `gatehouse validate` can list them
 //! all. Each carries the file and the key path it concerns. One file per config section:
 //! [`process`] (server, listeners, limits, admin), [`certificates`], [`embedded`] services,
-//! [`paths`] (normalisation), [`pools`] (upstreams) and [`routes`]; this file reads the files
-//! and assembles the snapshot.
+//! [`paths`] (normalisation), [`pools`] (upstreams), [`routes`] and [`assertion`] (the gateway's
+//! signing key); this file reads the files and assembles the snapshot.
 
+mod assertion;
 mod auth;
 mod certificates;
 mod embedded;
@@ -74,8 +75,15 @@ impl Compiler {
         self.identity_namespace = main.auth.identity_namespace.clone();
         let trust = self.trust(&main.auth, previous);
         let pools = self.pools(&upstreams, previous);
+        let assertion = self.assertion_settings(&main);
+        let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
         let routes = self.routes(routes, &pools, &upstreams, &main.auth, &trust);
 
+        if !self.errors.is_empty() {
+            return Err(LocatedErrors(self.errors));
+        }
+        // Last, once the rest is valid: it may generate and write the key.
+        let assertion_signer = self.assertion_signer(&assertion, assertion_needed, previous);
         if !self.errors.is_empty() {
             return Err(LocatedErrors(self.errors));
         }
@@ -98,6 +106,8 @@ impl Compiler {
             pools,
             certs,
             issuers: trust.issuers,
+            assertion,
+            assertion_signer,
         })
     }
 
