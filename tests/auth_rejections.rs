@@ -550,13 +550,15 @@ async fn an_expired_token_is_expired_but_leeway_is_honoured() {
     let now = now();
     let old = json!({"iat": now - 3600, "nbf": now - 3600});
     let expired = fx.demo_token(with(&old, json!({"exp": now - 120})));
-    expect_rejection(
+    let body = expect_rejection(
         &fx.gw,
         "/documents/1",
         &expired,
         reject(401, "documents", "expired"),
     )
     .await;
+    // The contract's own example of a short reason.
+    assert_eq!(body["message"], "token expired");
     // Expired 10 s ago, inside the 30 s leeway: accepted.
     let barely = fx.demo_token(with(&old, json!({"exp": now - 10})));
     expect_pass(&fx.gw, "/documents/1", &barely).await;
