@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod idp;
 pub mod issuer;
 mod polling;
 #[allow(dead_code)]
