@@ -15,7 +15,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gatehouse_identity::keys::{KeyError, KeyRing, SigningAlg};
 use http::HeaderValue;
@@ -23,6 +23,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 use serde_json::{Map, Value};
 
+use crate::clock::unix_now;
 use crate::metrics;
 
 /// The request header the assertion travels in.
@@ -299,12 +300,6 @@ fn mark_key_dir(dir: &Path) -> Result<(), AssertionError> {
         return Ok(());
     }
     std::fs::write(&path, OWNER_TEXT).map_err(|source| AssertionError::Io { path, source })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

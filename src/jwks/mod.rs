@@ -13,7 +13,7 @@ mod key_set;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 
 pub use key_set::{KeySet, KeySetError, VerifyingKey};
 
+use crate::clock::unix_now;
 use crate::metrics;
 use fetch::{Answer, Fetched};
 
@@ -248,12 +249,6 @@ fn backoff(failures: u32, max_interval: Duration) -> Duration {
     Duration::from_secs(secs)
         .min(Duration::from_secs(60))
         .min(max_interval.max(Duration::from_secs(1)))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

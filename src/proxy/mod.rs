@@ -30,6 +30,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access_log::{self, AccessLog};
+use crate::clock::unix_now;
 use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
@@ -549,12 +550,6 @@ fn assertion(
             unix_now(),
         )
         .map_err(|e| Error::because(ErrorType::InternalError, "signing the gateway assertion", e))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {

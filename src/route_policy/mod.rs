@@ -12,6 +12,7 @@
 //! consistent hashing can use verified claims.
 
 pub mod identity_headers;
+pub mod issuer;
 pub mod jose;
 pub mod jwt;
 pub mod token_cache;
@@ -21,7 +22,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 pub use identity_headers::IdentityHeaders;
-pub use jwt::{RouteAuth, TrustedIssuer};
+pub use issuer::TrustedIssuer;
+pub use jwt::RouteAuth;
 
 /// A route's compiled policy.
 #[derive(Debug, Default)]

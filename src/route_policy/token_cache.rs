@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 
-use super::jwt::TrustedIssuer;
+use super::issuer::TrustedIssuer;
 use super::VerifiedIdentity;
 use crate::jwks::VerifyingKey;
 use crate::metrics;

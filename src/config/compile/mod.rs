@@ -18,7 +18,6 @@ mod routes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -90,9 +89,7 @@ impl Compiler {
         Ok(Snapshot {
             version: previous.map_or(1, |p| p.version + 1),
             hash: hex::encode(self.hasher.finalize()),
-            loaded_at_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            loaded_at_unix: crate::clock::unix_now(),
             files: self.files,
             server: main.server,
             listeners: main.listeners,
