@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for Gatehouse.
 #   scripts/setup.sh          build needs only (cmake, a C compiler)
-#   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy)
+#   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy) and openssl
+#                             (benches/auth.sh derives HAProxy's public key file with it)
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ if [ "${1:-}" = "bench" ]; then
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+  command -v openssl >/dev/null || need+=(openssl)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
