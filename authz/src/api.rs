@@ -102,6 +102,14 @@ struct BatchResult<'a> {
     decision: Decision,
 }
 
+/// One decision, with the version of the policy set that made it.
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(flatten)]
+    decision: Decision,
+    policy_set_version: &'a str,
+}
+
 pub fn handle(
     authorizer: &Authorizer,
     max_batch_checks: usize,
@@ -119,7 +127,14 @@ pub fn handle(
             });
             match parsed {
                 Ok((options, request)) => {
-                    json_response(StatusCode::OK, &authorizer.decide(&request, options))
+                    // The set's version lets a caller that caches answers drop them when the
+                    // policies change.
+                    let set = authorizer.policies();
+                    let answer = Answer {
+                        decision: authorizer.decide(&request, options),
+                        policy_set_version: set.version(),
+                    };
+                    json_response(StatusCode::OK, &answer)
                 }
                 Err(e) => bad_request(e),
             }
