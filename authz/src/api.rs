@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::authorizer::Authorizer;
 use crate::decision::{Decision, Options};
 use crate::metrics;
+use crate::policy::ContextReads;
 use crate::request::{parse_json, BatchRequest, InvalidRequest, Request};
 
 pub const AUTHORIZE: &str = "/authz/v1/authorize";
@@ -108,6 +109,8 @@ struct Answer<'a> {
     #[serde(flatten)]
     decision: Decision,
     policy_set_version: &'a str,
+    /// The context fields the set's conditions read: what a cache of this answer must key on.
+    context_reads: &'a ContextReads,
 }
 
 pub fn handle(
@@ -133,6 +136,7 @@ pub fn handle(
                     let answer = Answer {
                         decision: authorizer.decide(&request, options),
                         policy_set_version: set.version(),
+                        context_reads: &set.context_reads,
                     };
                     json_response(StatusCode::OK, &answer)
                 }

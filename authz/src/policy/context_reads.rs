@@ -8,7 +8,9 @@
 
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextReads {
     /// Field names read as `context.<name>`.
     pub fields: BTreeSet<String>,
