@@ -17,6 +17,7 @@ pub mod client_limits;
 pub mod request_id;
 pub mod request_target;
 pub mod respond;
+mod stages;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,7 +36,6 @@ use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
-use crate::route_policy::jwt::Passed;
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
@@ -52,6 +52,8 @@ pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub role: ListenerRole,
     pub access_log: AccessLog,
+    /// The policy service's library in this process (`embedded.authz`), for `authz.mode: embedded`.
+    pub authorizer: Option<Arc<gatehouse_authz::Authorizer>>,
 }
 
 /// Per-request state. Each part is set by one phase and read by later ones.
@@ -70,6 +72,8 @@ pub struct RequestCtx {
     identity: Option<Arc<VerifiedIdentity>>,
     /// What the JWT stage decided, on routes with auth.
     auth_outcome: Option<AuthOutcome>,
+    /// What the authorization stage decided, on routes with authz.
+    authz: Option<stages::AuthzRecord>,
     target: Option<SocketAddr>,
     connect_failures: u8,
     rejection: Option<Rejection>,
@@ -99,6 +103,7 @@ impl ProxyHttp for Gateway {
             captures: Vec::new(),
             identity: None,
             auth_outcome: None,
+            authz: None,
             target: None,
             connect_failures: 0,
             rejection: None,
@@ -189,24 +194,12 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
         ctx.captures = captures;
-        if let Some(auth) = &route.policy.auth {
-            let checked = auth.check(&session.req_header().headers, unix_now()).await;
-            let outcome = match checked {
-                Ok(Passed::Verified(identity)) => {
-                    ctx.identity = Some(identity);
-                    AuthOutcome::Verified
-                }
-                Ok(Passed::Anonymous) => AuthOutcome::Anonymous,
-                Err(refused) => refused,
-            };
-            ctx.auth_outcome = Some(outcome);
-            route.metrics.record_auth(outcome.slot(), outcome.label());
-            if !matches!(outcome, AuthOutcome::Verified | AuthOutcome::Anonymous) {
-                let (rejection, headers) = challenge::answer(outcome, &auth.scopes);
-                return self
-                    .reject(session, ctx, rejection, outcome.description(), &headers)
-                    .await;
-            }
+        // The route's stages, in order; each answers the client itself when it refuses.
+        if self.authenticate(session, ctx, &route).await? {
+            return Ok(true);
+        }
+        if self.authorize(session, ctx, &route, &snapshot).await? {
+            return Ok(true);
         }
         // Chosen after the stages, so a hash on a claim uses the verified one.
         ctx.target = select_target(&route, session, ctx.identity.as_deref());
@@ -281,6 +274,9 @@ impl ProxyHttp for Gateway {
         policy.identity_headers.strip(upstream);
         if let Some(identity) = &ctx.identity {
             policy.identity_headers.inject(upstream, identity)?;
+            if let Some(decision) = ctx.authz.as_ref().and_then(|a| a.decision_id.as_ref()) {
+                upstream.insert_header(stages::DECISION_ID_HEADER, &**decision)?;
+            }
             if let Some(audience) = &policy.assertion_audience {
                 upstream.insert_header(
                     crate::assertion::ASSERTION_HEADER,
@@ -481,6 +477,9 @@ impl ProxyHttp for Gateway {
                 .or_else(|| e.map(|_| "proxy_error")),
             subject: ctx.identity.as_ref().map(|i| i.subject.as_str()),
             auth: ctx.auth_outcome.map(AuthOutcome::label),
+            authz: ctx.authz.as_ref().map(|a| a.result),
+            authz_cached: ctx.authz.as_ref().map(|a| a.cached),
+            decision_id: ctx.authz.as_ref().and_then(|a| a.decision_id.as_deref()),
         };
         self.access_log.write(snapshot.access_log, &entry);
     }

@@ -5,12 +5,15 @@
 //!
 //! 1. (next: rate limits keyed on the client, before authentication)
 //! 2. [`jwt`]: the bearer token, verified against the issuer's keys → [`VerifiedIdentity`]
-//! 3. (next: rate limits keyed on claims; the authorization callout)
+//! 3. (next: rate limits keyed on claims)
+//! 4. [`authz`]: the policy decision point's allow or deny (cached in [`decision_cache`])
 //!
 //! and what the upstream is told: [`identity_headers`] (strip the namespace, inject verified
 //! claims) and the gateway assertion. The upstream target is chosen after the checks, so
 //! consistent hashing can use verified claims.
 
+pub mod authz;
+pub mod decision_cache;
 pub mod identity_headers;
 pub mod issuer;
 pub mod jose;
@@ -30,6 +33,8 @@ pub use jwt::RouteAuth;
 pub struct RoutePolicy {
     /// `None`: the route does not look at tokens (`auth.mode: none`).
     pub auth: Option<RouteAuth>,
+    /// `None`: no authorization callout (`authz.mode: off` or no `authz:`).
+    pub authz: Option<authz::RouteAuthz>,
     pub identity_headers: IdentityHeaders,
     /// `aud` of the gateway assertion, when the route sends one.
     pub assertion_audience: Option<Arc<str>>,
