@@ -23,6 +23,12 @@ use support::policy_service::{
 };
 use support::{client, error_body, Echo, Gateway};
 
+/// Authorization results by route and result. The contract named this
+/// `gatehouse_authz_decisions_total{route,result}`, but gatehouse-authz, linked into the same
+/// process (one registry), already registers that name with the labels `{policy,result}`; the
+/// gateway counts its stage under this name instead.
+const ROUTE_AUTHZ: &str = "gatehouse_route_authz_total";
+
 const GATEWAY: &str = r#"{SERVER}
 listeners:
   - address: 127.0.0.1:{HTTP}
@@ -384,7 +390,7 @@ async fn the_shipped_policies_decide_the_seed_scenario_end_to_end() {
     let decisions = |route, result| {
         count(
             &metrics,
-            "gatehouse_authz_decisions_total",
+            ROUTE_AUTHZ,
             &[("route", route), ("result", result)],
         )
     };
@@ -420,7 +426,7 @@ async fn the_shipped_policies_decide_the_seed_scenario_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_403_names_the_deciding_policy_and_rule_only_where_the_route_allows_it() {
     let documents = format!(
-        "{}    - name: viewers-never-change\n      actions: [edit, delete]\n      effect: deny\n      roles: [viewer]\n",
+        "{}\n    - name: viewers-never-change\n      actions: [edit, delete]\n      effect: deny\n      roles: [viewer]\n",
         shipped("documents.yaml").trim_end()
     );
     let mut files = shipped_files();

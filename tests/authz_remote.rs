@@ -21,6 +21,12 @@ use support::policy_service::{
 };
 use support::{client, dead_port, error_body, eventually, metric_value, Echo, Gateway};
 
+/// Authorization results by route and result. The contract named this
+/// `gatehouse_authz_decisions_total{route,result}`, but gatehouse-authz, linked into the same
+/// process (one registry), already registers that name with the labels `{policy,result}`; the
+/// gateway counts its stage under this name instead.
+const ROUTE_AUTHZ: &str = "gatehouse_route_authz_total";
+
 const GATEWAY: &str = r#"{SERVER}
 listeners:
   - address: 127.0.0.1:{HTTP}
@@ -139,11 +145,8 @@ impl Stack {
     }
 
     async fn errors(&self, route: &str) -> f64 {
-        self.count(
-            "gatehouse_authz_decisions_total",
-            &[("route", route), ("result", "error")],
-        )
-        .await
+        self.count(ROUTE_AUTHZ, &[("route", route), ("result", "error")])
+            .await
     }
 }
 
@@ -211,7 +214,9 @@ async fn the_remote_service_decides_answers_are_cached_and_a_new_policy_version_
     assert_eq!(access["authz_cached"], false, "{access}");
     assert_eq!(access["decision_id"], first.as_str(), "{access}");
 
-    // The same request again: a cache hit, not a call.
+    // The same request again: a cache hit, not a call. (The contract: "cache hit after the
+    // first call" — the first answer is cached, though it is also the one that tells the
+    // gateway the set's version and the context fields its conditions read.)
     let hits = s
         .count("gatehouse_authz_cache_total", &[("result", "hit")])
         .await;
@@ -522,7 +527,7 @@ async fn fail_open_forwards_while_the_service_is_down_and_counts_every_use() {
     assert_eq!(
         sample(
             &metrics,
-            "gatehouse_authz_decisions_total",
+            ROUTE_AUTHZ,
             &[("route", "documents-fail-open"), ("result", "fail_open")]
         ),
         Some(5.0),
