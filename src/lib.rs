@@ -6,12 +6,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod assertion;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod echo;
 pub mod jwks;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod reload;
 pub mod request_path;
 pub mod route_policy;

@@ -6,6 +6,9 @@
 
 use serde::Deserialize;
 
+mod rate_limiting;
+pub use rate_limiting::{RateLimitBackend, RateLimitSpec, RateLimitingSpec, RedisSpec};
+
 // Upstream settings are shaped by the module that runs them, which must not import config.
 pub use crate::upstream::settings::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
 use std::collections::BTreeMap;
@@ -32,6 +35,12 @@ pub struct MainFile {
     pub auth: AuthSpec,
     #[serde(default)]
     pub paths: PathsSpec,
+    #[serde(default)]
+    pub rate_limiting: RateLimitingSpec,
+    /// CIDRs of our own proxies: only a peer in one of them may name the client in
+    /// `X-Forwarded-For`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Further files holding `upstreams` and `routes`, relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -311,6 +320,9 @@ pub struct RouteSpec {
     /// Send a gateway-signed assertion of the verified identity in `X-Gatehouse-Assertion`.
     #[serde(default)]
     pub assertion: Option<RouteAssertionSpec>,
+    /// Absent: `rate_limiting.default`; `[]`: none.
+    #[serde(default)]
+    pub rate_limits: Option<Vec<RateLimitSpec>>,
 }
 
 /// `routes[].auth`.

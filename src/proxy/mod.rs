@@ -3,11 +3,12 @@
 //! | phase                     | decides                                                     |
 //! |---------------------------|-------------------------------------------------------------|
 //! | `request_filter`          | snapshot, request id, redirect, path (400), route (404/405), |
-//! |                           | the route's policy stages (401/403), then the target (503)   |
+//! |                           | the route's policy stages (429/401/403/429), then the target |
+//! |                           | (503)                                                       |
 //! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
 //! | `upstream_request_filter` | identity headers (strip, inject), path rewrite, Host,       |
 //! |                           | forwarded headers, request id                               |
-//! | `response_filter`         | request id on the response                                  |
+//! | `response_filter`         | request id (and rate-limit headers) on the response         |
 //! | `fail_to_connect`         | passive ejection, one retry on another target               |
 //! | `fail_to_proxy`           | the JSON error body for upstream failures                   |
 //! | `logging`                 | metrics and the access-log line                             |
@@ -36,6 +37,7 @@ use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
 use crate::route_policy::jwt::Passed;
+use crate::route_policy::rate_limit::{RequestFacts, Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
@@ -61,6 +63,8 @@ pub struct RequestCtx {
     request_id: String,
     /// The host the client asked for: lower case, no port.
     host: String,
+    /// The client's address: the socket peer, or what a trusted proxy says it is.
+    client_ip: Option<IpAddr>,
     /// The snapshot this request uses from start to end, whatever reloads happen meanwhile.
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<Route>>,
@@ -70,6 +74,8 @@ pub struct RequestCtx {
     identity: Option<Arc<VerifiedIdentity>>,
     /// What the JWT stage decided, on routes with auth.
     auth_outcome: Option<AuthOutcome>,
+    /// Set by the rate-limit stages on routes with `headers_on_success`.
+    rate_limit_headers: Option<SuccessHeaders>,
     target: Option<SocketAddr>,
     connect_failures: u8,
     rejection: Option<Rejection>,
@@ -94,11 +100,13 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             request_id: String::new(),
             host: String::new(),
+            client_ip: None,
             snapshot: None,
             route: None,
             captures: Vec::new(),
             identity: None,
             auth_outcome: None,
+            rate_limit_headers: None,
             target: None,
             connect_failures: 0,
             rejection: None,
@@ -118,6 +126,9 @@ impl ProxyHttp for Gateway {
         let snapshot = self.store.current();
         ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
+        ctx.client_ip = snapshot
+            .trusted_proxies
+            .client_ip(peer_ip(session), &req.headers);
         let header_bytes: usize = req
             .headers
             .iter()
@@ -189,6 +200,12 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
         ctx.captures = captures;
+        if self
+            .rate_limit(session, ctx, &route, Stage::BeforeAuth)
+            .await?
+        {
+            return Ok(true);
+        }
         if let Some(auth) = &route.policy.auth {
             let checked = auth.check(&session.req_header().headers, unix_now()).await;
             let outcome = match checked {
@@ -208,8 +225,14 @@ impl ProxyHttp for Gateway {
                     .await;
             }
         }
+        if self
+            .rate_limit(session, ctx, &route, Stage::AfterAuth)
+            .await?
+        {
+            return Ok(true);
+        }
         // Chosen after the stages, so a hash on a claim uses the verified one.
-        ctx.target = select_target(&route, session, ctx.identity.as_deref());
+        ctx.target = select_target(&route, session, ctx);
         if ctx.target.is_none() {
             let message = "every target of this route's upstream is down";
             return self
@@ -254,7 +277,7 @@ impl ProxyHttp for Gateway {
             .clone()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         if ctx.connect_failures > 0 {
-            ctx.target = select_target(&route, session, ctx.identity.as_deref());
+            ctx.target = select_target(&route, session, ctx);
         }
         let Some(target) = ctx.target else {
             ctx.rejection = Some(Rejection::NoHealthyTarget);
@@ -269,7 +292,7 @@ impl ProxyHttp for Gateway {
     /// Owns what the upstream sees: the rewritten path, Host, and the headers only we may set.
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -303,7 +326,7 @@ impl ProxyHttp for Gateway {
         }
         // An edge gateway is the first hop it can trust: whatever the client wrote in these
         // headers is replaced, never appended to.
-        if let Some(ip) = client_ip(session) {
+        if let Some(ip) = ctx.client_ip {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
         upstream.insert_header(
@@ -324,6 +347,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        if let Some(limits) = &ctx.rate_limit_headers {
+            response.insert_header("ratelimit-policy", limits.policy.as_str())?;
+            response.insert_header("ratelimit", limits.limit.as_str())?;
+        }
         Ok(())
     }
 
@@ -466,7 +493,10 @@ impl ProxyHttp for Gateway {
         let entry = access_log::Entry {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             request_id: &ctx.request_id,
-            client_ip: client_ip(session).map_or_else(|| "-".into(), |ip| ip.to_string()),
+            client_ip: ctx
+                .client_ip
+                .or_else(|| peer_ip(session))
+                .map_or_else(|| "-".into(), |ip| ip.to_string()),
             method,
             host: &ctx.host,
             path: access_log::loggable_path(req.uri.path_and_query().map_or("/", |pq| pq.as_str())),
@@ -499,19 +529,40 @@ impl Gateway {
         respond::error(session, rejection, message, &ctx.request_id, headers).await?;
         Ok(true)
     }
+
+    /// The route's rate limits of `stage`; `Ok(true)` when the request was answered with 429.
+    async fn rate_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        stage: Stage,
+    ) -> Result<bool> {
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            headers: &session.req_header().headers,
+            identity: ctx.identity.as_deref(),
+        };
+        let checked = route
+            .policy
+            .rate_limits
+            .check(stage, &facts, &mut ctx.rate_limit_headers)
+            .await;
+        match checked {
+            Ok(()) => Ok(false),
+            Err(limited) => {
+                let (message, headers) = (limited.message, limited.headers);
+                self.reject(session, ctx, Rejection::RateLimited, &message, &headers)
+                    .await
+            }
+        }
+    }
 }
 
-fn select_target(
-    route: &Route,
-    session: &Session,
-    identity: Option<&VerifiedIdentity>,
-) -> Option<SocketAddr> {
+fn select_target(route: &Route, session: &Session, ctx: &RequestCtx) -> Option<SocketAddr> {
     let pool = &route.pool;
-    let ip_key = || {
-        client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default()
-    };
+    let identity = ctx.identity.as_deref();
+    let ip_key = || ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     match pool.hash_key() {
         None => pool.select(b""),
         Some(HashKey::ClientIp) => pool.select(ip_key().as_bytes()),
@@ -552,7 +603,8 @@ fn assertion(
         .map_err(|e| Error::because(ErrorType::InternalError, "signing the gateway assertion", e))
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The socket peer's address.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())

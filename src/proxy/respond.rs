@@ -26,6 +26,8 @@ pub enum Rejection {
     InvalidToken,
     InsufficientScope,
     AuthUnavailable,
+    /// Over one of the route's `rate_limits`.
+    RateLimited,
 }
 
 impl Rejection {
@@ -44,6 +46,7 @@ impl Rejection {
             Rejection::MissingToken | Rejection::InvalidToken => 401,
             Rejection::InsufficientScope => 403,
             Rejection::AuthUnavailable => 503,
+            Rejection::RateLimited => 429,
         }
     }
 
@@ -63,6 +66,7 @@ impl Rejection {
             Rejection::InvalidToken => "invalid_token",
             Rejection::InsufficientScope => "insufficient_scope",
             Rejection::AuthUnavailable => "auth_unavailable",
+            Rejection::RateLimited => "rate_limited",
         }
     }
 }

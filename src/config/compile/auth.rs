@@ -234,7 +234,9 @@ impl Compiler {
             }
             Arc::from(audience)
         });
+        let rate_limits = self.route_rate_limits(file, at, spec, route_auth.is_some());
         RoutePolicy {
+            rate_limits,
             auth: route_auth,
             identity_headers,
             assertion_audience,

@@ -14,6 +14,7 @@ mod key_path;
 mod paths;
 mod pools;
 mod process;
+mod rate_limits;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ pub struct Compiler {
     files: Vec<PathBuf>,
     /// `auth.identity_namespace`, which `hash_key: header:` may not name.
     identity_namespace: Vec<String>,
+    /// `rate_limiting`, compiled before the routes that use it.
+    rate_limiting: Option<std::sync::Arc<rate_limits::RateLimiting>>,
 }
 
 impl Compiler {
@@ -57,6 +60,7 @@ impl Compiler {
             hasher: Sha256::new(),
             files: Vec::new(),
             identity_namespace: Vec::new(),
+            rate_limiting: None,
         }
     }
 
@@ -73,6 +77,9 @@ impl Compiler {
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         self.identity_namespace = main.auth.identity_namespace.clone();
         let trust = self.trust(&main.auth, previous);
+        let trusted_proxies = self.trusted_proxies(&main.trusted_proxies);
+        let rate_limiting = std::sync::Arc::new(self.rate_limiting(&main, previous));
+        self.rate_limiting = Some(rate_limiting.clone());
         let pools = self.pools(&upstreams, previous);
         let assertion = self.assertion_settings(&main);
         let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
@@ -105,6 +112,8 @@ impl Compiler {
             issuers: trust.issuers,
             assertion,
             assertion_signer,
+            rate_limiter: rate_limiting.limiter.clone(),
+            trusted_proxies,
         })
     }
 
