@@ -74,13 +74,20 @@ async fn the_allowed_count_over_a_window_matches_the_rate() {
         "allowed {allowed} in {elapsed:.2}s, expected {expected:.0} (off by {:.1}%)",
         deviation * 100.0
     );
-    assert!(limited > allowed, "the clients asked for far more than the rate: {limited} 429s");
+    assert!(
+        limited > allowed,
+        "the clients asked for far more than the rate: {limited} 429s"
+    );
     let metrics = gw.metrics().await;
     let counted = |result| {
         sample(
             &metrics,
             "gatehouse_rate_limit_decisions_total",
-            &[("route", "counted"), ("limit", "whole-route"), ("result", result)],
+            &[
+                ("route", "counted"),
+                ("limit", "whole-route"),
+                ("result", result),
+            ],
         )
         .unwrap_or(0.0) as u64
     };
@@ -138,11 +145,15 @@ async fn a_429_carries_retry_after_and_the_draft_08_fields_and_keeps_the_connect
         "  - name: tight\n    match: {path_prefix: /tight/}\n    upstream: echo\n    rate_limits:\n      - {name: per-ip, key: client_ip, rate: 1/m, burst: 2}\n  - name: open\n    match: {path_prefix: /open/}\n    upstream: echo\n    rate_limits: []\n",
     );
     let mut conn = TcpStream::connect(("127.0.0.1", gw.http_port)).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
 
     let (status, headers, _) = exchange(&mut conn, "/tight/a");
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(header(&headers, "ratelimit-policy"), Some("\"per-ip\";q=1;w=60"));
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        Some("\"per-ip\";q=1;w=60")
+    );
     assert_eq!(header(&headers, "ratelimit"), Some("\"per-ip\";r=1;t=60"));
     let (status, headers, _) = exchange(&mut conn, "/tight/b");
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -154,7 +165,10 @@ async fn a_429_carries_retry_after_and_the_draft_08_fields_and_keeps_the_connect
         let (status, headers, body) = exchange(&mut conn, "/tight/c");
         assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
         assert_eq!(header(&headers, "retry-after"), Some("60"));
-        assert_eq!(header(&headers, "ratelimit-policy"), Some("\"per-ip\";q=1;w=60"));
+        assert_eq!(
+            header(&headers, "ratelimit-policy"),
+            Some("\"per-ip\";q=1;w=60")
+        );
         assert_eq!(header(&headers, "ratelimit"), Some("\"per-ip\";r=0;t=60"));
         assert_eq!(header(&headers, "content-type"), Some("application/json"));
         assert_ne!(header(&headers, "connection"), Some("close"));
@@ -200,9 +214,18 @@ async fn header_and_claim_keys_give_each_value_its_own_bucket() {
 
     let status = |r: reqwest::Response| r.status().as_u16();
     // Header key: one bucket per value; no header → the ip's bucket.
-    assert_eq!(status(get(&gw, "/keyed/1", &[("x-api-key", "team-a")]).await), 200);
-    assert_eq!(status(get(&gw, "/keyed/2", &[("x-api-key", "team-a")]).await), 429);
-    assert_eq!(status(get(&gw, "/keyed/3", &[("x-api-key", "team-b")]).await), 200);
+    assert_eq!(
+        status(get(&gw, "/keyed/1", &[("x-api-key", "team-a")]).await),
+        200
+    );
+    assert_eq!(
+        status(get(&gw, "/keyed/2", &[("x-api-key", "team-a")]).await),
+        429
+    );
+    assert_eq!(
+        status(get(&gw, "/keyed/3", &[("x-api-key", "team-b")]).await),
+        200
+    );
     assert_eq!(status(get(&gw, "/keyed/4", &[]).await), 200);
     assert_eq!(status(get(&gw, "/keyed/5", &[]).await), 429);
 
@@ -214,11 +237,17 @@ async fn header_and_claim_keys_give_each_value_its_own_bucket() {
         .password_token("bob", "bob-password", "documents:read")
         .await;
     let with = |token: &str| format!("Bearer {token}");
-    assert_eq!(status(get(&gw, "/users/1", &[("authorization", &with(&alice))]).await), 200);
+    assert_eq!(
+        status(get(&gw, "/users/1", &[("authorization", &with(&alice))]).await),
+        200
+    );
     let refused = get(&gw, "/users/2", &[("authorization", &with(&alice))]).await;
     assert_eq!(refused.headers()["ratelimit"], "\"per-user\";r=0;t=60");
     error_body(refused, 429, "rate_limited").await;
-    assert_eq!(status(get(&gw, "/users/3", &[("authorization", &with(&bob))]).await), 200);
+    assert_eq!(
+        status(get(&gw, "/users/3", &[("authorization", &with(&bob))]).await),
+        200
+    );
     // Claim limits run after the token check: no token is a 401, not a 429.
     assert_eq!(status(get(&gw, "/users/4", &[]).await), 401);
 
@@ -242,11 +271,18 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     let seen = echoed(get(&behind_proxy, "/a", &xff("203.0.113.1")).await).await;
     assert_eq!(upstream_header(&seen, "x-forwarded-for"), ["203.0.113.1"]);
     // A forged leftmost entry does not help: the first untrusted from the right counts.
-    let resp = get(&behind_proxy, "/b", &xff("198.51.100.7, 203.0.113.1, 127.0.0.9")).await;
+    let resp = get(
+        &behind_proxy,
+        "/b",
+        &xff("198.51.100.7, 203.0.113.1, 127.0.0.9"),
+    )
+    .await;
     assert_eq!(resp.status(), 429, "203.0.113.1 again");
     let seen = echoed(get(&behind_proxy, "/c", &xff("203.0.113.2")).await).await;
     assert_eq!(upstream_header(&seen, "x-forwarded-for"), ["203.0.113.2"]);
-    assert!(behind_proxy.access_log().contains("\"client_ip\":\"203.0.113.2\""));
+    assert!(behind_proxy
+        .access_log()
+        .contains("\"client_ip\":\"203.0.113.2\""));
 
     let exposed = gateway(&echo, "", PER_IP);
     assert_eq!(get(&exposed, "/a", &xff("203.0.113.1")).await.status(), 200);
@@ -314,4 +350,40 @@ routes:
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+/// Given a client that used up its burst, when the configuration is reloaded with the limiter's
+/// settings unchanged (a route added), the client is still limited: a reload hands out no fresh
+/// burst.
+#[tokio::test]
+async fn a_reload_keeps_the_buckets() {
+    let echo = Echo::start("echo");
+    let routes = "  - name: tight\n    match: {path_prefix: /tight/}\n    upstream: echo\n    rate_limits:\n      - {name: per-ip, key: client_ip, rate: 1/m, burst: 1}\n";
+    let gw = gateway(&echo, "", routes);
+    assert_eq!(get(&gw, "/tight/1", &[]).await.status(), 200);
+    assert_eq!(get(&gw, "/tight/2", &[]).await.status(), 429);
+
+    let version = gw.config_version().await;
+    let more = format!(
+        "{routes}  - name: other\n    match: {{path_prefix: /other/}}\n    upstream: echo\n"
+    );
+    let config = format!(
+        "{{SERVER}}\nlisteners:\n  - address: 127.0.0.1:{{HTTP}}\nadmin:\n  address: 127.0.0.1:{{ADMIN}}\n\nupstreams:\n  echo:\n    targets: [\"{}\"]\nroutes:\n{more}",
+        echo.addr()
+    );
+    gw.write("gatehouse.yaml", &config);
+    support::eventually("the reload is applied", support::READY_TIMEOUT, || async {
+        gw.config_version().await > version
+    })
+    .await;
+    assert_eq!(
+        get(&gw, "/other/1", &[]).await.status(),
+        200,
+        "the new route is live"
+    );
+    assert_eq!(
+        get(&gw, "/tight/3", &[]).await.status(),
+        429,
+        "still limited"
+    );
 }

@@ -159,6 +159,8 @@ impl LocalStore {
         if let Some(cell) = self.cells.get(&lookup) {
             return cell;
         }
+        // Two requests creating the same key at once may each insert a cell and the later one
+        // wins: at worst one extra request of a brand-new key gets through, once.
         let cell = Arc::new(AtomicU64::new(0));
         self.cells.insert(lookup.to_owned(), cell.clone());
         cell

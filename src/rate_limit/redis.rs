@@ -62,6 +62,9 @@ pub struct RedisLimiter {
     /// Whether the last contact succeeded; flips are logged.
     reachable: AtomicBool,
     reconnecting: AtomicBool,
+    /// Whether the first contact was logged (success or failure): a Redis unreachable from the
+    /// start is logged once too, like a later outage.
+    first_contact_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -105,6 +108,7 @@ impl RedisLimiter {
             next: AtomicUsize::new(0),
             reachable: AtomicBool::new(false),
             reconnecting: AtomicBool::new(false),
+            first_contact_logged: AtomicBool::new(false),
         }))
     }
 
@@ -226,11 +230,15 @@ impl RedisLimiter {
                     Ok(connections) => {
                         limiter.connections.store(Some(Arc::new(connections)));
                         limiter.reconnecting.store(false, Ordering::Release);
+                        limiter.first_contact_logged.store(true, Ordering::Relaxed);
                         metrics::RATE_LIMIT_REDIS_UP.set(1);
                         if !limiter.reachable.swap(true, Ordering::Relaxed) {
                             tracing::info!("rate limiting: Redis reachable, limits are shared");
                         }
                         return;
+                    }
+                    Err(e) if !limiter.first_contact_logged.swap(true, Ordering::Relaxed) => {
+                        tracing::warn!(error = %e, "rate limiting: Redis unreachable; limiting per process until it is reached");
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "rate limiting: Redis still unreachable");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 pub mod idp;
 pub mod issuer;
-pub mod redis;
 mod polling;
+pub mod redis;
 #[allow(dead_code)]
 pub mod slow_clients;
 // Not every test file uses every helper.

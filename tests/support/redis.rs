@@ -65,7 +65,10 @@ impl Redis {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("redis-server exited early with {status}");
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -80,7 +83,8 @@ impl Redis {
 
     /// Whether the server answers `PING` with `+PONG`.
     pub fn pong(&self) -> bool {
-        self.command("PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+        self.command("PING\r\n")
+            .is_some_and(|r| r.starts_with("+PONG"))
     }
 
     /// Sends one inline command and returns the raw reply (one read).

@@ -197,16 +197,14 @@ impl Compiler {
                 )
             })
             .collect();
-        let compiled = if limits.is_empty() {
-            RouteRateLimits::default()
-        } else {
-            RouteRateLimits::new(
-                limiting.limiter.clone(),
-                limits,
-                limiting.headers_on_success,
-            )
-        };
-        compiled
+        if limits.is_empty() {
+            return RouteRateLimits::default();
+        }
+        RouteRateLimits::new(
+            limiting.limiter.clone(),
+            limits,
+            limiting.headers_on_success,
+        )
     }
 
     fn check_unique_names(&mut self, file: &Path, at: &KeyPath, limits: &[RateLimitSpec]) {
