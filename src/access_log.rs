@@ -34,12 +34,18 @@ pub struct Entry<'a> {
     pub subject: Option<&'a str>,
     /// The auth stage's outcome on routes with auth (`verified`, `expired`, …).
     pub auth: Option<&'a str>,
+    /// The authorization stage's result on routes with authz (`allow`, `deny`, `error`, `fail_open`).
+    pub authz: Option<&'a str>,
+    /// Whether that result came from the decision cache.
+    pub authz_cached: Option<bool>,
+    /// The deciding decision's id (as in the policy service's decision log).
+    pub decision_id: Option<&'a str>,
 }
 
 impl Entry<'_> {
     fn text(&self) -> String {
         format!(
-            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={} subject={} auth={}{}",
+            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={} subject={} auth={} authz={} decision_id={}{}",
             self.time,
             self.client_ip,
             self.method,
@@ -53,6 +59,8 @@ impl Entry<'_> {
             self.request_id,
             self.subject.unwrap_or("-"),
             self.auth.unwrap_or("-"),
+            self.authz.unwrap_or("-"),
+            self.decision_id.unwrap_or("-"),
             self.error
                 .map(|e| format!(" error={e}"))
                 .unwrap_or_default(),

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod assertion;
+pub mod authz_callout;
 pub mod client_ip;
 pub mod clock;
 pub mod config;

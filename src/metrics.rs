@@ -158,6 +158,67 @@ pub static ASSERTION_CACHE_HIT: LazyLock<IntCounter> =
 pub static ASSERTION_CACHE_MISS: LazyLock<IntCounter> =
     LazyLock::new(|| ASSERTION_CACHE.with_label_values(&["miss"]));
 
+pub static AUTHZ_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_route_authz_total",
+        "Authorization stage outcomes, by route and result (allow, deny, error, fail_open).",
+        &["route", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTHZ_CALLOUT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "gatehouse_authz_callout_seconds",
+        "Time to get a decision from the policy decision point (cache hits excluded), by mode.",
+        &["mode"],
+        vec![
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+            0.05, 0.1, 0.25, 0.5, 1.0
+        ]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTHZ_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_authz_cache_total",
+        "Decision cache lookups, by result (hit, miss).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTHZ_CACHE_HITS: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTHZ_CACHE.with_label_values(&["hit"]));
+pub static AUTHZ_CACHE_MISSES: LazyLock<IntCounter> =
+    LazyLock::new(|| AUTHZ_CACHE.with_label_values(&["miss"]));
+
+pub static AUTHZ_CACHE_FLUSHES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_authz_cache_flushes_total",
+        "Decision cache flushes: the policy set's version changed."
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTHZ_CIRCUIT_STATE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gatehouse_authz_circuit_state",
+        "The remote policy service's circuit: 0 closed, 1 open, 2 half-open (one trial call)."
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTHZ_FAIL_OPEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_authz_fail_open_total",
+        "Requests let through because the policy service failed on a route with fail_open, by route.",
+        &["route"]
+    )
+    .expect("metric registers once")
+});
+
 pub static RATE_LIMIT_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gatehouse_rate_limit_decisions_total",
@@ -304,7 +365,12 @@ pub struct RouteMetrics {
     requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
     /// Auth outcomes by slot (the caller's fixed outcome index), created on first use.
     auth: [OnceLock<IntCounter>; AUTH_OUTCOME_SLOTS],
+    /// Authorization results by slot ([`AUTHZ_RESULTS`]), created on first use.
+    authz: [OnceLock<IntCounter>; AUTHZ_RESULTS.len()],
 }
+
+/// The `result` labels of `gatehouse_route_authz_total`, by slot.
+pub const AUTHZ_RESULTS: [&str; 4] = ["allow", "deny", "error", "fail_open"];
 
 /// Room for every auth outcome a route can record.
 pub const AUTH_OUTCOME_SLOTS: usize = 16;
@@ -316,6 +382,19 @@ impl RouteMetrics {
             duration: REQUEST_DURATION.with_label_values(&[route]),
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             auth: std::array::from_fn(|_| OnceLock::new()),
+            authz: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one authorization result; `slot` indexes [`AUTHZ_RESULTS`].
+    pub fn record_authz(&self, slot: usize) {
+        if let (Some(counter), Some(result)) = (self.authz.get(slot), AUTHZ_RESULTS.get(slot)) {
+            counter
+                .get_or_init(|| AUTHZ_DECISIONS.with_label_values(&[&*self.route, *result]))
+                .inc();
+            if *result == "fail_open" {
+                AUTHZ_FAIL_OPEN.with_label_values(&[&*self.route]).inc();
+            }
         }
     }
 

@@ -57,6 +57,12 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let snapshot_authz = snapshot.embedded_authz.clone();
     let snapshot_timeouts = snapshot.limits.timeouts();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
+    // Started before the listeners: `authz.mode: embedded` routes ask this same authorizer, so
+    // they see its policies, hot reloads and decision log.
+    let embedded_authz = snapshot_authz
+        .as_ref()
+        .map(|authz| gatehouse_authz::server::AuthzService::start(authz))
+        .transpose()?;
 
     for (i, listener) in listeners.iter().enumerate() {
         let gateway = Gateway {
@@ -66,6 +72,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
                 redirect_https_port: listener.redirect_https_port,
             },
             access_log: access_log.clone(),
+            authorizer: embedded_authz.as_ref().map(|s| s.authorizer.clone()),
         };
         let mut proxy = http_proxy(&server.configuration, gateway);
         if listener.h2c {
@@ -116,11 +123,10 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
         let issuer = gatehouse_identity::Issuer::start(identity)?;
         gatehouse_identity::server::add_services(&mut server, issuer)?;
     }
-    if let Some(authz) = &snapshot_authz {
-        let service = gatehouse_authz::server::AuthzService::start(authz)?;
+
+    if let Some(service) = embedded_authz {
         gatehouse_authz::server::add_services(&mut server, service);
     }
-
     server.add_service(background_service(
         "pool health and key refresh",
         FirstSnapshotTasks {

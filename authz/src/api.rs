@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::authorizer::Authorizer;
 use crate::decision::{Decision, Options};
 use crate::metrics;
+use crate::policy::ContextReads;
 use crate::request::{parse_json, BatchRequest, InvalidRequest, Request};
 
 pub const AUTHORIZE: &str = "/authz/v1/authorize";
@@ -102,6 +103,16 @@ struct BatchResult<'a> {
     decision: Decision,
 }
 
+/// One decision, with the version of the policy set that made it.
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(flatten)]
+    decision: Decision,
+    policy_set_version: &'a str,
+    /// The context fields the set's conditions read: what a cache of this answer must key on.
+    context_reads: &'a ContextReads,
+}
+
 pub fn handle(
     authorizer: &Authorizer,
     max_batch_checks: usize,
@@ -119,7 +130,15 @@ pub fn handle(
             });
             match parsed {
                 Ok((options, request)) => {
-                    json_response(StatusCode::OK, &authorizer.decide(&request, options))
+                    // The set's version lets a caller that caches answers drop them when the
+                    // policies change.
+                    let set = authorizer.policies();
+                    let answer = Answer {
+                        decision: authorizer.decide(&request, options),
+                        policy_set_version: set.version(),
+                        context_reads: &set.context_reads,
+                    };
+                    json_response(StatusCode::OK, &answer)
                 }
                 Err(e) => bad_request(e),
             }

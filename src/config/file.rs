@@ -33,6 +33,9 @@ pub struct MainFile {
     pub embedded: EmbeddedSpec,
     #[serde(default)]
     pub auth: AuthSpec,
+    /// Where routes' authorization callouts go, and the decision cache.
+    #[serde(default)]
+    pub authz: AuthzSpec,
     #[serde(default)]
     pub paths: PathsSpec,
     #[serde(default)]
@@ -320,9 +323,132 @@ pub struct RouteSpec {
     /// Send a gateway-signed assertion of the verified identity in `X-Gatehouse-Assertion`.
     #[serde(default)]
     pub assertion: Option<RouteAssertionSpec>,
+    /// Ask the policy service whether this request is allowed.
+    #[serde(default)]
+    pub authz: Option<RouteAuthzSpec>,
     /// Absent: `rate_limiting.default`; `[]`: none.
     #[serde(default)]
     pub rate_limits: Option<Vec<RateLimitSpec>>,
+}
+
+/// `routes[].authz`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthzSpec {
+    #[serde(default)]
+    pub mode: AuthzMode,
+    /// The action for every method; or give `actions`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Action by method; default `GET/HEAD → view, POST → create, PUT/PATCH → edit, DELETE → delete`.
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+    pub resource: AuthzResourceSpec,
+    /// Claims copied into `principal.attributes`.
+    #[serde(default)]
+    pub principal_attributes: Vec<String>,
+    /// Let the request through when the policy service fails (logged and counted each time).
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Status when the policy service fails and `fail_open` is off.
+    #[serde(default = "default_failure_status")]
+    pub failure_status: u16,
+    /// Name the deciding policy and rule in the 403 body.
+    #[serde(default)]
+    pub expose_reason: bool,
+}
+
+fn default_failure_status() -> u16 {
+    503
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzMode {
+    /// The `gatehouse-authz` library in this process (`embedded.authz`'s policies, hot-reloaded).
+    #[default]
+    Embedded,
+    /// HTTP to a `gatehouse-authz` service (`authz.remote`).
+    Remote,
+    Off,
+}
+
+/// `routes[].authz.resource`. Values: `{capture}` (the path template's), `header:<name>`,
+/// `query:<name>`, `claim:<name>`, or literal text.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzResourceSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `authz`: the remote policy service and the decision cache.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzSpec {
+    pub remote: Option<RemoteAuthzSpec>,
+    pub cache: DecisionCacheSpec,
+}
+
+/// `authz.remote`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAuthzSpec {
+    /// Base URL of a `gatehouse-authz` service (`/authz/v1/authorize` is appended).
+    pub url: String,
+    /// Whole call, connection included.
+    #[serde(default = "default_remote_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failures that open the circuit ...
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// ... for this long: calls fail at once, then one trial call decides.
+    #[serde(default = "default_circuit_open_for", with = "humantime_serde")]
+    pub circuit_open_for: Duration,
+    /// Idle keep-alive connections kept to the service.
+    #[serde(default = "default_remote_pool")]
+    pub pool_size: usize,
+}
+
+fn default_remote_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_open_for() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_remote_pool() -> usize {
+    32
+}
+
+/// `authz.cache`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheSpec {
+    /// Decisions remembered; 0 turns the cache off.
+    pub max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    pub allow_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub deny_ttl: Duration,
+}
+
+impl Default for DecisionCacheSpec {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            allow_ttl: Duration::from_secs(10),
+            deny_ttl: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `routes[].auth`.

@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::assertion::AssertionSigner;
+use crate::authz_callout::RemoteAuthz;
 use crate::request_path::PathRules;
+use crate::route_policy::decision_cache::DecisionCache;
 use crate::route_policy::TrustedIssuer;
 use crate::routing::RouteTable;
 use crate::tls::CertStore;
@@ -56,6 +58,10 @@ pub struct Snapshot {
     pub certs: CertStore,
     /// `auth.issuers`: the issuers routes may trust, with their key sources.
     pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
+    /// Authorization decisions, shared by every route (carried across reloads).
+    pub decision_cache: Arc<DecisionCache>,
+    /// `authz.remote`: the policy service routes with `authz.mode: remote` ask.
+    pub remote_authz: Option<Arc<RemoteAuthz>>,
     /// `auth.assertion`, compiled (start-up only: the signer keeps the settings it opened with).
     pub assertion: AssertionSettings,
     /// Signs `X-Gatehouse-Assertion`. Opened by the first `Run` load in which a route has

@@ -2,9 +2,9 @@
 //!
 //! | phase                     | decides                                                     |
 //! |---------------------------|-------------------------------------------------------------|
-//! | `request_filter`          | snapshot, request id, redirect, path (400), route (404/405), |
-//! |                           | the route's policy stages (429/401/403/429), then the target |
-//! |                           | (503)                                                       |
+//! | `request_filter`          | snapshot, request id, client ip, redirect, path (400), route |
+//! |                           | (404/405), the route's policy stages (429/401/403/429/403), |
+//! |                           | then the target (503)                                       |
 //! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
 //! | `upstream_request_filter` | identity headers (strip, inject), path rewrite, Host,       |
 //! |                           | forwarded headers, request id                               |
@@ -18,6 +18,7 @@ pub mod client_limits;
 pub mod request_id;
 pub mod request_target;
 pub mod respond;
+mod stages;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -36,8 +37,7 @@ use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
-use crate::route_policy::jwt::Passed;
-use crate::route_policy::rate_limit::{RequestFacts, Stage, SuccessHeaders};
+use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
@@ -54,6 +54,8 @@ pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub role: ListenerRole,
     pub access_log: AccessLog,
+    /// The policy service's library in this process (`embedded.authz`), for `authz.mode: embedded`.
+    pub authorizer: Option<Arc<gatehouse_authz::Authorizer>>,
 }
 
 /// Per-request state. Each part is set by one phase and read by later ones.
@@ -74,6 +76,8 @@ pub struct RequestCtx {
     identity: Option<Arc<VerifiedIdentity>>,
     /// What the JWT stage decided, on routes with auth.
     auth_outcome: Option<AuthOutcome>,
+    /// What the authorization stage decided, on routes with authz.
+    authz: Option<stages::AuthzRecord>,
     /// Set by the rate-limit stages on routes with `headers_on_success`.
     rate_limit_headers: Option<SuccessHeaders>,
     target: Option<SocketAddr>,
@@ -106,6 +110,7 @@ impl ProxyHttp for Gateway {
             captures: Vec::new(),
             identity: None,
             auth_outcome: None,
+            authz: None,
             rate_limit_headers: None,
             target: None,
             connect_failures: 0,
@@ -200,35 +205,23 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
         ctx.captures = captures;
+        // The route's stages, in order; each answers the client itself when it refuses.
         if self
             .rate_limit(session, ctx, &route, Stage::BeforeAuth)
             .await?
         {
             return Ok(true);
         }
-        if let Some(auth) = &route.policy.auth {
-            let checked = auth.check(&session.req_header().headers, unix_now()).await;
-            let outcome = match checked {
-                Ok(Passed::Verified(identity)) => {
-                    ctx.identity = Some(identity);
-                    AuthOutcome::Verified
-                }
-                Ok(Passed::Anonymous) => AuthOutcome::Anonymous,
-                Err(refused) => refused,
-            };
-            ctx.auth_outcome = Some(outcome);
-            route.metrics.record_auth(outcome.slot(), outcome.label());
-            if !matches!(outcome, AuthOutcome::Verified | AuthOutcome::Anonymous) {
-                let (rejection, headers) = challenge::answer(outcome, &auth.scopes);
-                return self
-                    .reject(session, ctx, rejection, outcome.description(), &headers)
-                    .await;
-            }
+        if self.authenticate(session, ctx, &route).await? {
+            return Ok(true);
         }
         if self
             .rate_limit(session, ctx, &route, Stage::AfterAuth)
             .await?
         {
+            return Ok(true);
+        }
+        if self.authorize(session, ctx, &route, &snapshot).await? {
             return Ok(true);
         }
         // Chosen after the stages, so a hash on a claim uses the verified one.
@@ -304,6 +297,9 @@ impl ProxyHttp for Gateway {
         policy.identity_headers.strip(upstream);
         if let Some(identity) = &ctx.identity {
             policy.identity_headers.inject(upstream, identity)?;
+            if let Some(decision) = ctx.authz.as_ref().and_then(|a| a.decision_id.as_ref()) {
+                upstream.insert_header(stages::DECISION_ID_HEADER, &**decision)?;
+            }
             if let Some(audience) = &policy.assertion_audience {
                 upstream.insert_header(
                     crate::assertion::ASSERTION_HEADER,
@@ -511,6 +507,9 @@ impl ProxyHttp for Gateway {
                 .or_else(|| e.map(|_| "proxy_error")),
             subject: ctx.identity.as_ref().map(|i| i.subject.as_str()),
             auth: ctx.auth_outcome.map(AuthOutcome::label),
+            authz: ctx.authz.as_ref().map(|a| a.result),
+            authz_cached: ctx.authz.as_ref().map(|a| a.cached),
+            decision_id: ctx.authz.as_ref().and_then(|a| a.decision_id.as_deref()),
         };
         self.access_log.write(snapshot.access_log, &entry);
     }
@@ -528,34 +527,6 @@ impl Gateway {
         ctx.rejection = Some(rejection);
         respond::error(session, rejection, message, &ctx.request_id, headers).await?;
         Ok(true)
-    }
-
-    /// The route's rate limits of `stage`; `Ok(true)` when the request was answered with 429.
-    async fn rate_limit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        route: &Route,
-        stage: Stage,
-    ) -> Result<bool> {
-        let facts = RequestFacts {
-            client_ip: ctx.client_ip,
-            headers: &session.req_header().headers,
-            identity: ctx.identity.as_deref(),
-        };
-        let checked = route
-            .policy
-            .rate_limits
-            .check(stage, &facts, &mut ctx.rate_limit_headers)
-            .await;
-        match checked {
-            Ok(()) => Ok(false),
-            Err(limited) => {
-                let (message, headers) = (limited.message, limited.headers);
-                self.reject(session, ctx, Rejection::RateLimited, &message, &headers)
-                    .await
-            }
-        }
     }
 }
 
@@ -603,7 +574,7 @@ fn assertion(
         .map_err(|e| Error::because(ErrorType::InternalError, "signing the gateway assertion", e))
 }
 
-/// The socket peer's address.
+/// The socket peer's address (the client's is `RequestCtx::client_ip`).
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()

@@ -26,6 +26,9 @@ pub enum Rejection {
     InvalidToken,
     InsufficientScope,
     AuthUnavailable,
+    Forbidden,
+    /// The policy service failed; the route's `failure_status`.
+    AuthzUnavailable(u16),
     /// Over one of the route's `rate_limits`.
     RateLimited,
 }
@@ -46,6 +49,8 @@ impl Rejection {
             Rejection::MissingToken | Rejection::InvalidToken => 401,
             Rejection::InsufficientScope => 403,
             Rejection::AuthUnavailable => 503,
+            Rejection::Forbidden => 403,
+            Rejection::AuthzUnavailable(status) => status,
             Rejection::RateLimited => 429,
         }
     }
@@ -66,6 +71,8 @@ impl Rejection {
             Rejection::InvalidToken => "invalid_token",
             Rejection::InsufficientScope => "insufficient_scope",
             Rejection::AuthUnavailable => "auth_unavailable",
+            Rejection::Forbidden => "forbidden",
+            Rejection::AuthzUnavailable(_) => "authz_unavailable",
             Rejection::RateLimited => "rate_limited",
         }
     }
@@ -76,6 +83,18 @@ struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
     request_id: &'a str,
+    /// The deciding policy and rule of a 403, on routes that expose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+}
+
+/// Why a request was denied, when the route names it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenyReason<'a> {
+    pub policy: Option<&'a str>,
+    pub rule: Option<&'a str>,
 }
 
 pub async fn error(
@@ -85,10 +104,32 @@ pub async fn error(
     request_id: &str,
     extra_headers: &[(&'static str, String)],
 ) -> Result<()> {
+    denied(
+        session,
+        rejection,
+        message,
+        request_id,
+        extra_headers,
+        DenyReason::default(),
+    )
+    .await
+}
+
+/// As [`error`], naming the deciding policy and rule in the body.
+pub async fn denied(
+    session: &mut Session,
+    rejection: Rejection,
+    message: &str,
+    request_id: &str,
+    extra_headers: &[(&'static str, String)],
+    reason: DenyReason<'_>,
+) -> Result<()> {
     let body = serde_json::to_vec(&ErrorBody {
         error: rejection.code(),
         message,
         request_id,
+        policy: reason.policy,
+        rule: reason.rule,
     })
     .unwrap_or_default();
     let mut header = ResponseHeader::build(rejection.status(), Some(4))?;

@@ -5,12 +5,15 @@
 //!
 //! 1. [`rate_limit`]: limits keyed on the client ip, a header or the route (429)
 //! 2. [`jwt`]: the bearer token, verified against the issuer's keys → [`VerifiedIdentity`]
-//! 3. [`rate_limit`]: limits keyed on verified claims (429); (next: the authorization callout)
+//! 3. [`rate_limit`]: limits keyed on verified claims (429)
+//! 4. [`authz`]: the policy decision point's allow or deny (cached in [`decision_cache`])
 //!
 //! and what the upstream is told: [`identity_headers`] (strip the namespace, inject verified
 //! claims) and the gateway assertion. The upstream target is chosen after the checks, so
 //! consistent hashing can use verified claims.
 
+pub mod authz;
+pub mod decision_cache;
 pub mod identity_headers;
 pub mod issuer;
 pub mod jose;
@@ -31,6 +34,8 @@ pub use jwt::RouteAuth;
 pub struct RoutePolicy {
     /// `None`: the route does not look at tokens (`auth.mode: none`).
     pub auth: Option<RouteAuth>,
+    /// `None`: no authorization callout (`authz.mode: off` or no `authz:`).
+    pub authz: Option<authz::RouteAuthz>,
     pub identity_headers: IdentityHeaders,
     /// `aud` of the gateway assertion, when the route sends one.
     pub assertion_audience: Option<Arc<str>>,

@@ -2,6 +2,7 @@
 //! parsed, cross-checked and compiled. Any problem in any file rejects the whole set, and every
 //! problem found is reported with its file, line and key path.
 
+use super::context_reads::ContextReads;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ pub fn load(dir: &Path) -> Result<PolicySet, LocatedErrors> {
         .map_err(|e| dir_error(dir, format!("cannot read the policy directory: {e}")))?;
     let mut errors = Vec::new();
     let (sources, hash) = read_files(dir, files);
+    let mut context_reads = ContextReads::default();
+    for source in sources.iter().flatten() {
+        context_reads.scan(&source.text);
+    }
     let parsed = parse_files(sources, &mut errors);
     // A file that does not parse may define the derived roles others import: reporting their
     // references as unknown would only add errors that fixing that file removes.
@@ -84,6 +89,7 @@ pub fn load(dir: &Path) -> Result<PolicySet, LocatedErrors> {
         any_kind,
         derived: derived.roles,
         root: root_context(),
+        context_reads,
         hash,
         loaded_at: SystemTime::now(),
         directory: dir.to_path_buf(),

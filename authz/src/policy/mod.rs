@@ -2,6 +2,7 @@
 //! evaluator reads (rules indexed by resource type, deny rules apart from allow rules, derived
 //! roles numbered, CEL compiled, one root CEL context).
 
+mod context_reads;
 mod file;
 mod load;
 
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use context_reads::ContextReads;
 pub use file::{Condition, Effect};
 pub use load::{is_test_file, load, yaml_files};
 
@@ -23,6 +25,8 @@ pub struct PolicySet {
     any_kind: KindRules,
     pub(crate) derived: Vec<DerivedRole>,
     pub(crate) root: cel::Context<'static, 'static>,
+    /// The `context` fields the conditions can read: what a decision cache must key on.
+    pub context_reads: ContextReads,
     /// SHA-256 over the policy files' paths and contents: the set's version.
     pub hash: String,
     pub loaded_at: SystemTime,

@@ -23,6 +23,9 @@ use crate::route_policy::{IdentityHeaders, RoutePolicy, TrustedIssuer};
 pub(super) struct Trust {
     pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
     pub cache: Arc<TokenCache>,
+    /// Whether authorization callouts have somewhere to go, by mode.
+    pub has_remote_authz: bool,
+    pub has_embedded_authz: bool,
 }
 
 const MAX_LEEWAY_SECS: u64 = 300;
@@ -51,6 +54,8 @@ impl Compiler {
         Trust {
             issuers,
             cache: Arc::new(TokenCache::new(auth.verified_token_cache)),
+            has_remote_authz: false,
+            has_embedded_authz: false,
         }
     }
 
@@ -173,7 +178,7 @@ impl Compiler {
         })
     }
 
-    fn check_url(&mut self, file: &Path, at: &KeyPath, url: &str) {
+    pub(super) fn check_url(&mut self, file: &Path, at: &KeyPath, url: &str) {
         let ok = url
             .parse::<http::Uri>()
             .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
@@ -234,10 +239,20 @@ impl Compiler {
             }
             Arc::from(audience)
         });
+        let authz = spec.authz.as_ref().and_then(|a| {
+            self.route_authz(
+                file,
+                &at.field("authz"),
+                a,
+                trust.has_remote_authz,
+                trust.has_embedded_authz,
+            )
+        });
         let rate_limits = self.route_rate_limits(file, at, spec, route_auth.is_some());
         RoutePolicy {
             rate_limits,
             auth: route_auth,
+            authz,
             identity_headers,
             assertion_audience,
             strip_authorization: spec.strip_authorization,

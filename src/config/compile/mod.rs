@@ -8,6 +8,7 @@
 
 mod assertion;
 mod auth;
+mod authz;
 mod certificates;
 mod embedded;
 mod key_path;
@@ -76,10 +77,13 @@ impl Compiler {
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         self.identity_namespace = main.auth.identity_namespace.clone();
-        let trust = self.trust(&main.auth, previous);
+        let mut trust = self.trust(&main.auth, previous);
         let trusted_proxies = self.trusted_proxies(&main.trusted_proxies);
         let rate_limiting = std::sync::Arc::new(self.rate_limiting(&main, previous));
         self.rate_limiting = Some(rate_limiting.clone());
+        let (decision_cache, remote_authz) = self.authz_services(&main.authz, previous);
+        trust.has_remote_authz = remote_authz.is_some();
+        trust.has_embedded_authz = embedded_authz.is_some();
         let pools = self.pools(&upstreams, previous);
         let assertion = self.assertion_settings(&main);
         let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
@@ -110,6 +114,8 @@ impl Compiler {
             pools,
             certs,
             issuers: trust.issuers,
+            decision_cache,
+            remote_authz,
             assertion,
             assertion_signer,
             rate_limiter: rate_limiting.limiter.clone(),

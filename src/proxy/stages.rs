@@ -1,0 +1,184 @@
+//! The route's policy stages as the proxy runs them: each calls its `route_policy` module, records
+//! the outcome (context, metrics) and, when it refuses, answers the client. Each returns whether it
+//! answered (the request then ends, like `request_filter`'s own return value).
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::respond::{self, DenyReason, Rejection};
+use super::{challenge, Gateway, RequestCtx};
+use crate::authz_callout::Decider;
+use crate::clock::unix_now;
+use crate::config::Snapshot;
+use crate::route_policy::authz::{self, AuthzFacts, Outcome};
+use crate::route_policy::jwt::Passed;
+use crate::route_policy::rate_limit::{RequestFacts, Stage};
+use crate::route_policy::AuthOutcome;
+use crate::routing::Route;
+
+/// The request header carrying the allowing decision's id to the upstream (in the gateway's
+/// identity namespace, so no client can send its own).
+pub const DECISION_ID_HEADER: &str = "x-gatehouse-decision-id";
+
+/// What the authorization stage decided, for the upstream header and the access log.
+#[derive(Debug)]
+pub struct AuthzRecord {
+    /// `allow`, `deny`, `error` or `fail_open` (the metric's result label).
+    pub result: &'static str,
+    pub cached: bool,
+    pub decision_id: Option<Arc<str>>,
+}
+
+impl Gateway {
+    /// The route's rate limits of `stage` (before or after the JWT stage); 429 over a limit.
+    pub(super) async fn rate_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        stage: Stage,
+    ) -> Result<bool> {
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            headers: &session.req_header().headers,
+            identity: ctx.identity.as_deref(),
+        };
+        let limits = &route.policy.rate_limits;
+        let Err(limited) = limits
+            .check(stage, &facts, &mut ctx.rate_limit_headers)
+            .await
+        else {
+            return Ok(false);
+        };
+        let rejection = Rejection::RateLimited;
+        self.reject(session, ctx, rejection, &limited.message, &limited.headers)
+            .await
+    }
+
+    /// The JWT stage: sets `ctx.identity` when the token verifies; 401/403/503 otherwise.
+    pub(super) async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Result<bool> {
+        let Some(auth) = &route.policy.auth else {
+            return Ok(false);
+        };
+        let outcome = match auth.check(&session.req_header().headers, unix_now()).await {
+            Ok(Passed::Verified(identity)) => {
+                ctx.identity = Some(identity);
+                AuthOutcome::Verified
+            }
+            Ok(Passed::Anonymous) => AuthOutcome::Anonymous,
+            Err(refused) => refused,
+        };
+        ctx.auth_outcome = Some(outcome);
+        route.metrics.record_auth(outcome.slot(), outcome.label());
+        if matches!(outcome, AuthOutcome::Verified | AuthOutcome::Anonymous) {
+            return Ok(false);
+        }
+        let (rejection, headers) = challenge::answer(outcome, &auth.scopes);
+        self.reject(session, ctx, rejection, outcome.description(), &headers)
+            .await
+    }
+
+    /// The authorization stage: asks the policy decision point; 403 on deny, the route's
+    /// failure status when it cannot answer (unless the route fails open).
+    pub(super) async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        snapshot: &Snapshot,
+    ) -> Result<bool> {
+        let Some(stage) = &route.policy.authz else {
+            return Ok(false);
+        };
+        let decider = match stage.mode {
+            authz::Mode::Embedded => self.authorizer.as_deref().map(Decider::Embedded),
+            authz::Mode::Remote => snapshot.remote_authz.as_deref().map(Decider::Remote),
+        };
+        let outcome = {
+            let req = session.req_header();
+            let facts = AuthzFacts {
+                method: &req.method,
+                path: req.uri.path(),
+                query: req.uri.query(),
+                headers: &req.headers,
+                captures: &ctx.captures,
+                identity: ctx.identity.as_deref(),
+                client_ip: ctx.client_ip,
+                route: &route.name,
+                request_id: &ctx.request_id,
+                now: unix_now(),
+            };
+            stage.check(&facts, decider, &snapshot.decision_cache).await
+        };
+        let (slot, record) = match &outcome {
+            Outcome::Allow { answer, cached } => (0, record("allow", *cached, Some(answer))),
+            Outcome::Deny { answer, cached } => (1, record("deny", *cached, Some(answer))),
+            Outcome::Failed(_) => (2, record("error", false, None)),
+            Outcome::FailedOpen(_) => (3, record("fail_open", false, None)),
+        };
+        route.metrics.record_authz(slot);
+        ctx.authz = Some(record);
+        match outcome {
+            Outcome::Allow { .. } => Ok(false),
+            Outcome::FailedOpen(error) => {
+                tracing::warn!(route = %route.name, request_id = %ctx.request_id, %error,
+                    "policy service failed: letting the request through (fail_open)");
+                Ok(false)
+            }
+            Outcome::Failed(error) => {
+                tracing::warn!(route = %route.name, request_id = %ctx.request_id, %error,
+                    "policy service failed: request refused");
+                let rejection = Rejection::AuthzUnavailable(stage.failure_status);
+                let message = "the authorization service could not decide";
+                self.reject(session, ctx, rejection, message, &[]).await
+            }
+            Outcome::Deny { answer, .. } => {
+                ctx.rejection = Some(Rejection::Forbidden);
+                let (message, reason) = if stage.expose_reason {
+                    let message = match (&answer.policy, &answer.rule) {
+                        (Some(policy), Some(rule)) => {
+                            format!("denied by policy {policy}, rule {rule}: {}", answer.reason)
+                        }
+                        _ => answer.reason.to_string(),
+                    };
+                    let reason = DenyReason {
+                        policy: answer.policy.as_deref(),
+                        rule: answer.rule.as_deref(),
+                    };
+                    (message, reason)
+                } else {
+                    ("not allowed".to_string(), DenyReason::default())
+                };
+                respond::denied(
+                    session,
+                    Rejection::Forbidden,
+                    &message,
+                    &ctx.request_id,
+                    &[],
+                    reason,
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn record(
+    result: &'static str,
+    cached: bool,
+    answer: Option<&crate::authz_callout::Answer>,
+) -> AuthzRecord {
+    AuthzRecord {
+        result,
+        cached,
+        decision_id: answer.map(|a| a.decision_id.clone()),
+    }
+}
