@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::issuer::{echoed, sample, upstream_header, wait_ready, Issuer};
-use support::{client, error_body, Echo, Gateway};
+use support::{client, error_body, Echo, Gateway, READY_TIMEOUT};
 
 fn gateway(echo: &Echo, top: &str, routes: &str) -> Gateway {
     let config = format!(
@@ -181,12 +181,12 @@ async fn a_429_carries_retry_after_and_the_draft_08_fields_and_keeps_the_connect
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(header(&headers, "ratelimit"), None);
 
-    let log = gw.access_log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("\"status\":429") && l.contains("\"error\":\"rate_limited\"")),
-        "the access log names the rejection:\n{log}"
-    );
+    let logged = || async {
+        gw.access_log()
+            .lines()
+            .any(|l| l.contains("\"status\":429") && l.contains("\"error\":\"rate_limited\""))
+    };
+    support::eventually("the access log names the rejection", READY_TIMEOUT, logged).await;
 }
 
 /// Given limits keyed on a header, on `sub` and (by default) on the client ip, each client
@@ -280,9 +280,13 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     assert_eq!(resp.status(), 429, "203.0.113.1 again");
     let seen = echoed(get(&behind_proxy, "/c", &xff("203.0.113.2")).await).await;
     assert_eq!(upstream_header(&seen, "x-forwarded-for"), ["203.0.113.2"]);
-    assert!(behind_proxy
-        .access_log()
-        .contains("\"client_ip\":\"203.0.113.2\""));
+    // The access log is written after the response, by its own thread.
+    let logged = || async {
+        behind_proxy
+            .access_log()
+            .contains("\"client_ip\":\"203.0.113.2\"")
+    };
+    support::eventually("the access log names the client", READY_TIMEOUT, logged).await;
 
     let exposed = gateway(&echo, "", PER_IP);
     assert_eq!(get(&exposed, "/a", &xff("203.0.113.1")).await.status(), 200);
