@@ -110,6 +110,12 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         404
     );
 
+    // Metrics are recorded in the logging phase, which runs after the client has its answer.
+    let unrouted = r#"gatehouse_requests_total{method="GET",route="-",status="4xx"}"#;
+    eventually("the last request is counted", READY_TIMEOUT, || async {
+        gw.metric(unrouted).await == 1.0
+    })
+    .await;
     let after = gw.metrics().await;
     assert_prometheus_text(&after);
     let value = |s: &str| support::metric_value(&after, s);

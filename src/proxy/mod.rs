@@ -119,7 +119,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Owns every rejection made before the upstream: redirect, 404, 405, 503.
+    /// Owns every answer made before the upstream: redirect, 400, 404, 405, the route's stages
+    /// (429, 401/403, 403/503 from authorization) and 503 when no target is up.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id::from_client(
             session
