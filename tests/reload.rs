@@ -391,6 +391,15 @@ routes:
     match: {path_prefix: /b}
     upstream: pool
     assertion: {}
+  - name: c
+    match: {path: "/docs/{id}"}
+    upstream: pool
+    authz:
+      mode: remote
+      action: view
+      actions: {GET: view}
+      resource: {type: document, id: "{doc}"}
+      failure_status: 200
 "#,
     );
     let out = std::process::Command::new(support::BIN)
@@ -410,6 +419,10 @@ routes:
         "routes[0].auth.issuers[0]: unknown issuer \"ghost\"",
         "routes[0].identity_headers.X-Department: \"X-Department\" is outside auth.identity_namespace",
         "routes[1].assertion: an assertion needs verified identity",
+        "routes[2].authz.mode: mode remote needs authz.remote.url",
+        "routes[2].authz.action: give action or actions, not both",
+        "routes[2].authz.resource.id: the route's match.path has no {doc} capture (hint: captures: id)",
+        "routes[2].authz.failure_status: an error status: 400 to 599",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

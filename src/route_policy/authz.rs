@@ -158,10 +158,9 @@ impl RouteAuthz {
         if let Some(version) = view.version() {
             cache.observe_version(version);
         }
-        let keyed_version = cache.current_version();
         let key = cache
             .enabled()
-            .then(|| cache_key(&keyed_version, &request, view.context_reads()));
+            .then(|| cache_key(&cache.current_version(), &request, view.context_reads()));
         if let Some(answer) = key.as_deref().and_then(|k| cache.get(k)) {
             return verdict(answer, true);
         }
@@ -170,8 +169,12 @@ impl RouteAuthz {
                 if let Some(version) = answer.set_version.as_deref() {
                     cache.observe_version(version);
                 }
-                if let Some(key) = key {
-                    cache.insert(key, &keyed_version, &answer);
+                if key.is_some() {
+                    // Keyed again: a remote answer may have brought the set's version and what
+                    // its conditions read, which the lookup key could not know yet.
+                    let version = cache.current_version();
+                    let key = cache_key(&version, &request, decider.policy_view().context_reads());
+                    cache.insert(key, &version, &answer);
                 }
                 verdict(answer, false)
             }

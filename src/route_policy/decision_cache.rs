@@ -70,10 +70,13 @@ impl DecisionCache {
         if self.version.load().as_str() == version {
             return;
         }
-        self.version.store(Arc::new(version.to_string()));
+        let previous = self.version.swap(Arc::new(version.to_string()));
         if let Some(entries) = &self.entries {
             entries.clear();
-            metrics::AUTHZ_CACHE_FLUSHES.inc();
+            // The first version seen replaces nothing: no flush to report.
+            if !previous.is_empty() {
+                metrics::AUTHZ_CACHE_FLUSHES.inc();
+            }
         }
     }
 

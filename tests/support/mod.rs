@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod idp;
 pub mod issuer;
+pub mod policy_service;
 mod polling;
 #[allow(dead_code)]
 pub mod slow_clients;

@@ -240,10 +240,12 @@ impl Compiler {
             Arc::from(audience)
         });
         let authz = spec.authz.as_ref().and_then(|a| {
+            let captures = template_captures(spec.matcher.path.as_deref().unwrap_or(""));
             self.route_authz(
                 file,
                 &at.field("authz"),
                 a,
+                &captures,
                 trust.has_remote_authz,
                 trust.has_embedded_authz,
             )
@@ -367,6 +369,13 @@ impl Compiler {
         }
         IdentityHeaders::new(&auth.identity_namespace, extra)
     }
+}
+
+/// The `{name}` captures of a path template.
+fn template_captures(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
 }
 
 fn jwks_client(

@@ -97,6 +97,7 @@ impl Compiler {
         file: &Path,
         at: &KeyPath,
         spec: &RouteAuthzSpec,
+        captures: &[&str],
         has_remote: bool,
         has_embedded: bool,
     ) -> Option<RouteAuthz> {
@@ -160,6 +161,12 @@ impl Compiler {
             self.error(file, resource_at.field("type"), "must not be empty", None);
         }
         let mut source = |key: KeyPath, text: &str| match ValueSource::parse(text) {
+            Ok(ValueSource::Capture(name)) if !captures.contains(&name.as_str()) => {
+                let msg = format!("the route's match.path has no {{{name}}} capture");
+                let hint = Some(format!("captures: {}", captures.join(", ")));
+                self.error(file, key, msg, hint);
+                None
+            }
             Ok(s) => Some(s),
             Err(e) => {
                 self.error(file, key, e, None);
