@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for Gatehouse.
-#   scripts/setup.sh          build needs only (cmake, a C compiler)
+#   scripts/setup.sh          build and test needs (cmake, a C compiler, redis-server: the shared
+#                             rate-limit tests start their own on loopback)
 #   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy) and openssl
 #                             (benches/auth.sh derives HAProxy's public key file with it)
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(gcc)
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 if [ "${1:-}" = "bench" ]; then
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

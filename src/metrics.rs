@@ -219,6 +219,41 @@ pub static AUTHZ_FAIL_OPEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static RATE_LIMIT_DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_rate_limit_decisions_total",
+        "Rate-limit checks, by route, limit and result (allowed, limited). Series are created \
+         when the route is compiled; the request path only increments.",
+        &["route", "limit", "result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static RATE_LIMIT_REDIS_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_rate_limit_redis_errors_total",
+        "Rate-limit checks Redis did not answer, by kind (timeout, connection, reply).",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+pub static RATE_LIMIT_REDIS_FALLBACKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gatehouse_rate_limit_redis_fallbacks_total",
+        "Rate-limit checks answered by the per-process limiter because Redis was unreachable."
+    )
+    .expect("metric registers once")
+});
+
+pub static RATE_LIMIT_REDIS_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gatehouse_rate_limit_redis_up",
+        "1 while the shared (Redis) rate limiter is connected, else 0."
+    )
+    .expect("metric registers once")
+});
+
 /// Touch every metric so `/metrics` lists them all from the first scrape.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -239,6 +274,10 @@ pub fn init() {
     LazyLock::force(&ASSERTIONS_SIGNED);
     LazyLock::force(&ASSERTION_CACHE_HIT);
     LazyLock::force(&ASSERTION_CACHE_MISS);
+    LazyLock::force(&RATE_LIMIT_DECISIONS);
+    LazyLock::force(&RATE_LIMIT_REDIS_ERRORS);
+    LazyLock::force(&RATE_LIMIT_REDIS_FALLBACKS);
+    LazyLock::force(&RATE_LIMIT_REDIS_UP);
 }
 
 /// Sets the key-set age gauge from `(issuer, age)` pairs at scrape time (`None`: never fetched).

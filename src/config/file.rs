@@ -6,6 +6,9 @@
 
 use serde::Deserialize;
 
+mod rate_limiting;
+pub use rate_limiting::{RateLimitBackend, RateLimitSpec, RateLimitingSpec, RedisSpec};
+
 // Upstream settings are shaped by the module that runs them, which must not import config.
 pub use crate::upstream::settings::{HealthCheckKind, HealthCheckSpec, TimeoutSpec};
 use std::collections::BTreeMap;
@@ -35,6 +38,12 @@ pub struct MainFile {
     pub authz: AuthzSpec,
     #[serde(default)]
     pub paths: PathsSpec,
+    #[serde(default)]
+    pub rate_limiting: RateLimitingSpec,
+    /// CIDRs of our own proxies: only a peer in one of them may name the client in
+    /// `X-Forwarded-For`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Further files holding `upstreams` and `routes`, relative to this file.
     #[serde(default)]
     pub include: Vec<String>,
@@ -317,6 +326,9 @@ pub struct RouteSpec {
     /// Ask the policy service whether this request is allowed.
     #[serde(default)]
     pub authz: Option<RouteAuthzSpec>,
+    /// Absent: `rate_limiting.default`; `[]`: none.
+    #[serde(default)]
+    pub rate_limits: Option<Vec<RateLimitSpec>>,
 }
 
 /// `routes[].authz`.

@@ -68,6 +68,10 @@ pub struct Snapshot {
     /// `assertion:` and carried into every later snapshot, so that in a running gateway it is
     /// `Some` whenever a route's `policy.assertion_audience` is. `None` in `CheckOnly` loads.
     pub assertion_signer: Option<Arc<AssertionSigner>>,
+    /// `rate_limiting`: where every route's limits keep their state.
+    pub rate_limiter: Arc<crate::rate_limit::Limiter>,
+    /// `trusted_proxies`: who may name the client in `X-Forwarded-For`.
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 /// `auth.assertion` with `key_dir` resolved against the main file's directory.
@@ -121,11 +125,12 @@ impl Snapshot {
     }
 
     /// Starts the refreshers of key sources that have none running (new ones; carried ones
-    /// keep theirs).
+    /// keep theirs), and the shared rate limiter's connection.
     pub fn start_key_refresh(&self) {
         for issuer in self.issuers.values() {
             issuer.keys.start();
         }
+        self.rate_limiter.start();
     }
 
     /// Settings that only take effect on restart or upgrade.

@@ -2,12 +2,13 @@
 //!
 //! | phase                     | decides                                                     |
 //! |---------------------------|-------------------------------------------------------------|
-//! | `request_filter`          | snapshot, request id, redirect, path (400), route (404/405), |
-//! |                           | the route's policy stages (401/403), then the target (503)   |
+//! | `request_filter`          | snapshot, request id, client ip, redirect, path (400), route |
+//! |                           | (404/405), the route's policy stages (429/401/403/429/403), |
+//! |                           | then the target (503)                                       |
 //! | `upstream_peer`           | the peer for the chosen target (re-selects on retry)        |
 //! | `upstream_request_filter` | identity headers (strip, inject), path rewrite, Host,       |
 //! |                           | forwarded headers, request id                               |
-//! | `response_filter`         | request id on the response                                  |
+//! | `response_filter`         | request id (and rate-limit headers) on the response         |
 //! | `fail_to_connect`         | passive ejection, one retry on another target               |
 //! | `fail_to_proxy`           | the JSON error body for upstream failures                   |
 //! | `logging`                 | metrics and the access-log line                             |
@@ -36,6 +37,7 @@ use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
+use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
@@ -63,6 +65,8 @@ pub struct RequestCtx {
     request_id: String,
     /// The host the client asked for: lower case, no port.
     host: String,
+    /// The client's address: the socket peer, or what a trusted proxy says it is.
+    client_ip: Option<IpAddr>,
     /// The snapshot this request uses from start to end, whatever reloads happen meanwhile.
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<Route>>,
@@ -74,6 +78,8 @@ pub struct RequestCtx {
     auth_outcome: Option<AuthOutcome>,
     /// What the authorization stage decided, on routes with authz.
     authz: Option<stages::AuthzRecord>,
+    /// Set by the rate-limit stages on routes with `headers_on_success`.
+    rate_limit_headers: Option<SuccessHeaders>,
     target: Option<SocketAddr>,
     connect_failures: u8,
     rejection: Option<Rejection>,
@@ -98,12 +104,14 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             request_id: String::new(),
             host: String::new(),
+            client_ip: None,
             snapshot: None,
             route: None,
             captures: Vec::new(),
             identity: None,
             auth_outcome: None,
             authz: None,
+            rate_limit_headers: None,
             target: None,
             connect_failures: 0,
             rejection: None,
@@ -123,6 +131,9 @@ impl ProxyHttp for Gateway {
         let snapshot = self.store.current();
         ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
+        ctx.client_ip = snapshot
+            .trusted_proxies
+            .client_ip(peer_ip(session), &req.headers);
         let header_bytes: usize = req
             .headers
             .iter()
@@ -195,14 +206,26 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
         ctx.captures = captures;
         // The route's stages, in order; each answers the client itself when it refuses.
+        if self
+            .rate_limit(session, ctx, &route, Stage::BeforeAuth)
+            .await?
+        {
+            return Ok(true);
+        }
         if self.authenticate(session, ctx, &route).await? {
+            return Ok(true);
+        }
+        if self
+            .rate_limit(session, ctx, &route, Stage::AfterAuth)
+            .await?
+        {
             return Ok(true);
         }
         if self.authorize(session, ctx, &route, &snapshot).await? {
             return Ok(true);
         }
         // Chosen after the stages, so a hash on a claim uses the verified one.
-        ctx.target = select_target(&route, session, ctx.identity.as_deref());
+        ctx.target = select_target(&route, session, ctx);
         if ctx.target.is_none() {
             let message = "every target of this route's upstream is down";
             return self
@@ -247,7 +270,7 @@ impl ProxyHttp for Gateway {
             .clone()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         if ctx.connect_failures > 0 {
-            ctx.target = select_target(&route, session, ctx.identity.as_deref());
+            ctx.target = select_target(&route, session, ctx);
         }
         let Some(target) = ctx.target else {
             ctx.rejection = Some(Rejection::NoHealthyTarget);
@@ -262,7 +285,7 @@ impl ProxyHttp for Gateway {
     /// Owns what the upstream sees: the rewritten path, Host, and the headers only we may set.
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -299,7 +322,7 @@ impl ProxyHttp for Gateway {
         }
         // An edge gateway is the first hop it can trust: whatever the client wrote in these
         // headers is replaced, never appended to.
-        if let Some(ip) = client_ip(session) {
+        if let Some(ip) = ctx.client_ip {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
         upstream.insert_header(
@@ -320,6 +343,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        if let Some(limits) = &ctx.rate_limit_headers {
+            response.insert_header("ratelimit-policy", limits.policy.as_str())?;
+            response.insert_header("ratelimit", limits.limit.as_str())?;
+        }
         Ok(())
     }
 
@@ -462,7 +489,10 @@ impl ProxyHttp for Gateway {
         let entry = access_log::Entry {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             request_id: &ctx.request_id,
-            client_ip: client_ip(session).map_or_else(|| "-".into(), |ip| ip.to_string()),
+            client_ip: ctx
+                .client_ip
+                .or_else(|| peer_ip(session))
+                .map_or_else(|| "-".into(), |ip| ip.to_string()),
             method,
             host: &ctx.host,
             path: access_log::loggable_path(req.uri.path_and_query().map_or("/", |pq| pq.as_str())),
@@ -500,17 +530,10 @@ impl Gateway {
     }
 }
 
-fn select_target(
-    route: &Route,
-    session: &Session,
-    identity: Option<&VerifiedIdentity>,
-) -> Option<SocketAddr> {
+fn select_target(route: &Route, session: &Session, ctx: &RequestCtx) -> Option<SocketAddr> {
     let pool = &route.pool;
-    let ip_key = || {
-        client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default()
-    };
+    let identity = ctx.identity.as_deref();
+    let ip_key = || ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     match pool.hash_key() {
         None => pool.select(b""),
         Some(HashKey::ClientIp) => pool.select(ip_key().as_bytes()),
@@ -551,7 +574,8 @@ fn assertion(
         .map_err(|e| Error::because(ErrorType::InternalError, "signing the gateway assertion", e))
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The socket peer's address (the client's is `RequestCtx::client_ip`).
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())

@@ -29,6 +29,8 @@ pub enum Rejection {
     Forbidden,
     /// The policy service failed; the route's `failure_status`.
     AuthzUnavailable(u16),
+    /// Over one of the route's `rate_limits`.
+    RateLimited,
 }
 
 impl Rejection {
@@ -49,6 +51,7 @@ impl Rejection {
             Rejection::AuthUnavailable => 503,
             Rejection::Forbidden => 403,
             Rejection::AuthzUnavailable(status) => status,
+            Rejection::RateLimited => 429,
         }
     }
 
@@ -70,6 +73,7 @@ impl Rejection {
             Rejection::AuthUnavailable => "auth_unavailable",
             Rejection::Forbidden => "forbidden",
             Rejection::AuthzUnavailable(_) => "authz_unavailable",
+            Rejection::RateLimited => "rate_limited",
         }
     }
 }

@@ -8,12 +8,13 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::respond::{self, DenyReason, Rejection};
-use super::{challenge, client_ip, Gateway, RequestCtx};
+use super::{challenge, Gateway, RequestCtx};
 use crate::authz_callout::Decider;
 use crate::clock::unix_now;
 use crate::config::Snapshot;
 use crate::route_policy::authz::{self, AuthzFacts, Outcome};
 use crate::route_policy::jwt::Passed;
+use crate::route_policy::rate_limit::{RequestFacts, Stage};
 use crate::route_policy::AuthOutcome;
 use crate::routing::Route;
 
@@ -31,6 +32,31 @@ pub struct AuthzRecord {
 }
 
 impl Gateway {
+    /// The route's rate limits of `stage` (before or after the JWT stage); 429 over a limit.
+    pub(super) async fn rate_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        stage: Stage,
+    ) -> Result<bool> {
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            headers: &session.req_header().headers,
+            identity: ctx.identity.as_deref(),
+        };
+        let limits = &route.policy.rate_limits;
+        let Err(limited) = limits
+            .check(stage, &facts, &mut ctx.rate_limit_headers)
+            .await
+        else {
+            return Ok(false);
+        };
+        let rejection = Rejection::RateLimited;
+        self.reject(session, ctx, rejection, &limited.message, &limited.headers)
+            .await
+    }
+
     /// The JWT stage: sets `ctx.identity` when the token verifies; 401/403/503 otherwise.
     pub(super) async fn authenticate(
         &self,
@@ -84,7 +110,7 @@ impl Gateway {
                 headers: &req.headers,
                 captures: &ctx.captures,
                 identity: ctx.identity.as_deref(),
-                client_ip: client_ip(session),
+                client_ip: ctx.client_ip,
                 route: &route.name,
                 request_id: &ctx.request_id,
                 now: unix_now(),

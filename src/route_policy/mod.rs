@@ -3,9 +3,9 @@
 //! A [`RoutePolicy`] is an ordered list of checks, each in its own module and each a plain
 //! function of the request's facts and the snapshot, answering continue or reject:
 //!
-//! 1. (next: rate limits keyed on the client, before authentication)
+//! 1. [`rate_limit`]: limits keyed on the client ip, a header or the route (429)
 //! 2. [`jwt`]: the bearer token, verified against the issuer's keys → [`VerifiedIdentity`]
-//! 3. (next: rate limits keyed on claims)
+//! 3. [`rate_limit`]: limits keyed on verified claims (429)
 //! 4. [`authz`]: the policy decision point's allow or deny (cached in [`decision_cache`])
 //!
 //! and what the upstream is told: [`identity_headers`] (strip the namespace, inject verified
@@ -18,6 +18,7 @@ pub mod identity_headers;
 pub mod issuer;
 pub mod jose;
 pub mod jwt;
+pub mod rate_limit;
 pub mod token_cache;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct RoutePolicy {
     /// `aud` of the gateway assertion, when the route sends one.
     pub assertion_audience: Option<Arc<str>>,
     pub strip_authorization: bool,
+    /// `rate_limits` (or `rate_limiting.default`), split into the two stages.
+    pub rate_limits: rate_limit::RouteRateLimits,
 }
 
 /// Who the request speaks for, as proven by a verified token. Set by the [`jwt`] stage only.

@@ -15,6 +15,7 @@ pub mod idp;
 pub mod issuer;
 pub mod policy_service;
 mod polling;
+pub mod redis;
 #[allow(dead_code)]
 pub mod slow_clients;
 // Not every test file uses every helper.

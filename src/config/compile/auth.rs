@@ -250,7 +250,9 @@ impl Compiler {
                 trust.has_embedded_authz,
             )
         });
+        let rate_limits = self.route_rate_limits(file, at, spec, route_auth.is_some());
         RoutePolicy {
+            rate_limits,
             auth: route_auth,
             authz,
             identity_headers,

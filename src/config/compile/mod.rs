@@ -15,6 +15,7 @@ mod key_path;
 mod paths;
 mod pools;
 mod process;
+mod rate_limits;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct Compiler {
     files: Vec<PathBuf>,
     /// `auth.identity_namespace`, which `hash_key: header:` may not name.
     identity_namespace: Vec<String>,
+    /// `rate_limiting`, compiled before the routes that use it.
+    rate_limiting: Option<std::sync::Arc<rate_limits::RateLimiting>>,
 }
 
 impl Compiler {
@@ -58,6 +61,7 @@ impl Compiler {
             hasher: Sha256::new(),
             files: Vec::new(),
             identity_namespace: Vec::new(),
+            rate_limiting: None,
         }
     }
 
@@ -74,6 +78,9 @@ impl Compiler {
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         self.identity_namespace = main.auth.identity_namespace.clone();
         let mut trust = self.trust(&main.auth, previous);
+        let trusted_proxies = self.trusted_proxies(&main.trusted_proxies);
+        let rate_limiting = std::sync::Arc::new(self.rate_limiting(&main, previous));
+        self.rate_limiting = Some(rate_limiting.clone());
         let (decision_cache, remote_authz) = self.authz_services(&main.authz, previous);
         trust.has_remote_authz = remote_authz.is_some();
         trust.has_embedded_authz = embedded_authz.is_some();
@@ -111,6 +118,8 @@ impl Compiler {
             remote_authz,
             assertion,
             assertion_signer,
+            rate_limiter: rate_limiting.limiter.clone(),
+            trusted_proxies,
         })
     }
 
