@@ -11,8 +11,9 @@
 #   ROUNDS=3  DURATION=10s  CONNECTIONS=50  THREADS=1 (wrk)  GATEWAY_THREADS=1  AUTHZ_THREADS=1
 #   WARMUP=2s (per target, before round 1; 0 disables)  COOLDOWN=1 (seconds between runs)
 #   SMOKE=1   quick check that the runner works: ROUNDS=1 DURATION=2s WARMUP=1s
-#   RATE_LIMIT=auto|on|off   the gateway's per-route limit (routes[].rate_limits); auto: on when
-#             the gateway binary knows the key, else left out (and said so in the report)
+#   RATE_LIMIT=on|auto|off   the gateway's per-route limit (routes[].rate_limits); on: required;
+#             auto: left out (and said so in the report) when the gateway binary (GATEHOUSE_BIN,
+#             say an older build) does not know the key
 #   GATEHOUSE_BIN=path, IDENTITY_BIN=path, AUTHZ_BIN=path (default: `cargo build --release` is
 #   run, a no-op when up to date, and target/release/ is used; when all three are given, nothing
 #   is built)
@@ -41,7 +42,7 @@ AUTHZ_THREADS=${AUTHZ_THREADS:-1}
 WARMUP=${WARMUP:-2s}
 COOLDOWN=${COOLDOWN:-1}
 SMOKE=${SMOKE:-0}
-RATE_LIMIT=${RATE_LIMIT:-auto}
+RATE_LIMIT=${RATE_LIMIT:-on}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 IDENTITY_BIN=${IDENTITY_BIN:-}
@@ -49,7 +50,7 @@ AUTHZ_BIN=${AUTHZ_BIN:-}
 if [[ $SMOKE == 1 ]]; then
     ROUNDS=1 DURATION=2s WARMUP=1s
 fi
-[[ $RATE_LIMIT =~ ^(auto|on|off)$ ]] || usage_err "RATE_LIMIT=$RATE_LIMIT (want auto, on or off)"
+[[ $RATE_LIMIT =~ ^(auto|on|off)$ ]] || usage_err "RATE_LIMIT=$RATE_LIMIT (want on, auto or off)"
 
 # Fixed loopback ports (run.sh uses 18000-18083 and 19090, identity.sh 184xx, authz.sh 185xx,
 # auth.sh 186xx).
@@ -324,8 +325,10 @@ write_full_gateways() { # rate-limit(yes|no)
 }
 gatehouse_yaml gatehouse "$PORT_GH_PLAIN" "$PORT_GH_PLAIN_ADMIN" none 0 no >"$WORK/gatehouse/gatehouse.yaml"
 RATE_LIMIT_NOTE="rate limit: $RATE_LIMIT_PER_S/s per sub (local), never reached"
+LIMITED=1   # whether the full-path gateways' route has the limit
 if [[ $RATE_LIMIT == off ]]; then
     write_full_gateways no
+    LIMITED=0
     RATE_LIMIT_NOTE="rate limit: off (RATE_LIMIT=off); haproxy-full still tracks and checks its stick-table"
 else
     write_full_gateways yes
@@ -334,8 +337,9 @@ else
     no_rate_limits='unknown field `rate_limits`'
     if ! "$GATEHOUSE_BIN" validate --config "$WORK/gatehouse-full/gatehouse.yaml" >"$WORK/gatehouse-full/validate.log" 2>&1 \
         && grep -qF "$no_rate_limits" "$WORK/gatehouse-full/validate.log"; then
-        [[ $RATE_LIMIT == auto ]] || { cat "$WORK/gatehouse-full/validate.log" >&2; die "RATE_LIMIT=on: this gateway does not accept routes[].rate_limits"; }
+        [[ $RATE_LIMIT == auto ]] || { cat "$WORK/gatehouse-full/validate.log" >&2; die "RATE_LIMIT=on: this gateway does not accept routes[].rate_limits (RATE_LIMIT=auto leaves the limit out)"; }
         write_full_gateways no
+        LIMITED=0
         RATE_LIMIT_NOTE="rate limit: LEFT OUT: this gatehouse build has no routes[].rate_limits (RATE_LIMIT=auto); haproxy-full still tracks and checks its stick-table"
     fi
 fi
@@ -442,6 +446,16 @@ for t in "${TARGETS[@]}"; do
         printf '  %-22s token 200, no token 401, forged signature 401; upstream saw %s\n' "$t" "$got"
     fi
 done
+
+# The rate-limit stage ran: each full-path gateway counted the pre-check's requests as allowed.
+if ((LIMITED)); then
+    for g in "${FULL_GATEWAYS[@]}"; do
+        allowed=$("${CURL[@]}" "http://127.0.0.1:${ADMIN_OF[$g]}/metrics" 2>/dev/null \
+            | awk '/^gatehouse_rate_limit_decisions_total\{/ && /limit="per-sub"/ && /result="allowed"/ { n += $NF } END { print n + 0 }')
+        ((allowed > 0)) || precheck_fail "$g" "no rate-limit check counted (gatehouse_rate_limit_decisions_total{limit=\"per-sub\",result=\"allowed\"})"
+    done
+    echo "  rate limit per-sub: checks counted by all three full-path gateways"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Measurement (group_cpu_ticks, origin_accepts, check_components_alive: benches/lib.sh)
