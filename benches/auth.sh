@@ -114,81 +114,14 @@ done
 mkdir -p "$WORK/identity" "$WORK/origin/tmp" "$WORK/haproxy" "$WORK/haproxy-jwt" "$WORK/wrk" \
     "$WORK/gatehouse" "$WORK/gatehouse-jwt" "$WORK/gatehouse-jwt-nocache"
 
-# The token must outlive the whole run: warm-up, rounds, pauses, and slack.
-PLAN_S=$(((${#TARGETS[@]} * (ROUNDS * (DUR_S + 2) + WARMUP_S + 2)) + 600))
-TOKEN_TTL_S=$((PLAN_S > 3600 ? PLAN_S : 3600))
-
-SECRET_HASH=$(printf '%s' "$SECRET" | "$IDENTITY_BIN" hash) || die "gatehouse-identity hash failed"
-{
-    identity_yaml_head "$PORT_ISSUER" "$PORT_ISSUER_ADMIN" "$WORK/identity" "RS256"
-    cat <<EOF
-tokens:
-  access_token_ttl: ${TOKEN_TTL_S}s
-clients:
-  - id: $CLIENT
-    secret_hash: '$SECRET_HASH'
-    grant_types: [client_credentials]
-    audiences: [$AUDIENCE]
-    scopes: [bench:read]
-    roles: [bench-reader, bench-writer]
-    signing_alg: RS256
-EOF
-} >"$WORK/identity/identity.yaml"
-"$IDENTITY_BIN" validate --config "$WORK/identity/identity.yaml" >"$WORK/identity/validate.log" 2>&1 \
-    || { cat "$WORK/identity/validate.log" >&2; die "generated identity config invalid"; }
-
+# The token must outlive the whole run (start_token_issuer, fetch_bench_token, issuer_public_key:
+# benches/lib.sh).
+TOKEN_TTL_S=$(token_ttl_seconds)
 log "work dir $WORK"
-start identity "$WORK/identity.log" env NO_COLOR=1 "$IDENTITY_BIN" --config "$WORK/identity/identity.yaml"
-wait_answering identity "/jwks.json" 30 -f "$ISSUER_URL/jwks.json"
-
-# One client_credentials token for the whole run. It stays in files (the token, the header files
-# curl reads with -H @file, the wrk script): never on a command line, never printed.
-"${CURL[@]}" -f -o "$WORK/token.json" -u "$CLIENT:$SECRET" --data grant_type=client_credentials \
-    "$ISSUER_URL/token" || die "POST /token for $CLIENT failed"
-# Prints "kid alg typ sub", and writes the token, the roles the upstream must see, and the wrk
-# script. The checks here are on what the issuer gave; the proxies are checked in the pre-check.
-read -r TOKEN_KID TOKEN_ALG TOKEN_TYP TOKEN_SUB < <(python3 - "$WORK" "$AUDIENCE" "$ISSUER_URL" <<'EOF'
-import base64, json, sys
-work, audience, issuer = sys.argv[1:4]
-token = json.load(open(f"{work}/token.json"))["access_token"]
-b64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-head, body, sig = token.split(".")
-h, c = json.loads(b64(head)), json.loads(b64(body))
-if h.get("alg") != "RS256" or h.get("typ") != "at+jwt" or c.get("iss") != issuer or c.get("aud") != audience:
-    sys.exit(f"unexpected token: header {h}, iss {c.get('iss')}, aud {c.get('aud')}")
-open(f"{work}/token", "w").write(token)
-# A token with a forged signature: one signature character changed. Not the last one: of the 342
-# base64url characters of a 256-byte signature, the last carries 2 bits and 4 unused ones.
-i = len(token) - 2
-forged = token[:i] + ("A" if token[i] != "A" else "B") + token[-1]
-open(f"{work}/auth.header", "w").write(f"Authorization: Bearer {token}\n")
-open(f"{work}/forged.header", "w").write(f"Authorization: Bearer {forged}\n")
-roles = c.get("roles", [])
-open(f"{work}/roles", "w").write(",".join(roles) if isinstance(roles, list) else str(roles))
-open(f"{work}/token.lua", "w").write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
-print(h["kid"], h["alg"], h["typ"], c["sub"])
-EOF
-) || die "could not read the token the issuer gave"
-[[ -n ${TOKEN_SUB:-} ]] || die "could not read the token the issuer gave"
-TOKEN_BYTES=$(wc -c <"$WORK/token")
-TOKEN_ROLES=$(cat "$WORK/roles")
-
-# HAProxy's jwt_verify takes a public key file: derive it from the issuer's PKCS#8 private key
-# (keys dir: <kid>.pem), then check it is the key the issuer publishes (same modulus as the JWKS).
+start_token_issuer "$PORT_ISSUER" "$PORT_ISSUER_ADMIN" "$TOKEN_TTL_S"
+fetch_bench_token
 PUBKEY="$WORK/haproxy-jwt/issuer-$TOKEN_KID.pub.pem"
-openssl pkey -in "$WORK/identity/keys/$TOKEN_KID.pem" -pubout -out "$PUBKEY" 2>"$WORK/openssl.err" \
-    || { cat "$WORK/openssl.err" >&2; die "openssl could not derive the public key of $TOKEN_KID"; }
-"${CURL[@]}" -f -o "$WORK/jwks.json" "$ISSUER_URL/jwks.json" || die "could not fetch the issuer's JWKS"
-PEM_MODULUS=$(openssl rsa -pubin -in "$PUBKEY" -noout -modulus 2>/dev/null | sed 's/^Modulus=//')
-JWKS_MODULUS=$(python3 - "$WORK/jwks.json" "$TOKEN_KID" <<'EOF'
-import base64, json, sys
-keys = {k.get("kid"): k for k in json.load(open(sys.argv[1]))["keys"]}
-n = keys[sys.argv[2]]["n"]
-print(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)).hex().upper())
-EOF
-) || die "the JWKS does not list key $TOKEN_KID"
-[[ -n $PEM_MODULUS && $PEM_MODULUS == "$JWKS_MODULUS" ]] \
-    || die "the public key derived from $TOKEN_KID.pem is not the key the JWKS publishes"
+issuer_public_key "$PUBKEY"
 
 # ---------------------------------------------------------------------------------------------
 # Configs (nginx_common, nginx_http_common: benches/lib.sh)
@@ -275,35 +208,8 @@ gatehouse_yaml gatehouse-jwt "$PORT_GH_JWT" "$PORT_GH_JWT_ADMIN" yes 10000 >"$WO
 gatehouse_yaml gatehouse-jwt-nocache "$PORT_GH_NOCACHE" "$PORT_GH_NOCACHE_ADMIN" yes 0 \
     >"$WORK/gatehouse-jwt-nocache/gatehouse.yaml"
 
-# HAProxy needs about 2 fds per connection; stay within the fd limit.
-FD_LIMIT=$(ulimit -n)
-[[ $FD_LIMIT =~ ^[0-9]+$ ]] || FD_LIMIT=65536
-HAPROXY_MAXCONN=$(((FD_LIMIT - 200) / 2))
-if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
-((HAPROXY_MAXCONN >= CONNECTIONS + 100)) || die "fd limit $FD_LIMIT too low for CONNECTIONS=$CONNECTIONS (raise ulimit -n)"
-
-haproxy_head() { # dir
-    cat <<EOF
-global
-    nbthread 1
-    maxconn $HAPROXY_MAXCONN
-    pidfile $1/haproxy.pid
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    timeout http-request 10s
-
-backend origin
-    server origin1 127.0.0.1:$PORT_ORIGIN
-EOF
-}
-
+# HAProxy (haproxy_maxconn, haproxy_head, haproxy_jwt_frontend: benches/lib.sh).
+haproxy_maxconn
 {
     haproxy_head "$WORK/haproxy"
     cat <<EOF
@@ -314,47 +220,11 @@ frontend fe
 EOF
 } >"$WORK/haproxy/haproxy.cfg"
 
-# The same job as the gateway's route, in HAProxy 2.6's terms:
-# - the identity namespace (the gateway's default prefixes) stripped from the client's request;
-# - no bearer token: 401 with the same challenge;
-# - alg must be RS256 (the key's), typ at+jwt, then jwt_verify against the issuer's public key;
-# - iss, aud, exp and nbf checked against date(), with the gateway's default 30 s leeway;
-# - the subject tracked in a stick-table (request rate; tracked, never used to refuse);
-# - X-User-ID from sub; X-User-Roles from the roles array, comma-joined. HAProxy 2.6's
-#   jwt_payload_query returns nothing for an array (strings, numbers and booleans only), so the
-#   array's text is taken from the decoded payload with regsub (quotes removed: roles without
-#   commas or escapes, as here).
-# Config tokenizer: inside the double quotes, \" is a quote and \$ a dollar (not a variable).
+# The same job as the gateway's route: see haproxy_jwt_frontend. The subject is tracked, never
+# used to refuse.
 {
     haproxy_head "$WORK/haproxy-jwt"
-    cat <<EOF
-
-frontend fe_jwt
-    bind 127.0.0.1:$PORT_HAPROXY_JWT
-    stick-table type string len 64 size 100k expire 60s store http_req_rate(10s)
-    http-request del-header x-user- -m beg
-    http-request del-header x-jwt- -m beg
-    http-request del-header x-auth- -m beg
-    http-request del-header x-gatehouse- -m beg
-    http-request deny deny_status 401 hdr WWW-Authenticate 'Bearer realm="gatehouse"' unless { http_auth_bearer -m found }
-    http-request set-var(txn.bearer) http_auth_bearer
-    http-request set-var(txn.bearer_alg) var(txn.bearer),jwt_header_query('\$.alg')
-    http-request deny deny_status 401 unless { var(txn.bearer_alg) -m str RS256 }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.typ') -m str at+jwt }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.bearer_alg,"$PUBKEY") -m int 1 }
-    http-request set-var(txn.now) date()
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str $ISSUER_URL }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str $AUDIENCE }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.exp','int'),add(30),sub(txn.now) -m int gt 0 }
-    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.nbf','int'),sub(txn.now) -m int le 30 }
-    http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
-    http-request deny deny_status 401 unless { var(txn.sub) -m found }
-    http-request set-var(txn.roles) "var(txn.bearer),field(2,.),ub64dec,regsub('^.*\"roles\":[[]([^]]*)[]].*\\\$','\\\\1'),regsub('\"','',g)"
-    http-request track-sc0 var(txn.sub)
-    http-request set-header X-User-ID %[var(txn.sub)]
-    http-request set-header X-User-Roles %[var(txn.roles)]
-    default_backend origin
-EOF
+    haproxy_jwt_frontend fe_jwt "$PORT_HAPROXY_JWT" "$PUBKEY" 10s
 } >"$WORK/haproxy-jwt/haproxy.cfg"
 
 nginx -t -q -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" \
@@ -433,32 +303,8 @@ done
 # ---------------------------------------------------------------------------------------------
 # Measurement
 
-# User+system CPU ticks of every process in process group $1 (a server and its children).
-group_cpu_ticks() {
-    local pid total=0 f
-    for pid in $(ps -e -o pgid=,pid= | awk -v g="$1" '$1 == g {print $2}'); do
-        # /proc/PID/stat: after the ")" that closes comm, field 12 is utime and 13 stime.
-        f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
-        total=$((total + ${f:-0}))
-    done
-    echo "$total"
-}
-
-# The origin's "accepts" counter (stub_status); empty if unavailable.
-origin_accepts() {
-    "${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1}' || true
-}
-
-check_alive() {
-    local name
-    for name in "${!PID_OF[@]}"; do
-        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
-            echo "auth.sh: ERROR: $name (pid ${PID_OF[$name]}) died during the benchmark; last output:" >&2
-            tail -n 20 "$WORK/$name.log" >&2 || true
-            die "a component died during the benchmark; numbers after that point are not valid"
-        fi
-    done
-}
+# group_cpu_ticks, origin_accepts, check_components_alive: benches/lib.sh.
+check_alive() { check_components_alive; }
 
 wrk_cmd() { # target duration [wrk options]
     local t=$1 d=$2

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the benchmark runners benches/run.sh and benches/identity.sh. Sourced, not run:
+# Shared by the benchmark runners in benches/ (run.sh, auth.sh, full_path.sh, identity.sh, ...). Sourced, not run:
 #     BENCH_NAME=run.sh
 #     source "$(dirname "$0")/lib.sh"
 # It defines functions only (and the PID_OF table). What differs between the runners comes from
@@ -365,4 +365,212 @@ def print_table(hdr, table, left=(0,)):
 EOF
         cat
     } | python3 - "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The token path, shared by auth.sh and full_path.sh: one issuer, one RS256 access token for the
+# whole run, HAProxy 2.6 doing the gateway's auth stage, and the CPU time of a process group.
+# They read, set by the script: WORK, IDENTITY_BIN, CURL, ISSUER_URL, AUDIENCE, CLIENT, SECRET,
+# PORT_ORIGIN, PORT_STATUS, TARGETS, ROUNDS, DUR_S, WARMUP_S, CONNECTIONS.
+
+# Seconds the token must stay valid: warm-up, rounds, pauses, and slack; at least an hour.
+token_ttl_seconds() {
+    local plan=$(((${#TARGETS[@]} * (ROUNDS * (DUR_S + 2) + WARMUP_S + 2)) + 600))
+    echo $((plan > 3600 ? plan : 3600))
+}
+
+# Write $WORK/identity/identity.yaml (one client_credentials client, CLIENT, signing RS256, roles
+# bench-reader and bench-writer, audience AUDIENCE), check it, start the issuer as component
+# `identity` and wait for its JWKS.
+start_token_issuer() { # port admin-port token-ttl-seconds
+    local secret_hash
+    mkdir -p "$WORK/identity"
+    secret_hash=$(printf '%s' "$SECRET" | "$IDENTITY_BIN" hash) || die "gatehouse-identity hash failed"
+    {
+        identity_yaml_head "$1" "$2" "$WORK/identity" "RS256"
+        cat <<EOF
+tokens:
+  access_token_ttl: ${3}s
+clients:
+  - id: $CLIENT
+    secret_hash: '$secret_hash'
+    grant_types: [client_credentials]
+    audiences: [$AUDIENCE]
+    scopes: [bench:read]
+    roles: [bench-reader, bench-writer]
+    signing_alg: RS256
+EOF
+    } >"$WORK/identity/identity.yaml"
+    "$IDENTITY_BIN" validate --config "$WORK/identity/identity.yaml" >"$WORK/identity/validate.log" 2>&1 \
+        || { cat "$WORK/identity/validate.log" >&2; die "generated identity config invalid"; }
+    start identity "$WORK/identity.log" env NO_COLOR=1 "$IDENTITY_BIN" --config "$WORK/identity/identity.yaml"
+    wait_answering identity "/jwks.json" 30 -f "$ISSUER_URL/jwks.json"
+}
+
+# One client_credentials token for the whole run. It stays in files (the token, the header files
+# curl reads with -H @file, the wrk script token.lua): never on a command line, never printed.
+# Also writes forged.header (the same token with a forged signature). Sets TOKEN_KID, TOKEN_ALG,
+# TOKEN_TYP, TOKEN_SUB, TOKEN_ROLES (comma-joined, as the upstream must see them), TOKEN_BYTES.
+# The checks here are on what the issuer gave; the proxies are checked in the pre-check.
+fetch_bench_token() {
+    "${CURL[@]}" -f -o "$WORK/token.json" -u "$CLIENT:$SECRET" --data grant_type=client_credentials \
+        "$ISSUER_URL/token" || die "POST /token for $CLIENT failed"
+    # shellcheck disable=SC2034  # TOKEN_ALG, TOKEN_TYP: read by the sourcing script
+    read -r TOKEN_KID TOKEN_ALG TOKEN_TYP TOKEN_SUB < <(python3 - "$WORK" "$AUDIENCE" "$ISSUER_URL" <<'EOF'
+import base64, json, sys
+work, audience, issuer = sys.argv[1:4]
+token = json.load(open(f"{work}/token.json"))["access_token"]
+b64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+head, body, sig = token.split(".")
+h, c = json.loads(b64(head)), json.loads(b64(body))
+if h.get("alg") != "RS256" or h.get("typ") != "at+jwt" or c.get("iss") != issuer or c.get("aud") != audience:
+    sys.exit(f"unexpected token: header {h}, iss {c.get('iss')}, aud {c.get('aud')}")
+open(f"{work}/token", "w").write(token)
+# A token with a forged signature: one signature character changed. Not the last one: of the 342
+# base64url characters of a 256-byte signature, the last carries 2 bits and 4 unused ones.
+i = len(token) - 2
+forged = token[:i] + ("A" if token[i] != "A" else "B") + token[-1]
+open(f"{work}/auth.header", "w").write(f"Authorization: Bearer {token}\n")
+open(f"{work}/forged.header", "w").write(f"Authorization: Bearer {forged}\n")
+roles = c.get("roles", [])
+open(f"{work}/roles", "w").write(",".join(roles) if isinstance(roles, list) else str(roles))
+open(f"{work}/token.lua", "w").write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+print(h["kid"], h["alg"], h["typ"], c["sub"])
+EOF
+    ) || die "could not read the token the issuer gave"
+    [[ -n ${TOKEN_SUB:-} ]] || die "could not read the token the issuer gave"
+    # shellcheck disable=SC2034  # read by the sourcing script
+    TOKEN_BYTES=$(wc -c <"$WORK/token")
+    # shellcheck disable=SC2034
+    TOKEN_ROLES=$(cat "$WORK/roles")
+}
+
+# HAProxy's jwt_verify takes a public key file: derive it from the issuer's PKCS#8 private key
+# (keys dir: <kid>.pem) into $1, then check it is the key the issuer publishes (same modulus as
+# the JWKS).
+issuer_public_key() { # out-file
+    local pubkey=$1 pem_modulus jwks_modulus
+    openssl pkey -in "$WORK/identity/keys/$TOKEN_KID.pem" -pubout -out "$pubkey" 2>"$WORK/openssl.err" \
+        || { cat "$WORK/openssl.err" >&2; die "openssl could not derive the public key of $TOKEN_KID"; }
+    "${CURL[@]}" -f -o "$WORK/jwks.json" "$ISSUER_URL/jwks.json" || die "could not fetch the issuer's JWKS"
+    pem_modulus=$(openssl rsa -pubin -in "$pubkey" -noout -modulus 2>/dev/null | sed 's/^Modulus=//')
+    jwks_modulus=$(python3 - "$WORK/jwks.json" "$TOKEN_KID" <<'EOF'
+import base64, json, sys
+keys = {k.get("kid"): k for k in json.load(open(sys.argv[1]))["keys"]}
+n = keys[sys.argv[2]]["n"]
+print(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)).hex().upper())
+EOF
+    ) || die "the JWKS does not list key $TOKEN_KID"
+    [[ -n $pem_modulus && $pem_modulus == "$jwks_modulus" ]] \
+        || die "the public key derived from $TOKEN_KID.pem is not the key the JWKS publishes"
+}
+
+# HAProxy needs about 2 fds per connection; stay within the fd limit. Sets HAPROXY_MAXCONN.
+haproxy_maxconn() {
+    local fd_limit
+    fd_limit=$(ulimit -n)
+    [[ $fd_limit =~ ^[0-9]+$ ]] || fd_limit=65536
+    HAPROXY_MAXCONN=$(((fd_limit - 200) / 2))
+    if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
+    ((HAPROXY_MAXCONN >= CONNECTIONS + 100)) \
+        || die "fd limit $fd_limit too low for CONNECTIONS=$CONNECTIONS (raise ulimit -n)"
+}
+
+# global, defaults and the origin backend of every HAProxy here (one thread, keep-alive both sides).
+haproxy_head() { # dir
+    cat <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+    pidfile $1/haproxy.pid
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    timeout http-request 10s
+
+backend origin
+    server origin1 127.0.0.1:$PORT_ORIGIN
+EOF
+}
+
+# A frontend doing the gateway's auth stage in HAProxy 2.6's terms:
+# - the identity namespace (the gateway's default prefixes) stripped from the client's request;
+# - no bearer token: 401 with the same challenge;
+# - alg must be RS256 (the key's), typ at+jwt, then jwt_verify against the issuer's public key;
+# - iss, aud, exp and nbf checked against date(), with the gateway's default 30 s leeway;
+# - the subject tracked in a stick-table (request rate over $4); with a limit ($5, requests per
+#   that period), more is refused with 429, else tracked and never used to refuse;
+# - X-User-ID from sub; X-User-Roles from the roles array, comma-joined. HAProxy 2.6's
+#   jwt_payload_query returns nothing for an array (strings, numbers and booleans only), so the
+#   array's text is taken from the decoded payload with regsub (quotes removed: roles without
+#   commas or escapes, as here).
+# Config tokenizer: inside the double quotes, \" is a quote and \$ a dollar (not a variable).
+haproxy_jwt_frontend() { # name port public-key-file rate-period [limit]
+    local limit_rule=""
+    if [[ -n ${5:-} ]]; then
+        limit_rule="    http-request deny deny_status 429 if { sc_http_req_rate(0) gt $5 }"
+    fi
+    cat <<EOF
+
+frontend $1
+    bind 127.0.0.1:$2
+    stick-table type string len 64 size 100k expire 60s store http_req_rate($4)
+    http-request del-header x-user- -m beg
+    http-request del-header x-jwt- -m beg
+    http-request del-header x-auth- -m beg
+    http-request del-header x-gatehouse- -m beg
+    http-request deny deny_status 401 hdr WWW-Authenticate 'Bearer realm="gatehouse"' unless { http_auth_bearer -m found }
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.bearer_alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request deny deny_status 401 unless { var(txn.bearer_alg) -m str RS256 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_header_query('\$.typ') -m str at+jwt }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.bearer_alg,"$3") -m int 1 }
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str $ISSUER_URL }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str $AUDIENCE }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.exp','int'),add(30),sub(txn.now) -m int gt 0 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.nbf','int'),sub(txn.now) -m int le 30 }
+    http-request set-var(txn.sub) var(txn.bearer),jwt_payload_query('\$.sub')
+    http-request deny deny_status 401 unless { var(txn.sub) -m found }
+    http-request set-var(txn.roles) "var(txn.bearer),field(2,.),ub64dec,regsub('^.*\"roles\":[[]([^]]*)[]].*\\\$','\\\\1'),regsub('\"','',g)"
+    http-request track-sc0 var(txn.sub)
+$limit_rule
+    http-request set-header X-User-ID %[var(txn.sub)]
+    http-request set-header X-User-Roles %[var(txn.roles)]
+    default_backend origin
+EOF
+}
+
+# User+system CPU ticks of every process in process group $1 (a server and its children).
+group_cpu_ticks() {
+    local pid total=0 f
+    for pid in $(ps -e -o pgid=,pid= | awk -v g="$1" '$1 == g {print $2}'); do
+        # /proc/PID/stat: after the ")" that closes comm, field 12 is utime and 13 stime.
+        f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
+        total=$((total + ${f:-0}))
+    done
+    echo "$total"
+}
+
+# The origin's "accepts" counter (stub_status on PORT_STATUS); empty if unavailable.
+origin_accepts() {
+    "${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1}' || true
+}
+
+# Die, with the last lines of its log, if a component started with `start` has exited.
+check_components_alive() {
+    local name
+    for name in "${!PID_OF[@]}"; do
+        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+            echo "$BENCH_NAME: ERROR: $name (pid ${PID_OF[$name]}) died during the benchmark; last output:" >&2
+            tail -n 20 "$WORK/$name.log" >&2 || true
+            die "a component died during the benchmark; numbers after that point are not valid"
+        fi
+    done
 }
