@@ -9,7 +9,7 @@
 #   ROUNDS=3  DURATION=10s  CONNECTIONS=50  THREADS=1 (wrk)  GATEWAY_THREADS=1
 #   WARMUP=2s (per target, before round 1; 0 disables)  COOLDOWN=1 (seconds between runs)
 #   SMOKE=1   quick check that the runner works: ROUNDS=1 DURATION=2s WARMUP=1s
-#   GATEHOUSE_BIN=path, IDENTITY_BIN=path (default: `cargo build --release` is run, a no-op when
+#   GATEHOUSE_BIN=path, IDENTITY_BIN=path (default: `cargo build --release --workspace --bins` is run, a no-op when
 #   up to date, and target/release/ is used; when both are given, nothing is built)
 #   KEEP_WORKDIR=1 (keep configs, keys, logs, metrics and raw wrk output)
 #
@@ -94,14 +94,14 @@ STOP_SIGNAL=TERM STOP_WAIT=50
 setup_workdir
 
 # ---------------------------------------------------------------------------------------------
-# Build: `cargo build --release` unless both binaries are given (a no-op when they are up to
+# Build: `cargo build --release --workspace --bins` unless both binaries are given (a no-op when they are up to
 # date; it waits if another cargo holds the lock). Always, not only when missing: a binary older
 # than the auth code would not know `auth:`. The whole workspace, not `-p <package>`: cargo
 # unifies features over the packages selected, so a `-p` build right after the workspace build
 # that CI makes can rebuild the shared crates and the binary.
 if [[ -z $GATEHOUSE_BIN || -z $IDENTITY_BIN ]]; then
-    log "building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+    log "building (cargo build --release --workspace --bins)"
+    (cd "$ROOT" && cargo build --release --workspace --bins) || die "cargo build --release --workspace --bins failed"
 fi
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 IDENTITY_BIN=${IDENTITY_BIN:-$ROOT/target/release/gatehouse-identity}
@@ -268,15 +268,6 @@ AUTH_HEADER="@$WORK/auth.header"       # curl -H @file: the token stays off comm
 FORGED_HEADER="@$WORK/forged.header"
 EXPECT_WHOAMI="x-user-id=$TOKEN_SUB x-user-roles=$TOKEN_ROLES x-jwt-email= x-user-forged="
 
-probe() { # target name curl-args... -> prints the status code; body in $WORK/precheck.<target>.<name>
-    local t=$1 name=$2
-    shift 2
-    "${CURL[@]}" -o "$WORK/precheck.$t.$name" -w '%{http_code}' "$@" 2>"$WORK/precheck.$t.$name.err" || true
-}
-precheck_fail() { # target message
-    tail -n 10 "$WORK/$1.log" >&2 2>/dev/null || true
-    die "pre-check: $1 (127.0.0.1:${PORT_OF[$1]}): $2"
-}
 
 log "pre-check (token: $TOKEN_ALG typ=$TOKEN_TYP kid=${TOKEN_KID:0:12}… sub=$TOKEN_SUB roles=$TOKEN_ROLES, $TOKEN_BYTES bytes, valid ${TOKEN_TTL_S}s)"
 for t in "${TARGETS[@]}"; do

@@ -14,7 +14,7 @@
 #   RATE_LIMIT=on|auto|off   the gateway's per-route limit (routes[].rate_limits); on: required;
 #             auto: left out (and said so in the report) when the gateway binary (GATEHOUSE_BIN,
 #             say an older build) does not know the key
-#   GATEHOUSE_BIN=path, IDENTITY_BIN=path, AUTHZ_BIN=path (default: `cargo build --release` is
+#   GATEHOUSE_BIN=path, IDENTITY_BIN=path, AUTHZ_BIN=path (default: `cargo build --release --workspace --bins` is
 #   run, a no-op when up to date, and target/release/ is used; when all three are given, nothing
 #   is built)
 #   KEEP_WORKDIR=1 (keep configs, policies, keys, decision logs, metrics and raw wrk output)
@@ -132,11 +132,11 @@ STOP_SIGNAL=TERM STOP_WAIT=50
 setup_workdir
 
 # ---------------------------------------------------------------------------------------------
-# Build: `cargo build --release` unless all three binaries are given (a no-op when they are up to
+# Build: `cargo build --release --workspace --bins` unless all three binaries are given (a no-op when they are up to
 # date; it waits if another cargo holds the lock). The whole workspace, not `-p`: see auth.sh.
 if [[ -z $GATEHOUSE_BIN || -z $IDENTITY_BIN || -z $AUTHZ_BIN ]]; then
-    log "building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+    log "building (cargo build --release --workspace --bins)"
+    (cd "$ROOT" && cargo build --release --workspace --bins) || die "cargo build --release --workspace --bins failed"
 fi
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 IDENTITY_BIN=${IDENTITY_BIN:-$ROOT/target/release/gatehouse-identity}
@@ -405,15 +405,6 @@ log "all components up (origin :$PORT_ORIGIN, issuer :$PORT_ISSUER, authz :$PORT
 AUTH_HEADER="@$WORK/auth.header"       # curl -H @file: the token stays off command lines
 FORGED_HEADER="@$WORK/forged.header"
 
-probe() { # target name curl-args... -> prints the status code; body in $WORK/precheck.<target>.<name>
-    local t=$1 name=$2
-    shift 2
-    "${CURL[@]}" -o "$WORK/precheck.$t.$name" -w '%{http_code}' "$@" 2>"$WORK/precheck.$t.$name.err" || true
-}
-precheck_fail() { # target message
-    tail -n 10 "$WORK/$1.log" >&2 2>/dev/null || true
-    die "pre-check: $1 (127.0.0.1:${PORT_OF[$1]}): $2"
-}
 
 log "pre-check (token: $TOKEN_ALG typ=$TOKEN_TYP kid=${TOKEN_KID:0:12}… sub=$TOKEN_SUB roles=$TOKEN_ROLES, $TOKEN_BYTES bytes, valid ${TOKEN_TTL_S}s; GET $BENCH_PATH)"
 for t in "${TARGETS[@]}"; do

@@ -574,3 +574,16 @@ check_components_alive() {
         fi
     done
 }
+
+# ---------------------------------------------------------------------------------------------
+# Pre-check helpers of the scripts that check answers before measuring (auth.sh, full_path.sh).
+# They read $WORK, the CURL array and PORT_OF from the calling script.
+probe() { # target name curl-args... -> prints the status code; body in $WORK/precheck.<target>.<name>
+    local t=$1 name=$2
+    shift 2
+    "${CURL[@]}" -o "$WORK/precheck.$t.$name" -w '%{http_code}' "$@" 2>"$WORK/precheck.$t.$name.err" || true
+}
+precheck_fail() { # target message
+    tail -n 10 "$WORK/$1.log" >&2 2>/dev/null || true
+    die "pre-check: $1 (127.0.0.1:${PORT_OF[$1]}): $2"
+}

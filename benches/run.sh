@@ -9,7 +9,7 @@
 #   WARMUP=2s (per target, before round 1; 0 disables)  COOLDOWN=1 (seconds between runs)
 #   SMOKE=1   quick check that the runner works: ROUNDS=1 DURATION=2s WARMUP=1s
 #   GATEHOUSE_BIN=path (default target/release/gatehouse; built if missing)  BUILD=1 (always
-#   run `cargo build --release` and `cargo build --release --bench bare_pingora` first)
+#   run `cargo build --release --workspace --bins` and `cargo build --release --bench bare_pingora` first)
 #   PINGORA_BIN=path (bare Pingora proxy; default: the newest target/release/deps/bare_pingora-*,
 #   built if missing or whenever gatehouse is built; an explicit path is used as is, never built)
 #   KEEP_WORKDIR=1 (keep configs, logs and raw wrk output)
@@ -82,8 +82,8 @@ COMPONENT_DIED=0
 # Build
 BUILT_GATEHOUSE=0
 if [[ $BUILD == 1 || ! -x $GATEHOUSE_BIN ]]; then
-    log "building gatehouse (cargo build --release)"
-    (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+    log "building gatehouse (cargo build --release --workspace --bins)"
+    (cd "$ROOT" && cargo build --release --workspace --bins) || die "cargo build --release --workspace --bins failed"
     BUILT_GATEHOUSE=1
 fi
 [[ -x $GATEHOUSE_BIN ]] || die "gatehouse binary not found at $GATEHOUSE_BIN"
