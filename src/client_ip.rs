@@ -9,104 +9,34 @@
 
 use std::net::IpAddr;
 
+use gatehouse_authz::condition::parse_range;
 use http::HeaderMap;
+use ipnet::IpNet;
 
-/// A network written as `addr/prefix` (or a bare address: one host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CidrError {
-    #[error("{0:?} is not an IP address")]
-    Address(String),
-    #[error("prefix length {prefix} is longer than the address ({max} bits)")]
-    Prefix { prefix: String, max: u8 },
-    #[error("{0:?} has host bits set beyond the prefix")]
-    HostBits(String),
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(text: &str) -> Result<Cidr, CidrError> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let written = addr
-            .trim()
-            .parse::<IpAddr>()
-            .map_err(|_| CidrError::Address(addr.to_string()))?;
-        let max = if written.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => {
-                    return Err(CidrError::Prefix {
-                        prefix: p.to_string(),
-                        max,
-                    })
-                }
-            },
-        };
-        // Addresses are compared in canonical form, so an IPv4-mapped network is its IPv4 one.
-        let (network, prefix) = match written.to_canonical() {
-            IpAddr::V4(v4) if written.is_ipv6() && prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
-            _ => (written, prefix),
-        };
-        // `10.0.0.1/8` is most likely a typo for a host or for `10.0.0.0/8`: refuse to guess.
-        if mask(network, prefix) != network {
-            return Err(CidrError::HostBits(text.to_string()));
-        }
-        let cidr = Cidr { network, prefix };
-        Ok(cidr)
+/// A `trusted_proxies` entry: `addr/prefix` or a bare address (one host), read the way the
+/// policy service reads `ipInRange` ranges ([`parse_range`]: a range in the IPv4-mapped block is
+/// the IPv4 range it maps). `10.0.0.1/8` is refused: most likely a typo for a host or for
+/// `10.0.0.0/8`, and not one to guess at.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    let net = parse_range(text).map_err(|_| format!("{text:?} is not an IP address or network"))?;
+    if net.trunc() != net {
+        return Err(format!("{text:?} has host bits set beyond the prefix"));
     }
-}
-
-impl Cidr {
-    /// Whether `ip` (already canonical) lies in this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                mask(ip, self.prefix) == self.network
-            }
-            _ => false,
-        }
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let kept = bits.checked_shr(32 - u32::from(prefix)).unwrap_or(0);
-            let masked = kept.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(masked.into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let kept = bits.checked_shr(128 - u32::from(prefix)).unwrap_or(0);
-            let masked = kept.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(masked.into())
-        }
-    }
+    Ok(net)
 }
 
 /// `trusted_proxies`, compiled. Empty: `X-Forwarded-For` is never read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<Cidr>);
+pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub fn new(networks: Vec<Cidr>) -> TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> TrustedProxies {
         TrustedProxies(networks)
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(ip))
+        self.0.iter().any(|n| n.contains(&ip))
     }
 
     /// The client's address for a request from socket peer `peer` carrying `headers`.
@@ -152,7 +82,7 @@ mod tests {
     use super::*;
 
     fn proxies(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(list.iter().map(|c| c.parse().unwrap()).collect())
+        TrustedProxies::new(list.iter().map(|c| parse_network(c).unwrap()).collect())
     }
 
     fn xff(values: &[&str]) -> HeaderMap {
@@ -169,36 +99,32 @@ mod tests {
 
     #[test]
     fn cidrs_parse_and_match() {
-        let net: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(net.contains("10.1.2.3".parse().unwrap()));
-        assert!(!net.contains("11.0.0.1".parse().unwrap()));
-        let host: Cidr = "192.168.1.7".parse().unwrap();
-        assert!(host.contains("192.168.1.7".parse().unwrap()));
-        assert!(!host.contains("192.168.1.8".parse().unwrap()));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
-        assert!(v6.contains("fd12::1".parse().unwrap()));
-        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let has = |net: &str, ip: &str| {
+            parse_network(net)
+                .unwrap()
+                .contains(&ip.parse::<IpAddr>().unwrap())
+        };
+        assert!(has("10.0.0.0/8", "10.1.2.3"));
+        assert!(!has("10.0.0.0/8", "11.0.0.1"));
+        assert!(has("192.168.1.7", "192.168.1.7"));
+        assert!(!has("192.168.1.7", "192.168.1.8"));
+        assert!(has("fd00::/8", "fd12::1"));
+        assert!(!has("fd00::/8", "10.0.0.1"));
+        assert!(has("0.0.0.0/0", "8.8.8.8"));
         // A mapped address in the config is the IPv4 network.
-        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
-        assert!(mapped.contains("10.1.2.3".parse().unwrap()));
-        let wide = "::ffff:10.0.0.0/8".parse::<Cidr>();
-        assert!(wide.is_err(), "a /8 of a v6 address is not the v4 /8");
-        let mapped: Cidr = "::ffff:10.0.0.1".parse().unwrap();
-        assert!(mapped.contains("10.0.0.1".parse().unwrap()));
-        assert!(matches!(
-            "10.0.0.1/8".parse::<Cidr>(),
-            Err(CidrError::HostBits(_))
-        ));
-        assert!(matches!(
-            "10.0.0.0/33".parse::<Cidr>(),
-            Err(CidrError::Prefix { .. })
-        ));
-        assert!(matches!(
-            "ten/8".parse::<Cidr>(),
-            Err(CidrError::Address(_))
-        ));
+        assert!(has("::ffff:10.0.0.0/104", "10.1.2.3"));
+        assert!(
+            parse_network("::ffff:10.0.0.0/8").is_err(),
+            "a /8 of a v6 address is not the v4 /8"
+        );
+        assert!(has("::ffff:10.0.0.1", "10.0.0.1"));
+        assert!(parse_network("10.0.0.1/8")
+            .unwrap_err()
+            .contains("host bits set"));
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("ten/8")
+            .unwrap_err()
+            .contains("is not an IP address"));
     }
 
     #[test]

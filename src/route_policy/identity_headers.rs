@@ -29,17 +29,35 @@ pub enum ClaimSource {
     Named(String),
 }
 
+/// `auth.identity_namespace`: header-name prefixes only the gateway may send upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityNamespace(Vec<String>);
+
+impl IdentityNamespace {
+    pub fn new(prefixes: &[String]) -> IdentityNamespace {
+        IdentityNamespace(prefixes.iter().map(|p| p.to_ascii_lowercase()).collect())
+    }
+
+    /// Whether a header name (any case; any text, as written in a config) lies in it.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|p| {
+            name.as_bytes()
+                .get(..p.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
+        })
+    }
+}
+
 /// A route's identity headers, compiled.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityHeaders {
-    /// Lower-case prefixes no client-sent header may start with.
-    pub namespace: Vec<String>,
+    pub namespace: IdentityNamespace,
     pub mappings: Vec<(HeaderName, ClaimSource)>,
 }
 
 impl IdentityHeaders {
     /// The default mappings followed by the route's own (`header → claim`).
-    pub fn new(namespace: &[String], extra: Vec<(HeaderName, String)>) -> IdentityHeaders {
+    pub fn new(namespace: &IdentityNamespace, extra: Vec<(HeaderName, String)>) -> IdentityHeaders {
         let mut mappings = vec![
             (HeaderName::from_static("x-user-id"), ClaimSource::Subject),
             (HeaderName::from_static("x-user-roles"), ClaimSource::Roles),
@@ -53,16 +71,9 @@ impl IdentityHeaders {
             mappings.push((header, ClaimSource::Named(claim)));
         }
         IdentityHeaders {
-            namespace: namespace.iter().map(|p| p.to_ascii_lowercase()).collect(),
+            namespace: namespace.clone(),
             mappings,
         }
-    }
-
-    /// Whether a header name is the gateway's to write.
-    pub fn in_namespace(&self, name: &str) -> bool {
-        self.namespace
-            .iter()
-            .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
     }
 
     /// Removes every header in the namespace, all copies (names are stored lower case).
@@ -70,7 +81,7 @@ impl IdentityHeaders {
         let forged: Vec<HeaderName> = upstream
             .headers
             .keys()
-            .filter(|name| self.in_namespace(name.as_str()))
+            .filter(|name| self.namespace.contains(name.as_str()))
             .cloned()
             .collect();
         for name in &forged {
@@ -144,10 +155,19 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
-    fn namespace() -> Vec<String> {
-        ["X-User-", "X-Jwt-", "X-Auth-", "X-Gatehouse-"]
-            .map(String::from)
-            .to_vec()
+    fn namespace() -> IdentityNamespace {
+        IdentityNamespace::new(&["X-User-", "X-Jwt-", "X-Auth-", "X-Gatehouse-"].map(String::from))
+    }
+
+    #[test]
+    fn the_namespace_matches_prefixes_in_any_case_and_any_text() {
+        let ns = namespace();
+        assert!(ns.contains("x-user-id") && ns.contains("X-USER-ROLES"));
+        assert!(!ns.contains("x-username") && !ns.contains("x-use"));
+        assert!(
+            !ns.contains("é-user-id-with-non-ascii"),
+            "no panic on a char boundary"
+        );
     }
 
     fn identity(claims: Value) -> VerifiedIdentity {

@@ -217,8 +217,7 @@ impl Compiler {
         auth: &AuthSpec,
         trust: &Trust,
     ) -> RoutePolicy {
-        let identity_headers =
-            self.identity_headers(file, &at.field("identity_headers"), spec, auth);
+        let identity_headers = self.identity_headers(file, &at.field("identity_headers"), spec);
         let route_auth = spec
             .auth
             .as_ref()
@@ -340,15 +339,8 @@ impl Compiler {
         })
     }
 
-    fn identity_headers(
-        &mut self,
-        file: &Path,
-        at: &KeyPath,
-        spec: &RouteSpec,
-        auth: &AuthSpec,
-    ) -> IdentityHeaders {
+    fn identity_headers(&mut self, file: &Path, at: &KeyPath, spec: &RouteSpec) -> IdentityHeaders {
         let mut extra = Vec::new();
-        let probe = IdentityHeaders::new(&auth.identity_namespace, Vec::new());
         for (header, claim) in &spec.identity_headers {
             let at = at.field(header);
             let Ok(name) = HeaderName::from_bytes(header.as_bytes()) else {
@@ -357,7 +349,7 @@ impl Compiler {
             };
             // Outside the namespace a client's own copy would pass through whenever the claim is
             // missing.
-            if !probe.in_namespace(name.as_str()) {
+            if !self.identity_namespace.contains(name.as_str()) {
                 let msg = format!("{header:?} is outside auth.identity_namespace");
                 let hint = Some("use a name like X-User-<something> or X-Jwt-<something>".into());
                 self.error(file, at, msg, hint);
@@ -369,7 +361,7 @@ impl Compiler {
             }
             extra.push((name, claim.clone()));
         }
-        IdentityHeaders::new(&auth.identity_namespace, extra)
+        IdentityHeaders::new(&self.identity_namespace, extra)
     }
 }
 

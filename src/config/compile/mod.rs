@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::{MainFile, RouteSpec, RoutesFile, UpstreamSpec};
 use super::{LoadMode, LocatedError, LocatedErrors, Snapshot};
+use crate::route_policy::identity_headers::IdentityNamespace;
 use key_path::KeyPath;
 
 /// Every upstream written in any file, by name, with the file that defines it.
@@ -41,8 +42,9 @@ pub struct Compiler {
     errors: Vec<LocatedError>,
     hasher: Sha256,
     files: Vec<PathBuf>,
-    /// `auth.identity_namespace`, which `hash_key: header:` may not name.
-    identity_namespace: Vec<String>,
+    /// `auth.identity_namespace`: what `hash_key: header:`, rate-limit keys and identity-header
+    /// mappings are checked against.
+    identity_namespace: IdentityNamespace,
     /// `rate_limiting`, compiled before the routes that use it.
     rate_limiting: Option<std::sync::Arc<rate_limits::RateLimiting>>,
 }
@@ -60,7 +62,7 @@ impl Compiler {
             errors: Vec::new(),
             hasher: Sha256::new(),
             files: Vec::new(),
-            identity_namespace: Vec::new(),
+            identity_namespace: IdentityNamespace::default(),
             rate_limiting: None,
         }
     }
@@ -76,7 +78,7 @@ impl Compiler {
         let embedded_identity = self.embedded_identity(&main.embedded);
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
-        self.identity_namespace = main.auth.identity_namespace.clone();
+        self.identity_namespace = IdentityNamespace::new(&main.auth.identity_namespace);
         let mut trust = self.trust(&main.auth, previous);
         let trusted_proxies = self.trusted_proxies(&main.trusted_proxies);
         let rate_limiting = std::sync::Arc::new(self.rate_limiting(&main, previous));

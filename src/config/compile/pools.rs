@@ -17,6 +17,7 @@ use crate::config::file::{
     BalanceSpec, HealthCheckKind, HealthCheckSpec, TargetSpec, UpstreamSpec, UpstreamTlsSpec,
 };
 use crate::config::Snapshot;
+use crate::route_policy::identity_headers::IdentityNamespace;
 use crate::tls::{self, CertError};
 use crate::upstream::{HashKey, Pool, PoolParts, UpstreamTls};
 
@@ -217,7 +218,7 @@ impl Compiler {
 
 /// `namespace`: the identity-header prefixes. The gateway removes client-sent headers there, so
 /// hashing on one would hash on nothing; `claim:` is the verified way to stick by identity.
-fn parse_hash_key(key: &str, namespace: &[String]) -> Result<HashKey, String> {
+fn parse_hash_key(key: &str, namespace: &IdentityNamespace) -> Result<HashKey, String> {
     if key == "client_ip" {
         return Ok(HashKey::ClientIp);
     }
@@ -231,10 +232,7 @@ fn parse_hash_key(key: &str, namespace: &[String]) -> Result<HashKey, String> {
     match key.strip_prefix("header:") {
         Some(name) => {
             let name = name.trim();
-            let in_namespace = namespace
-                .iter()
-                .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p));
-            if in_namespace {
+            if namespace.contains(name) {
                 return Err(format!(
                     "{name:?} is an identity header (auth.identity_namespace): hash on the verified claim instead, e.g. claim:sub"
                 ));

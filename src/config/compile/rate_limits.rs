@@ -9,13 +9,14 @@ use http::HeaderName;
 
 use super::key_path::KeyPath;
 use super::Compiler;
-use crate::client_ip::{Cidr, TrustedProxies};
+use crate::client_ip::{parse_network, TrustedProxies};
 use crate::config::file::{
     MainFile, RateLimitBackend, RateLimitSpec, RateLimitingSpec, RedisSpec, RouteSpec,
 };
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::rate_limit::{Limiter, LocalStore, Quota, RedisLimiter, RedisSettings};
+use crate::route_policy::identity_headers::IdentityNamespace;
 use crate::route_policy::rate_limit::{KeyKind, RouteLimit, RouteRateLimits};
 
 /// `rate_limiting`, compiled: what each route's limits are built with.
@@ -45,13 +46,13 @@ impl Compiler {
         let file = self.main_path.clone();
         let mut networks = Vec::new();
         for (i, text) in list.iter().enumerate() {
-            match text.parse::<Cidr>() {
-                Ok(cidr) => networks.push(cidr),
+            match parse_network(text) {
+                Ok(network) => networks.push(network),
                 Err(e) => {
                     let at = KeyPath::root("trusted_proxies").index(i);
                     let hint =
                         Some("an address or addr/prefix, like 10.0.0.0/8 or fd00::/8".into());
-                    self.error(&file, at, e.to_string(), hint);
+                    self.error(&file, at, e, hint);
                 }
             }
         }
@@ -290,7 +291,10 @@ fn parse_rate(text: &str) -> Option<(u32, u64)> {
 }
 
 /// A `key`, refusing headers a client could use to pose as someone else.
-fn parse_key(text: &str, identity_namespace: &[String]) -> Result<KeyKind, (String, String)> {
+fn parse_key(
+    text: &str,
+    identity_namespace: &IdentityNamespace,
+) -> Result<KeyKind, (String, String)> {
     match text {
         "client_ip" => return Ok(KeyKind::ClientIp),
         "route" => return Ok(KeyKind::Route),
@@ -313,10 +317,7 @@ fn parse_key(text: &str, identity_namespace: &[String]) -> Result<KeyKind, (Stri
         )
     })?;
     let lower = name.as_str();
-    if identity_namespace
-        .iter()
-        .any(|p| lower.starts_with(&p.to_ascii_lowercase()))
-    {
+    if identity_namespace.contains(lower) {
         return Err((
             format!("{header:?} is in auth.identity_namespace: a client can write it before the gateway strips it"),
             "key on the verified claim instead, e.g. claim:sub".into(),
@@ -352,7 +353,7 @@ mod tests {
 
     #[test]
     fn keys_refuse_forgeable_identity_headers() {
-        let ns = vec!["X-User-".to_string()];
+        let ns = IdentityNamespace::new(&["X-User-".to_string()]);
         assert_eq!(parse_key("client_ip", &ns), Ok(KeyKind::ClientIp));
         assert_eq!(parse_key("sub", &ns), Ok(KeyKind::Claim("sub".into())));
         assert_eq!(
