@@ -386,15 +386,16 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts one authorization result; `slot` indexes [`AUTHZ_RESULTS`].
-    pub fn record_authz(&self, slot: usize) {
-        if let (Some(counter), Some(result)) = (self.authz.get(slot), AUTHZ_RESULTS.get(slot)) {
-            counter
-                .get_or_init(|| AUTHZ_DECISIONS.with_label_values(&[&*self.route, *result]))
-                .inc();
-            if *result == "fail_open" {
-                AUTHZ_FAIL_OPEN.with_label_values(&[&*self.route]).inc();
-            }
+    /// Counts one authorization result, one of [`AUTHZ_RESULTS`].
+    pub fn record_authz(&self, result: &str) {
+        let Some(slot) = AUTHZ_RESULTS.iter().position(|r| *r == result) else {
+            return;
+        };
+        self.authz[slot]
+            .get_or_init(|| AUTHZ_DECISIONS.with_label_values(&[&*self.route, result]))
+            .inc();
+        if result == "fail_open" {
+            AUTHZ_FAIL_OPEN.with_label_values(&[&*self.route]).inc();
         }
     }
 

@@ -18,6 +18,11 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub struct RemoteAuthz {
     url: String,
     client: reqwest::Client,
+    timeout: Duration,
+    /// Calls in flight at most (`pool_size`): a flood of requests that miss the decision cache
+    /// (anonymous ones on an optional route, say) cannot open connections to the service without
+    /// bound. A call waits for a slot within its timeout.
+    in_flight: tokio::sync::Semaphore,
     circuit: Circuit,
     /// The policy set's context reads, from the latest answer; until one arrives, everything.
     context_reads: ArcSwap<ContextReads>,
@@ -67,6 +72,8 @@ impl RemoteAuthz {
         Ok(RemoteAuthz {
             url: format!("{}/authz/v1/authorize", base_url.trim_end_matches('/')),
             client,
+            timeout,
+            in_flight: tokio::sync::Semaphore::new(pool_size.max(1)),
             circuit,
             context_reads: ArcSwap::from_pointee(ContextReads {
                 any: true,
@@ -81,6 +88,12 @@ impl RemoteAuthz {
     }
 
     pub async fn decide(&self, request: &Request) -> Result<Answer, CalloutError> {
+        // The slot first: a trial call the circuit let through must report back, and waiting
+        // for a slot is not the service's failure.
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, self.in_flight.acquire()).await
+        else {
+            return Err(CalloutError::Timeout);
+        };
         if !self.circuit.allow() {
             return Err(CalloutError::CircuitOpen);
         }

@@ -411,7 +411,7 @@ pub struct RemoteAuthzSpec {
     /// ... for this long: calls fail at once, then one trial call decides.
     #[serde(default = "default_circuit_open_for", with = "humantime_serde")]
     pub circuit_open_for: Duration,
-    /// Idle keep-alive connections kept to the service.
+    /// Calls in flight at most, and idle keep-alive connections kept to the service.
     #[serde(default = "default_remote_pool")]
     pub pool_size: usize,
 }

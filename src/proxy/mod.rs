@@ -41,7 +41,7 @@ use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
-use respond::Rejection;
+use respond::{DenyReason, Rejection};
 
 /// What kind of listener a proxy service serves.
 #[derive(Debug, Clone, Copy)]
@@ -525,8 +525,37 @@ impl Gateway {
         message: &str,
         headers: &[(&'static str, String)],
     ) -> Result<bool> {
+        self.refuse(
+            session,
+            ctx,
+            rejection,
+            message,
+            headers,
+            DenyReason::default(),
+        )
+        .await
+    }
+
+    /// As [`Gateway::reject`], naming the deciding policy and rule of a 403 in its body.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rejection: Rejection,
+        message: &str,
+        headers: &[(&'static str, String)],
+        reason: DenyReason<'_>,
+    ) -> Result<bool> {
         ctx.rejection = Some(rejection);
-        respond::error(session, rejection, message, &ctx.request_id, headers).await?;
+        respond::denied(
+            session,
+            rejection,
+            message,
+            &ctx.request_id,
+            headers,
+            reason,
+        )
+        .await?;
         Ok(true)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::respond::{self, DenyReason, Rejection};
+use super::respond::{DenyReason, Rejection};
 use super::{challenge, Gateway, RequestCtx};
 use crate::authz_callout::Decider;
 use crate::clock::unix_now;
@@ -117,13 +117,13 @@ impl Gateway {
             };
             stage.check(&facts, decider, &snapshot.decision_cache).await
         };
-        let (slot, record) = match &outcome {
-            Outcome::Allow { answer, cached } => (0, record("allow", *cached, Some(answer))),
-            Outcome::Deny { answer, cached } => (1, record("deny", *cached, Some(answer))),
-            Outcome::Failed(_) => (2, record("error", false, None)),
-            Outcome::FailedOpen(_) => (3, record("fail_open", false, None)),
+        let record = match &outcome {
+            Outcome::Allow { answer, cached } => record("allow", *cached, Some(answer)),
+            Outcome::Deny { answer, cached } => record("deny", *cached, Some(answer)),
+            Outcome::Failed(_) => record("error", false, None),
+            Outcome::FailedOpen(_) => record("fail_open", false, None),
         };
-        route.metrics.record_authz(slot);
+        route.metrics.record_authz(record.result);
         ctx.authz = Some(record);
         match outcome {
             Outcome::Allow { .. } => Ok(false),
@@ -140,7 +140,6 @@ impl Gateway {
                 self.reject(session, ctx, rejection, message, &[]).await
             }
             Outcome::Deny { answer, .. } => {
-                ctx.rejection = Some(Rejection::Forbidden);
                 let (message, reason) = if stage.expose_reason {
                     let message = match (&answer.policy, &answer.rule) {
                         (Some(policy), Some(rule)) => {
@@ -156,16 +155,8 @@ impl Gateway {
                 } else {
                     ("not allowed".to_string(), DenyReason::default())
                 };
-                respond::denied(
-                    session,
-                    Rejection::Forbidden,
-                    &message,
-                    &ctx.request_id,
-                    &[],
-                    reason,
-                )
-                .await?;
-                Ok(true)
+                self.refuse(session, ctx, Rejection::Forbidden, &message, &[], reason)
+                    .await
             }
         }
     }
