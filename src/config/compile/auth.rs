@@ -23,15 +23,26 @@ use crate::route_policy::{IdentityHeaders, RoutePolicy, TrustedIssuer};
 pub(super) struct Trust {
     pub issuers: BTreeMap<String, Arc<TrustedIssuer>>,
     pub cache: Arc<TokenCache>,
-    /// Whether authorization callouts have somewhere to go, by mode.
-    pub has_remote_authz: bool,
-    pub has_embedded_authz: bool,
+    /// Where routes' authorization callouts can go.
+    pub callouts: Callouts,
+}
+
+/// Which policy decision points exist: `authz.remote`, and the embedded policy service.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Callouts {
+    pub remote: bool,
+    pub embedded: bool,
 }
 
 const MAX_LEEWAY_SECS: u64 = 300;
 
 impl Compiler {
-    pub(super) fn trust(&mut self, auth: &AuthSpec, previous: Option<&Snapshot>) -> Trust {
+    pub(super) fn trust(
+        &mut self,
+        auth: &AuthSpec,
+        previous: Option<&Snapshot>,
+        callouts: Callouts,
+    ) -> Trust {
         let file = self.main_path.clone();
         let at = KeyPath::root("auth");
         if auth.max_token_bytes < 512 {
@@ -54,8 +65,7 @@ impl Compiler {
         Trust {
             issuers,
             cache: Arc::new(TokenCache::new(auth.verified_token_cache)),
-            has_remote_authz: false,
-            has_embedded_authz: false,
+            callouts,
         }
     }
 
@@ -240,14 +250,7 @@ impl Compiler {
         });
         let authz = spec.authz.as_ref().and_then(|a| {
             let captures = template_captures(spec.matcher.path.as_deref().unwrap_or(""));
-            self.route_authz(
-                file,
-                &at.field("authz"),
-                a,
-                &captures,
-                trust.has_remote_authz,
-                trust.has_embedded_authz,
-            )
+            self.route_authz(file, &at.field("authz"), a, &captures, trust.callouts)
         });
         let rate_limits = self.route_rate_limits(file, at, spec, route_auth.is_some());
         RoutePolicy {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use super::auth::Callouts;
 use super::key_path::KeyPath;
 use super::Compiler;
 use crate::authz_callout::circuit::Circuit;
@@ -90,21 +91,19 @@ impl Compiler {
         (cache, remote)
     }
 
-    /// A route's `authz:`; `None` for `mode: off`. `has_remote`/`has_embedded`: whether the
-    /// mode's decision point exists.
+    /// A route's `authz:`; `None` for `mode: off`. `callouts`: which decision points exist.
     pub(super) fn route_authz(
         &mut self,
         file: &Path,
         at: &KeyPath,
         spec: &RouteAuthzSpec,
         captures: &[&str],
-        has_remote: bool,
-        has_embedded: bool,
+        callouts: Callouts,
     ) -> Option<RouteAuthz> {
         let mode = match spec.mode {
             AuthzMode::Off => return None,
             AuthzMode::Embedded => {
-                if !has_embedded {
+                if !callouts.embedded {
                     let msg = "mode embedded needs the policy service in this process";
                     let hint =
                         Some("set embedded.authz, or use mode: remote with authz.remote".into());
@@ -113,7 +112,7 @@ impl Compiler {
                 Mode::Embedded
             }
             AuthzMode::Remote => {
-                if !has_remote {
+                if !callouts.remote {
                     let msg = "mode remote needs authz.remote.url";
                     self.error(file, at.field("mode"), msg, None);
                 }

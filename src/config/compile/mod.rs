@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use super::file::{MainFile, RouteSpec, RoutesFile, UpstreamSpec};
 use super::{LoadMode, LocatedError, LocatedErrors, Snapshot};
 use crate::route_policy::identity_headers::IdentityNamespace;
+use auth::Callouts;
 use key_path::KeyPath;
 
 /// Every upstream written in any file, by name, with the file that defines it.
@@ -79,13 +80,15 @@ impl Compiler {
         let embedded_authz = self.embedded_authz(&main.embedded);
         let certs = self.certificates(&main.tls.certificates, &main.listeners);
         self.identity_namespace = IdentityNamespace::new(&main.auth.identity_namespace);
-        let mut trust = self.trust(&main.auth, previous);
+        let (decision_cache, remote_authz) = self.authz_services(&main.authz, previous);
+        let callouts = Callouts {
+            remote: remote_authz.is_some(),
+            embedded: embedded_authz.is_some(),
+        };
+        let trust = self.trust(&main.auth, previous, callouts);
         let trusted_proxies = self.trusted_proxies(&main.trusted_proxies);
         let rate_limiting = std::sync::Arc::new(self.rate_limiting(&main, previous));
         self.rate_limiting = Some(rate_limiting.clone());
-        let (decision_cache, remote_authz) = self.authz_services(&main.authz, previous);
-        trust.has_remote_authz = remote_authz.is_some();
-        trust.has_embedded_authz = embedded_authz.is_some();
         let pools = self.pools(&upstreams, previous);
         let assertion = self.assertion_settings(&main);
         let assertion_needed = routes.iter().any(|(_, _, r)| r.assertion.is_some());
