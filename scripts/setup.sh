@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for Gatehouse.
 #   scripts/setup.sh          build and test needs (cmake, a C compiler, redis-server: the shared
-#                             rate-limit tests start their own on loopback)
+#                             rate-limit tests start their own on loopback; postgresql: the
+#                             issuer's storage tests initdb and start their own server, from
+#                             /usr/lib/postgresql/<version>/bin, so the package's own cluster and
+#                             service, if apt starts them, are never used)
 #   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy) and openssl
 #                             (benches/auth.sh derives HAProxy's public key file with it)
 set -euo pipefail
@@ -10,6 +13,8 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(gcc)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
+  need+=(postgresql)
 if [ "${1:-}" = "bench" ]; then
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../../../tests/support/polling.rs"]
 mod polling;
+pub mod postgres;
 #[path = "../../../tests/support/slow_clients.rs"]
 #[allow(dead_code)]
 pub mod slow_clients;
