@@ -1,5 +1,6 @@
 //! What the issuer adds to the shared admin listener (`/metrics`, `/healthz`, `POST /reload`):
-//! its key state in `/healthz`, and `POST /keys/rotate`. Key ids are public (the JWKS lists
+//! its key state in `/healthz`, `GET /readyz` (the state store answers), `POST /keys/rotate`,
+//! and `POST /users/<name>/logout|disable|enable`. Key ids are public (the JWKS lists
 //! them); keys and secrets never appear here.
 
 use async_trait::async_trait;
@@ -37,11 +38,48 @@ impl Admin for Issuer {
     }
 
     async fn other(&self, request: &Request) -> Option<Response<Vec<u8>>> {
-        if (&request.method, request.path()) != (&Method::POST, "/keys/rotate") {
-            return None;
+        match (&request.method, request.path()) {
+            (&Method::POST, "/keys/rotate") => Some(self.rotate_on_command(request.query()).await),
+            (&Method::GET, "/readyz") => Some(self.readiness().await),
+            (method, path) => {
+                let (name, action) = user_command(path)?;
+                if method != Method::POST {
+                    return Some(reply::json(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &json!({"error": "method_not_allowed", "allow": "POST"}),
+                    ));
+                }
+                Some(self.user_command(&name, action).await)
+            }
         }
-        Some(self.rotate_on_command(request.query()).await)
     }
+}
+
+/// What `POST /users/<name>/<action>` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserAction {
+    /// Revoke every token and session of the user (logout everywhere).
+    Logout,
+    /// Logout everywhere, and refuse logins until enabled.
+    Disable,
+    Enable,
+}
+
+/// `/users/<name>/logout|disable|enable`, the name percent-decoded.
+fn user_command(path: &str) -> Option<(String, UserAction)> {
+    let rest = path.strip_prefix("/users/")?;
+    let (name, action) = rest.rsplit_once('/')?;
+    let action = match action {
+        "logout" => UserAction::Logout,
+        "disable" => UserAction::Disable,
+        "enable" => UserAction::Enable,
+        _ => return None,
+    };
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!name.is_empty()).then_some((name, action))
 }
 
 /// `?immediate=true` asks for an immediate rotation; no query (or `immediate=false`) for a
@@ -65,6 +103,75 @@ fn immediate(query: Option<&str>) -> Result<bool, OAuthError> {
 }
 
 impl Issuer {
+    /// Ready while the state store answers: without it no token can be issued safely.
+    async fn readiness(&self) -> Response<Vec<u8>> {
+        if self.state.ping().await {
+            reply::json(StatusCode::OK, &json!({"ready": true}))
+        } else {
+            reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": "the state store is unavailable"}),
+            )
+        }
+    }
+
+    /// Logout everywhere, disable or enable a user (`logout` also takes a client id: every
+    /// token of that service). Gateways following the revocation feed refuse the revoked
+    /// tokens within their poll interval.
+    async fn user_command(&self, name: &str, action: UserAction) -> Response<Vec<u8>> {
+        let settings = self.settings();
+        let is_user = settings.users.contains_key(name);
+        let known =
+            is_user || (action == UserAction::Logout && settings.clients.contains_key(name));
+        if !known {
+            return reply::json(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not_found", "error_description": "no such user"}),
+            );
+        }
+        let now = crate::clock::now();
+        let result = match action {
+            UserAction::Logout | UserAction::Disable => self
+                .state
+                .revoke_subject(
+                    name,
+                    now,
+                    self.token_horizon(),
+                    action == UserAction::Disable,
+                )
+                .await
+                .map(|()| true),
+            UserAction::Enable => self.state.enable_user(name).await,
+        };
+        let changed = match result {
+            Ok(changed) => changed,
+            Err(_) => return OAuthError::store_unavailable().reply(),
+        };
+        let (event, answer) = match action {
+            UserAction::Logout => (
+                "logout_everywhere",
+                json!({"subject": name, "revoked_issued_before": now}),
+            ),
+            UserAction::Disable => (
+                "user_disabled",
+                json!({"subject": name, "disabled": true, "revoked_issued_before": now}),
+            ),
+            UserAction::Enable => (
+                "user_enabled",
+                json!({"subject": name, "disabled": false, "was_disabled": changed}),
+            ),
+        };
+        tracing::info!(subject = %name, event, "admin command");
+        self.audit.record(crate::audit::Event {
+            event,
+            outcome: "success",
+            user: Some(name),
+            reason: Some("admin"),
+            ..crate::audit::Event::default()
+        });
+        reply::json(StatusCode::OK, &answer)
+    }
+
     /// `POST /keys/rotate`: next keys published now that sign once `keys.jwks_max_age` has
     /// passed, or with `?immediate=true` new active keys now, the old ones retired (still in the
     /// JWKS) and any waiting next key withdrawn.

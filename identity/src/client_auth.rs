@@ -91,21 +91,28 @@ async fn check_secret(
     phc: Option<String>,
 ) -> Result<(), OAuthError> {
     let policy = (&settings.lockout).into();
+    let account = Account::Client(id);
+    // Locked by any instance, or before a restart: refused before anything is checked.
+    let shared = issuer
+        .shared_lock(account)
+        .await?
+        .map_err(OAuthError::too_many_client_failures)?;
     if let Some(phc) = &phc {
         if issuer.secrets.cached(id, secret, phc) {
             // Verified before: no guess and no argon2, but a locked client stays locked.
             let attempt = issuer
                 .lockout
-                .begin(Account::Client(id), req.peer_ip, policy)
+                .begin(account, req.peer_ip, policy)
                 .map_err(OAuthError::too_many_client_failures)?;
             attempt.succeeded();
+            issuer.record_shared(account, shared, true, policy).await?;
             return Ok(());
         }
     }
     let check = || async {
         let mut attempt = issuer
             .lockout
-            .begin(Account::Client(id), req.peer_ip, policy)
+            .begin(account, req.peer_ip, policy)
             .map_err(OAuthError::too_many_client_failures)?;
         // Refused for load, the attempt is dropped before its check: it counts for nothing.
         let permit = issuer
@@ -115,13 +122,18 @@ async fn check_secret(
             .map_err(|Busy| OAuthError::temporarily_unavailable(Busy::RETRY_AFTER))?;
         attempt.checking();
         let ok = permit.verify(secret.to_string(), phc.clone()).await;
+        let shared_locked = issuer
+            .record_shared(account, shared, ok && phc.is_some(), policy)
+            .await;
         match &phc {
             Some(phc) if ok => {
                 attempt.succeeded();
+                shared_locked?;
                 issuer.secrets.remember(id, secret, phc);
             }
             _ => {
-                if attempt.failed() == FailureOutcome::Locked {
+                let locally_locked = attempt.failed() == FailureOutcome::Locked;
+                if locally_locked || matches!(shared_locked, Ok(true)) {
                     metrics::LOCKOUTS.inc();
                     issuer.audit.record(Event {
                         client: Some(id),
@@ -131,7 +143,7 @@ async fn check_secret(
                 }
             }
         }
-        Ok(ok && phc.is_some())
+        Ok::<bool, OAuthError>(ok && phc.is_some())
     };
     if issuer.secrets.check_once(id, secret, check).await? {
         Ok(())

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -14,12 +15,12 @@ use gatehouse_service::{
 use crate::audit::{AuditLog, Event};
 use crate::clock::now;
 use crate::config::{self, Settings};
-use crate::grants::Grants;
 use crate::hash_gate::HashGate;
 use crate::keys::{KeyRing, KeyState, Rotation, RotationMode};
-use crate::lockout::Lockout;
+use crate::lockout::{Account, Lockout, Policy};
 use crate::metrics;
 use crate::password::SecretCache;
+use crate::state::{AccountLock, Store, StoreError};
 
 /// The issuer's state, shared by every request. Requests are answered by `Issuer::handle`,
 /// defined in `endpoints` next to the routing table.
@@ -27,7 +28,8 @@ pub struct Issuer {
     config_path: PathBuf,
     settings: ArcSwap<Settings>,
     pub(crate) keys: KeyRing,
-    pub(crate) grants: Grants,
+    /// Grants, sessions, revocations and account locks (see `state`).
+    pub(crate) state: Store,
     pub(crate) lockout: Lockout,
     pub(crate) secrets: SecretCache,
     /// Bounds the argon2 checks (passwords, client secrets) running and waiting.
@@ -48,6 +50,7 @@ impl Issuer {
         let settings = config::load(config_path)
             .map_err(|e| anyhow::anyhow!("invalid identity configuration:\n{e}"))?;
         let p = &settings.process;
+        let state = Store::open(&p.state).context("opening the identity state store")?;
         let keys =
             KeyRing::open(&p.keys_dir, &p.algorithms, now()).context("opening the signing keys")?;
         let audit = AuditLog::open(&p.audit_log, p.audit_rotation)
@@ -61,7 +64,7 @@ impl Issuer {
             config_path: config_path.to_path_buf(),
             settings: ArcSwap::from_pointee(settings),
             keys,
-            grants: Grants::default(),
+            state,
             lockout: Lockout::default(),
             secrets: SecretCache::default(),
             hashing,
@@ -186,8 +189,8 @@ impl Issuer {
         }
     }
 
-    /// Periodic upkeep: next keys that are due start signing, scheduled rotation, retired keys
-    /// leaving the JWKS, expired grants.
+    /// Periodic key upkeep: next keys that are due start signing, scheduled rotation, retired
+    /// keys leaving the JWKS. (Expired state is swept by the server's sweeper.)
     pub fn tick(&self) {
         let settings = self.settings();
         let now = now();
@@ -211,7 +214,62 @@ impl Issuer {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "pruning retired keys failed"),
         }
-        self.grants.sweep(now);
+    }
+
+    /// Deletes expired grants, sessions, revocations and idle locks. Failures are counted by
+    /// the store and retried at the next sweep.
+    pub async fn sweep(&self) {
+        let forget_locks_after = self.settings().lockout.max_delay;
+        match self.state.sweep(now(), forget_locks_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "expired identity state swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired identity state failed"),
+        }
+    }
+
+    /// The shared, durable side of an account's lockout: `Err(wait)` while the store says the
+    /// account is locked (by any instance, before any restart).
+    pub(crate) async fn shared_lock(
+        &self,
+        account: Account<'_>,
+    ) -> Result<Result<AccountLock, Duration>, StoreError> {
+        match self
+            .state
+            .account_lock(&account.stored_key(), since_epoch())
+            .await?
+        {
+            AccountLock::Locked(wait) => Ok(Err(wait)),
+            other => Ok(Ok(other)),
+        }
+    }
+
+    /// Records a checked secret in the store: a failure counts (and may lock the account for
+    /// every instance: returns true then), a success clears what `before` showed.
+    pub(crate) async fn record_shared(
+        &self,
+        account: Account<'_>,
+        before: AccountLock,
+        succeeded: bool,
+        policy: Policy,
+    ) -> Result<bool, StoreError> {
+        let key = account.stored_key();
+        if succeeded {
+            if before != AccountLock::Clear {
+                self.state.account_succeeded(&key).await?;
+            }
+            return Ok(false);
+        }
+        Ok(self
+            .state
+            .account_failed(&key, since_epoch(), policy)
+            .await?
+            .is_some())
+    }
+
+    /// The longest any token lives: how long a subject revocation must be kept.
+    pub(crate) fn token_horizon(&self) -> u64 {
+        let t = &self.settings().tokens;
+        t.access_token_ttl.max(t.id_token_ttl).as_secs()
     }
 
     fn publish_key_gauges(&self) {
@@ -237,4 +295,11 @@ impl Watched for Issuer {
     fn watched_paths(&self) -> Vec<WatchedPath> {
         vec![WatchedPath::file(&self.config_path)]
     }
+}
+
+/// Wall-clock time since the epoch, for locks that other instances and restarts must read.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }

@@ -21,6 +21,7 @@ pub mod password;
 pub mod reply;
 pub mod request;
 pub mod server;
+pub mod state;
 pub mod tokens;
 
 pub use issuer::Issuer;

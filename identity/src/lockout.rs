@@ -21,7 +21,9 @@
 //! Passwords and client secrets have a budget each per address: a service with a bad secret
 //! does not stop logins through the same gateway, nor the reverse.
 //!
-//! The counters live in memory: a restart forgets them (persistence comes with durable state).
+//! These counters are the process's own. Each account's failures and lock are also kept in the
+//! state store (`state/lockout.rs`), which every instance reads before an attempt and which
+//! outlives a restart: see [`crate::issuer::Issuer::shared_lock`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,6 +66,14 @@ enum Secret {
 }
 
 impl Account<'_> {
+    /// The account's key in the state store: the same SHA-256 prefix, in hex.
+    pub fn stored_key(self) -> String {
+        match self.key() {
+            AccountKey::User(d) => format!("u:{}", hex::encode(d)),
+            AccountKey::Client(d) => format!("c:{}", hex::encode(d)),
+        }
+    }
+
     fn key(self) -> AccountKey {
         match self {
             Account::User(name) => AccountKey::User(digest(&name.to_lowercase())),

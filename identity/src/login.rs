@@ -19,6 +19,8 @@ pub enum LoginFailure {
     /// Every argon2 check is taken and the queue is full: nothing was checked, nothing counted;
     /// try again after the duration.
     Busy(Duration),
+    /// The state store could not be asked or told: nothing is granted without it.
+    Unavailable,
 }
 
 /// Checks a user's password under the lockout rules, and audits the attempt either way.
@@ -43,19 +45,23 @@ pub async fn check_password(
         })
     };
     let lockout = (&settings.lockout).into();
-    let mut attempt = match issuer
-        .lockout
-        .begin(Account::User(username), req.peer_ip, lockout)
-    {
-        Ok(a) => a,
-        Err(wait) => {
-            metrics::LOGIN_FAILURES
-                .with_label_values(&["locked_out"])
-                .inc();
-            audit("failure", Some("locked_out"));
-            return Err(LoginFailure::Locked(wait));
-        }
+    let account = Account::User(username);
+    let locked_out = |wait| {
+        metrics::LOGIN_FAILURES
+            .with_label_values(&["locked_out"])
+            .inc();
+        audit("failure", Some("locked_out"));
+        LoginFailure::Locked(wait)
     };
+    let shared = match issuer.shared_lock(account).await {
+        Ok(Ok(shared)) => shared,
+        Ok(Err(wait)) => return Err(locked_out(wait)),
+        Err(_) => return Err(LoginFailure::Unavailable),
+    };
+    let mut attempt = issuer
+        .lockout
+        .begin(account, req.peer_ip, lockout)
+        .map_err(locked_out)?;
     // Refused for load, the attempt is dropped before its check: it counts for nothing.
     let permit = issuer
         .hashing
@@ -66,9 +72,28 @@ pub async fn check_password(
     let user = settings.users.get(username).cloned();
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let ok = permit.verify(password.to_string(), phc).await;
+    let succeeded = user.is_some() && ok;
+    let shared_locked = issuer
+        .record_shared(account, shared, succeeded, lockout)
+        .await;
     match (user, ok) {
         (Some(user), true) => {
             attempt.succeeded();
+            if shared_locked.is_err() {
+                return Err(LoginFailure::Unavailable);
+            }
+            // Disabled by an operator: the right password, and still no session or token.
+            match issuer.state.is_disabled(&user.username).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    metrics::LOGIN_FAILURES
+                        .with_label_values(&["disabled"])
+                        .inc();
+                    audit("failure", Some("disabled"));
+                    return Err(LoginFailure::Invalid);
+                }
+                Err(_) => return Err(LoginFailure::Unavailable),
+            }
             audit("success", None);
             Ok(user)
         }
@@ -80,7 +105,8 @@ pub async fn check_password(
             };
             metrics::LOGIN_FAILURES.with_label_values(&[reason]).inc();
             audit("failure", Some(reason));
-            if attempt.failed() == FailureOutcome::Locked {
+            let locally_locked = attempt.failed() == FailureOutcome::Locked;
+            if locally_locked || matches!(shared_locked, Ok(true)) {
                 metrics::LOCKOUTS.inc();
                 issuer.audit.record(Event {
                     user: Some(username),

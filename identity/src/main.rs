@@ -28,6 +28,22 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Act on a user through the running issuer's admin listener (`admin:` in the config):
+    /// `logout` revokes every token and session of the user (or client id) everywhere,
+    /// `disable` also refuses new logins until `enable`.
+    Users {
+        #[arg(value_enum)]
+        action: UserAction,
+        /// The username (for `logout`, a client id works too).
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UserAction {
+    Logout,
+    Disable,
+    Enable,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +53,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve) => server::run(&cli.config),
         Some(Command::Validate) => return validate(&cli.config),
         Some(Command::Hash { generate }) => hash(generate),
+        Some(Command::Users { action, name }) => users(&cli.config, action, &name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,5 +93,38 @@ fn hash(generate: bool) -> anyhow::Result<()> {
     } else {
         println!("{phc}");
     }
+    Ok(())
+}
+
+/// One `POST /users/<name>/<action>` to the admin listener of the issuer `config` describes.
+fn users(config: &std::path::Path, action: UserAction, name: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let settings = config::load(config)
+        .map_err(|e| anyhow::anyhow!("invalid identity configuration:\n{e}"))?;
+    let admin = &settings.process.admin;
+    let action = match action {
+        UserAction::Logout => "logout",
+        UserAction::Disable => "disable",
+        UserAction::Enable => "enable",
+    };
+    let path = format!(
+        "/users/{}/{action}",
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let timeout = Some(std::time::Duration::from_secs(10));
+    let mut stream = std::net::TcpStream::connect(admin)
+        .map_err(|e| anyhow::anyhow!("cannot reach the issuer's admin listener {admin}: {e}"))?;
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let ok = head.starts_with("HTTP/1.1 200");
+    println!("{}", body.trim());
+    anyhow::ensure!(ok, "{}", head.lines().next().unwrap_or("no answer"));
     Ok(())
 }

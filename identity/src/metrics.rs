@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
-    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 pub static TOKENS_ISSUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -93,6 +93,23 @@ pub static AUDIT_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("metric registration: {e}"))
 });
 
+pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_identity_store_errors_total",
+        "State-store operations that failed (database unreachable, timed out or refusing), by operation. The request that needed it was answered 503.",
+        &["operation"]
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
+pub static STORE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gatehouse_identity_store_up",
+        "1 while the last state-store operation succeeded, 0 after one failed (then /readyz answers 503)."
+    )
+    .unwrap_or_else(|e| panic!("metric registration: {e}"))
+});
+
 pub static REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "gatehouse_identity_request_duration_seconds",
@@ -116,4 +133,6 @@ pub fn init() {
     LazyLock::force(&CONFIG_RELOADS);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&AUDIT_LOG_DROPPED);
+    LazyLock::force(&STORE_ERRORS);
+    LazyLock::force(&STORE_UP);
 }

@@ -155,6 +155,16 @@ impl OAuthError {
             "only `Expect: 100-continue` is supported".into(),
         )
     }
+    /// The state store could not be read or written: nothing was issued; try again.
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the identity state store is unavailable; try again shortly".into(),
+        )
+        .retrying_after(Duration::from_secs(1))
+    }
+
     pub fn server_error() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -235,4 +245,11 @@ pub fn method_not_allowed(allow: &'static str) -> Reply {
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
+}
+
+impl From<crate::state::StoreError> for OAuthError {
+    fn from(_: crate::state::StoreError) -> Self {
+        // The store logged and counted the failure; the client learns only to retry.
+        OAuthError::store_unavailable()
+    }
 }

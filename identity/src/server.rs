@@ -154,29 +154,37 @@ fn issuer_request(r: BufferedRequest) -> Request {
     }
 }
 
-/// Once a second: the key schedule (next keys that are due start signing, rotation when due,
-/// retired keys leaving the JWKS) and expired grants swept from memory. Config reloads are the [`FileWatcher`]'s.
+/// Once a second the key schedule (next keys that are due start signing, rotation when due,
+/// retired keys leaving the JWKS); every 30 s expired state swept from the store. Config
+/// reloads are the [`FileWatcher`]'s.
 struct KeyScheduleAndExpiry {
     issuer: Arc<Issuer>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
+/// Expired state is swept this often; a sweep is batches of short deletes, off the request path.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[async_trait]
 impl BackgroundService for KeyScheduleAndExpiry {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(TICK);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() { return; }
                     continue;
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    let issuer = self.issuer.clone();
+                    // Rotation writes key files: keep it off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || issuer.tick()).await;
+                }
+                _ = sweep.tick() => self.issuer.sweep().await,
             }
-            let issuer = self.issuer.clone();
-            // Rotation writes key files: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || issuer.tick()).await;
         }
     }
 }

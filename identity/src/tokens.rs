@@ -28,6 +28,23 @@ pub struct AccessToken {
     pub expires_at: u64,
 }
 
+/// An access token's id and expiry, chosen before it is signed: a grant records them in the
+/// state store in the same transaction that redeems the code or refresh token behind it.
+#[derive(Debug, Clone)]
+pub struct PlannedAccess {
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+impl PlannedAccess {
+    pub fn new(now: u64, ttl_secs: u64) -> Self {
+        Self {
+            jti: crate::grants::random_value(),
+            expires_at: now + ttl_secs,
+        }
+    }
+}
+
 /// Signs tokens as `issuer` at one instant.
 pub struct Minter<'a> {
     pub keys: &'a KeyRing,
@@ -36,18 +53,19 @@ pub struct Minter<'a> {
 }
 
 impl Minter<'_> {
-    /// Builds and signs an access token. `scope` is already checked against the client's allowance.
+    /// Builds and signs the access token `planned`. `scope` is already checked against the
+    /// client's allowance.
     pub fn access_token(
         &self,
         client: &Client,
         subject: &Subject<'_>,
         audience: &str,
         scope: &[String],
-        ttl_secs: u64,
+        planned: &PlannedAccess,
     ) -> Result<AccessToken, KeyError> {
         let (keys, issuer, now) = (self.keys, self.issuer, self.now);
-        let jti = crate::grants::random_value();
-        let expires_at = now + ttl_secs;
+        let jti = planned.jti.clone();
+        let expires_at = planned.expires_at;
         let mut claims = Map::new();
         claims.insert("iss".into(), issuer.into());
         claims.insert("aud".into(), audience.into());
@@ -133,13 +151,13 @@ fn identity_claims(claims: &mut Map<String, Value>, user: &User, scope: &[String
     }
 }
 
-/// Verifies one of our access tokens: known key, its algorithm, signature, `typ`, issuer,
-/// `exp`/`nbf`, and not revoked. Returns the claims.
+/// Verifies one of our access tokens: known key, its algorithm, signature, `typ`, issuer and
+/// `exp`/`nbf`. Returns the claims; whether it was revoked is the caller's to ask the store
+/// ([`revoked`]).
 pub fn verify_access(
     keys: &KeyRing,
     issuer: &str,
     token: &str,
-    is_revoked: impl Fn(&str) -> bool,
 ) -> Result<Map<String, Value>, &'static str> {
     let header = decode_header(token).map_err(|_| "malformed token")?;
     if header.typ.as_deref() != Some("at+jwt") {
@@ -157,9 +175,17 @@ pub fn verify_access(
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
     let data = decode::<Map<String, Value>>(token, &key.decoding, &validation)
         .map_err(|_| "invalid or expired token")?;
-    let jti = data.claims.get("jti").and_then(Value::as_str).unwrap_or("");
-    if is_revoked(jti) {
-        return Err("token revoked");
-    }
     Ok(data.claims)
+}
+
+/// Whether verified `claims` were revoked: by their `jti`, or by their subject (logout
+/// everywhere, a disabled user) for a token issued at or before that.
+pub async fn revoked(
+    state: &crate::state::Store,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<bool, crate::state::StoreError> {
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or("");
+    let iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
+    state.is_revoked(text("jti"), text("sub"), iat, now).await
 }

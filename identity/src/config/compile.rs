@@ -13,6 +13,7 @@ use super::settings::{Client, ProcessSettings, Settings, User};
 use super::LocatedErrors;
 use crate::keys::SigningAlg;
 use crate::password;
+use crate::state::StateUrl;
 
 /// Claims the issuer sets itself; a user attribute may not shadow one of them.
 const RESERVED_CLAIMS: &[&str] = &[
@@ -71,10 +72,11 @@ pub fn compile(
     );
     check_one_namespace(names, &mut problems);
     check_origins(&allowed_origins, &mut problems);
+    let state = state_url(&file, base, &mut problems);
     problems.finish()?;
     let cors_origins = cors_origins(&allowed_origins);
     Ok(Settings {
-        process: process(&file, base),
+        process: process(&file, base, state),
         tokens: file.tokens,
         session: file.session,
         lockout: file.lockout,
@@ -103,6 +105,19 @@ fn check_listeners(file: &File, problems: &mut Problems) {
         if addr.parse::<SocketAddr>().is_err() {
             problems.at(key, format!("{addr:?} is not an ip:port address"));
         }
+    }
+}
+
+/// `state`, or its default: `state.db` beside the keys directory (`var/identity/` as shipped).
+fn state_url(file: &File, base: &Path, problems: &mut Problems) -> StateUrl {
+    let keys_dir = base.join(&file.keys.dir);
+    let default = StateUrl::Sqlite(keys_dir.parent().unwrap_or(base).join("state.db"));
+    match &file.state {
+        None => default,
+        Some(text) => StateUrl::parse(text, base).unwrap_or_else(|message| {
+            problems.at("state", message);
+            default
+        }),
     }
 }
 
@@ -163,7 +178,7 @@ fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
 
 /// The process settings, with relative paths resolved against `base`. Called once the file
 /// is known to be valid.
-fn process(file: &File, base: &Path) -> ProcessSettings {
+fn process(file: &File, base: &Path, state: StateUrl) -> ProcessSettings {
     // One check per core at once: more would only queue inside the blocking pool, holding
     // argon2's memory while they wait for a core.
     let hash_concurrency = file.limits.hash_concurrency.unwrap_or_else(|| {
@@ -177,6 +192,7 @@ fn process(file: &File, base: &Path) -> ProcessSettings {
             .as_ref()
             .map(|t| (base.join(&t.cert), base.join(&t.key))),
         admin: file.admin.clone(),
+        state,
         keys_dir: base.join(&file.keys.dir),
         algorithms: file.keys.algorithms.clone(),
         rotate_every: file.keys.rotate_every,

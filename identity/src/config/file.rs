@@ -18,6 +18,10 @@ pub struct File {
     #[serde(default)]
     pub tls: Option<TlsFile>,
     pub admin: String,
+    /// Where grants, sessions, revocations, locks and keys are kept: `sqlite://PATH` (default:
+    /// `state.db` beside the keys directory) or `postgres://…` for several instances.
+    #[serde(default)]
+    pub state: Option<String>,
     pub keys: KeysFile,
     #[serde(default)]
     pub tokens: TokensFile,

@@ -9,6 +9,7 @@ use gatehouse_service::Timeouts;
 
 use super::file::{AuditRotationFile, GrantType, LockoutFile, SessionFile, TokensFile};
 use crate::keys::SigningAlg;
+use crate::state::StateUrl;
 
 /// Process settings: read at start-up; a reload that changes them only warns.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,7 @@ pub struct ProcessSettings {
     pub listen: String,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub admin: String,
+    pub state: StateUrl,
     pub keys_dir: PathBuf,
     pub algorithms: Vec<SigningAlg>,
     pub rotate_every: Option<Duration>,

@@ -27,7 +27,7 @@ use crate::{metrics, pages};
 /// How long a user may take on the login page.
 const LOGIN_WINDOW_SECS: u64 = 600;
 
-pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+pub async fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     // OIDC Core §3.1.2.1: GET with a query, or POST with the same parameters as a form.
     let params = if req.method == http::Method::POST {
         req.form()
@@ -73,10 +73,14 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let now = now();
     // prompt=login and max_age (OIDC Core §3.1.2.1) both ask for an authentication more recent
     // than the session's: such a session does not answer, and the user logs in again.
-    let session = req
-        .cookie(&settings.session.cookie)
-        .and_then(|v| issuer.grants.session(v, now))
-        .filter(|s| prompt != "login" && recent_enough(s.auth_time, max_age, now));
+    let session = match req.cookie(&settings.session.cookie) {
+        Some(v) => match issuer.state.session(v, now).await {
+            Ok(s) => s,
+            Err(_) => return unavailable(),
+        },
+        None => None,
+    }
+    .filter(|s| prompt != "login" && recent_enough(s.auth_time, max_age, now));
     match (session, prompt) {
         // Single sign-on: a live IdP session answers without asking for a password again.
         (Some(session), "" | "none") => {
@@ -93,6 +97,7 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
                 &session.username,
                 session.auth_time,
             )
+            .await
         }
         (None, "none") => back.error(&OAuthError {
             status: StatusCode::BAD_REQUEST,
@@ -103,7 +108,9 @@ pub fn authorize(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
         }),
         _ => {
             let browser = login_binding(req, settings);
-            let id = issuer.grants.put_pending(pending, &browser);
+            let Ok(id) = issuer.state.put_pending(&pending, &browser).await else {
+                return unavailable();
+            };
             let mut reply = login_form(&client.id, &id, None, StatusCode::OK);
             let binding = LoginBinding::of(settings);
             set_cookie(
@@ -235,15 +242,16 @@ fn validate(
     })
 }
 
-pub fn login_page(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+pub async fn login_page(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = req.query_params().unwrap_or_default();
     let Some(id) = params.get("request") else {
         return expired();
     };
     let browser = req.cookie(&LoginBinding::of(settings).cookie);
-    match issuer.grants.pending(id, browser, now()) {
-        Ok(pending) => login_form(&pending.client_id, id, None, StatusCode::OK),
-        Err(refusal) => refused(refusal),
+    match issuer.state.pending(id, browser, now(), false).await {
+        Ok(Ok(pending)) => login_form(&pending.client_id, id, None, StatusCode::OK),
+        Ok(Err(refusal)) => refused(refusal),
+        Err(_) => unavailable(),
     }
 }
 
@@ -260,12 +268,13 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
         return expired();
     };
     let browser = req.cookie(&LoginBinding::of(settings).cookie);
-    let pending = match issuer.grants.pending(id, browser, now()) {
-        Ok(p) => p,
-        Err(PendingRefusal::OtherBrowser) => {
+    let pending = match issuer.state.pending(id, browser, now(), false).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(PendingRefusal::OtherBrowser)) => {
             return refuse_login(issuer, req, "foreign_browser", OTHER_BROWSER)
         }
-        Err(PendingRefusal::Unknown) => return expired(),
+        Ok(Err(PendingRefusal::Unknown)) => return expired(),
+        Err(_) => return unavailable(),
     };
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
         return login_form(
@@ -286,22 +295,31 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
     .await
     {
         Ok(user) => {
-            let pending = match issuer.grants.take_pending(id, browser, now()) {
-                Ok(p) => p,
-                Err(refusal) => return refused(refusal),
+            let pending = match issuer.state.pending(id, browser, now(), true).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(refusal)) => return refused(refusal),
+                Err(_) => return unavailable(),
             };
             // A new login replaces the browser's session (after prompt=login or max_age):
             // the old cookie value must not stay valid beside the new one.
             if let Some(old) = req.cookie(&settings.session.cookie) {
-                issuer.grants.end_session(old);
+                if issuer.state.end_session(old).await.is_err() {
+                    return unavailable();
+                }
             }
             let auth_time = now();
-            let cookie = issuer.grants.put_session(
-                &user.username,
-                auth_time,
-                auth_time + settings.session.ttl.as_secs(),
-            );
-            let mut reply = issue_code(issuer, settings, pending, &user.username, auth_time);
+            let Ok(cookie) = issuer
+                .state
+                .put_session(
+                    &user.username,
+                    auth_time,
+                    auth_time + settings.session.ttl.as_secs(),
+                )
+                .await
+            else {
+                return unavailable();
+            };
+            let mut reply = issue_code(issuer, settings, pending, &user.username, auth_time).await;
             set_cookie(
                 &mut reply,
                 req.tls,
@@ -333,6 +351,7 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
                 .insert(header::RETRY_AFTER, wait.as_secs().max(1).into());
             reply
         }
+        Err(LoginFailure::Unavailable) => unavailable(),
         Err(LoginFailure::Busy(wait)) => {
             let mut reply = login_form(
                 &pending.client_id,
@@ -350,7 +369,7 @@ pub async fn login_submit(issuer: &Issuer, settings: &Settings, req: &Request) -
 
 /// RP-initiated logout (OIDC RP-Initiated Logout 1.0): ends the IdP session, then returns to the
 /// client if it registered the `post_logout_redirect_uri`.
-pub fn logout(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+pub async fn logout(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let params = if req.method == http::Method::POST {
         req.form()
     } else {
@@ -383,14 +402,16 @@ pub fn logout(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
             }
         }
     }
-    if let Some(session) = req
-        .cookie(&settings.session.cookie)
-        .and_then(|v| issuer.grants.end_session(v))
-    {
-        issuer.audit.record(Event {
-            user: Some(&session.username),
-            ..Event::of(req, "logout", "success")
-        });
+    if let Some(value) = req.cookie(&settings.session.cookie) {
+        match issuer.state.end_session(value).await {
+            Ok(Some(session)) => issuer.audit.record(Event {
+                user: Some(&session.username),
+                ..Event::of(req, "logout", "success")
+            }),
+            Ok(None) => {}
+            // The session must not outlive a logout the user was told succeeded.
+            Err(_) => return unavailable(),
+        }
     }
     let mut reply = match target {
         Some(uri) => {
@@ -427,14 +448,14 @@ fn id_token_audience(issuer: &Issuer, token: &str) -> Option<String> {
     data.claims.get("aud")?.as_str().map(String::from)
 }
 
-fn issue_code(
+async fn issue_code(
     issuer: &Issuer,
     settings: &Settings,
     pending: PendingAuthorization,
     username: &str,
     auth_time: u64,
 ) -> Reply {
-    let code = issuer.grants.put_code(AuthorizationCode {
+    let code = AuthorizationCode {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
         username: username.to_string(),
@@ -444,13 +465,26 @@ fn issue_code(
         code_challenge: pending.code_challenge,
         auth_time,
         expires_at: now() + settings.tokens.authorization_code_ttl.as_secs(),
-    });
+    };
+    let Ok(code) = issuer.state.put_code(&code).await else {
+        return unavailable();
+    };
     Callback {
         issuer: &settings.process.issuer,
         redirect_uri: &pending.redirect_uri,
         state: Some(&pending.state),
     }
     .send(&[("code", &code)])
+}
+
+/// The state store is down: sign-in cannot be completed (and nothing half-done was issued).
+fn unavailable() -> Reply {
+    let mut reply = page_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in is temporarily unavailable. Try again in a moment.",
+    );
+    reply.headers_mut().insert(header::RETRY_AFTER, 1.into());
+    reply
 }
 
 /// The way back to the client's registered redirect URI.

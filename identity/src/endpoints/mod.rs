@@ -9,6 +9,7 @@ mod cors;
 mod discovery;
 mod entitlements;
 mod resource;
+mod revocations;
 mod token;
 
 use std::time::Instant;
@@ -66,14 +67,16 @@ async fn route(
         "/jwks.json" => ("jwks", method_not_allowed("GET")),
         "/token" if post => ("token", token::handle(issuer, settings, req).await),
         "/token" => ("token", method_not_allowed("POST")),
-        "/authorize" if get || post => ("authorize", browser::authorize(issuer, settings, req)),
+        "/authorize" if get || post => {
+            ("authorize", browser::authorize(issuer, settings, req).await)
+        }
         "/authorize" => ("authorize", method_not_allowed("GET, POST")),
-        "/login" if get => ("login", browser::login_page(issuer, settings, req)),
+        "/login" if get => ("login", browser::login_page(issuer, settings, req).await),
         "/login" if post => ("login", browser::login_submit(issuer, settings, req).await),
         "/login" => ("login", method_not_allowed("GET, POST")),
-        "/logout" if get || post => ("logout", browser::logout(issuer, settings, req)),
+        "/logout" if get || post => ("logout", browser::logout(issuer, settings, req).await),
         "/logout" => ("logout", method_not_allowed("GET, POST")),
-        "/userinfo" if get || post => ("userinfo", resource::userinfo(issuer, settings, req)),
+        "/userinfo" if get || post => ("userinfo", resource::userinfo(issuer, settings, req).await),
         "/userinfo" => ("userinfo", method_not_allowed("GET, POST")),
         "/introspect" if post => (
             "introspect",
@@ -82,6 +85,11 @@ async fn route(
         "/introspect" => ("introspect", method_not_allowed("POST")),
         "/revoke" if post => ("revoke", resource::revoke(issuer, settings, req).await),
         "/revoke" => ("revoke", method_not_allowed("POST")),
+        "/revocations" if get => (
+            "revocations",
+            revocations::feed(issuer, settings, req).await,
+        ),
+        "/revocations" => ("revocations", method_not_allowed("GET")),
         _ => (
             "other",
             respond(

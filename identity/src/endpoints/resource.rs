@@ -13,18 +13,21 @@ use crate::reply::{json, OAuthError, Reply};
 use crate::request::Request;
 use crate::tokens;
 
-pub fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+pub async fn userinfo(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     let Some(token) = req.bearer() else {
         let mut e = OAuthError::invalid_token("a Bearer access token is required");
         e.challenge = Some(r#"Bearer realm="gatehouse-identity""#.into());
         return e.reply();
     };
-    let claims = match tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
-        issuer.grants.is_jti_revoked(jti)
-    }) {
+    let claims = match tokens::verify_access(&issuer.keys, &settings.process.issuer, token) {
         Ok(c) => c,
         Err(why) => return OAuthError::invalid_token(why).reply(),
     };
+    match tokens::revoked(&issuer.state, &claims, now()).await {
+        Ok(false) => {}
+        Ok(true) => return OAuthError::invalid_token("token revoked").reply(),
+        Err(e) => return OAuthError::from(e).reply(),
+    }
     let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("");
     if !scope.split(' ').any(|s| s == "openid") {
         return OAuthError::insufficient_scope("the token lacks the openid scope").reply();
@@ -54,11 +57,11 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
         // A client sees its own tokens; a resource server every client's. Anything else is
         // "not active" (RFC 7662 §2.2), so a client cannot probe other clients' tokens.
         let may_see = |owner: Option<&str>| client.resource_server || owner == Some(&client.id);
-        if let Ok(claims) =
-            tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |jti| {
-                issuer.grants.is_jti_revoked(jti)
-            })
-        {
+        let verified = tokens::verify_access(&issuer.keys, &settings.process.issuer, token);
+        if let Ok(claims) = verified {
+            if tokens::revoked(&issuer.state, &claims, now).await? {
+                return Ok(json(StatusCode::OK, &json!({"active": false})));
+            }
             if !may_see(claims.get("client_id").and_then(Value::as_str)) {
                 return Ok(json(StatusCode::OK, &json!({"active": false})));
             }
@@ -89,8 +92,9 @@ pub async fn introspect(issuer: &Issuer, settings: &Settings, req: &Request) -> 
             return Ok(json(StatusCode::OK, &Value::Object(body)));
         }
         if let Some(grant) = issuer
-            .grants
+            .state
             .peek_refresh(token, now)
+            .await?
             .filter(|g| may_see(Some(&g.client_id)))
         {
             return Ok(json(
@@ -127,9 +131,7 @@ pub async fn revoke(issuer: &Issuer, settings: &Settings, req: &Request) -> Repl
                 ..Event::of(req, "revocation", "success")
             })
         };
-        if let Ok(claims) =
-            tokens::verify_access(&issuer.keys, &settings.process.issuer, token, |_| false)
-        {
+        if let Ok(claims) = tokens::verify_access(&issuer.keys, &settings.process.issuer, token) {
             if claims.get("client_id").and_then(Value::as_str) != Some(client.id.as_str()) {
                 return Err(OAuthError::unauthorized_client(
                     "the token was issued to another client",
@@ -137,15 +139,15 @@ pub async fn revoke(issuer: &Issuer, settings: &Settings, req: &Request) -> Repl
             }
             let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
             let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-            issuer.grants.revoke_jti(jti, exp);
+            issuer.state.revoke_jti(jti, exp).await?;
             audit("access_token", Some(jti));
-        } else if let Some(grant) = issuer.grants.peek_refresh(token, now()) {
+        } else if let Some(grant) = issuer.state.peek_refresh(token, now()).await? {
             if grant.client_id != client.id {
                 return Err(OAuthError::unauthorized_client(
                     "the token was issued to another client",
                 ));
             }
-            issuer.grants.revoke_family(&grant.family);
+            issuer.state.revoke_family(&grant.family, now()).await?;
             audit("refresh_token", None);
         }
         // Unknown and already-invalid tokens get 200 too (RFC 7009 §2.2).

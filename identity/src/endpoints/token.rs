@@ -14,13 +14,14 @@ use crate::audit::Event;
 use crate::client_auth::{self, ClientAuth};
 use crate::clock::now;
 use crate::config::{Client, GrantType, Settings, User};
-use crate::grants::{random_value, Redemption, RefreshGrant};
+use crate::grants::{random_value, RefreshGrant};
 use crate::issuer::Issuer;
 use crate::login::{self, LoginFailure};
 use crate::metrics;
 use crate::reply::{json, OAuthError, Reply};
 use crate::request::{Params, Request};
-use crate::tokens::{Minter, Subject};
+use crate::state::{FamilyAccess, Redemption};
+use crate::tokens::{Minter, PlannedAccess, Subject};
 
 pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
     match grant(issuer, settings, req).await {
@@ -52,9 +53,9 @@ async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Re
         client: &client,
     };
     match grant {
-        GrantType::ClientCredentials => ctx.client_credentials(auth),
-        GrantType::AuthorizationCode => ctx.authorization_code(),
-        GrantType::RefreshToken => ctx.refresh_token(),
+        GrantType::ClientCredentials => ctx.client_credentials(auth).await,
+        GrantType::AuthorizationCode => ctx.authorization_code().await,
+        GrantType::RefreshToken => ctx.refresh_token().await,
         GrantType::Password => ctx.password().await,
     }
 }
@@ -77,12 +78,20 @@ struct Issue<'a> {
     /// The family (one authorization grant) the tokens join, so that revoking it revokes them
     /// all; `None` for tokens no code or refresh token stands behind.
     family: Option<String>,
+    /// The access token's id and expiry. A redemption (code, refresh token) has recorded it in
+    /// its family already; a new family (the password grant) is started with it.
+    access: PlannedAccess,
+    new_family: bool,
     /// Issues a refresh token in `family`, valid until this absolute expiry.
     refresh_until: Option<u64>,
 }
 
 impl Grant<'_> {
-    fn client_credentials(&self, auth: ClientAuth) -> Result<Reply, OAuthError> {
+    fn plan_access(&self) -> PlannedAccess {
+        PlannedAccess::new(now(), self.settings.tokens.access_token_ttl.as_secs())
+    }
+
+    async fn client_credentials(&self, auth: ClientAuth) -> Result<Reply, OAuthError> {
         if auth == ClientAuth::None {
             return Err(OAuthError::invalid_client("client authentication required"));
         }
@@ -95,15 +104,34 @@ impl Grant<'_> {
             scope,
             nonce: None,
             family: None,
+            access: self.plan_access(),
+            new_family: false,
             refresh_until: None,
         })
+        .await
     }
 
-    fn authorization_code(&self) -> Result<Reply, OAuthError> {
+    async fn authorization_code(&self) -> Result<Reply, OAuthError> {
         let code_value = self.params.require("code")?;
         let redirect_uri = self.params.require("redirect_uri")?;
         let family = random_value();
-        let code = match self.issuer.grants.redeem_code(code_value, now(), &family) {
+        let access = self.plan_access();
+        let refresh_until = self.refresh_until();
+        let redemption = self
+            .issuer
+            .state
+            .redeem_code(
+                code_value,
+                now(),
+                &family,
+                refresh_until.unwrap_or(access.expires_at),
+                FamilyAccess {
+                    jti: access.jti.clone(),
+                    expires_at: access.expires_at,
+                },
+            )
+            .await?;
+        let code = match redemption {
             Redemption::Ok(code) => code,
             Redemption::Reused => {
                 self.audit_reuse(
@@ -146,13 +174,29 @@ impl Grant<'_> {
             scope: code.scope,
             nonce: code.nonce,
             family: Some(family),
-            refresh_until: self.refresh_until(),
+            access,
+            new_family: false,
+            refresh_until,
         })
+        .await
     }
 
-    fn refresh_token(&self) -> Result<Reply, OAuthError> {
+    async fn refresh_token(&self) -> Result<Reply, OAuthError> {
         let value = self.params.require("refresh_token")?;
-        let grant = match self.issuer.grants.use_refresh(value, now()) {
+        let access = self.plan_access();
+        let redemption = self
+            .issuer
+            .state
+            .use_refresh(
+                value,
+                now(),
+                FamilyAccess {
+                    jti: access.jti.clone(),
+                    expires_at: access.expires_at,
+                },
+            )
+            .await?;
+        let grant = match redemption {
             Redemption::Ok(g) => g,
             Redemption::Reused => {
                 self.audit_reuse(
@@ -169,7 +213,10 @@ impl Grant<'_> {
             }
         };
         if grant.client_id != self.client.id {
-            self.issuer.grants.revoke_family(&grant.family);
+            self.issuer
+                .state
+                .revoke_family(&grant.family, now())
+                .await?;
             return Err(OAuthError::invalid_grant(
                 "refresh token was issued to another client",
             ));
@@ -202,8 +249,11 @@ impl Grant<'_> {
             scope,
             nonce: None,
             family: Some(grant.family),
+            access,
+            new_family: false,
             refresh_until: Some(grant.expires_at),
         })
+        .await
     }
 
     async fn password(&self) -> Result<Reply, OAuthError> {
@@ -224,6 +274,7 @@ impl Grant<'_> {
             Ok(user) => user,
             Err(LoginFailure::Locked(wait)) => return Err(OAuthError::too_many_attempts(wait)),
             Err(LoginFailure::Busy(wait)) => return Err(OAuthError::temporarily_unavailable(wait)),
+            Err(LoginFailure::Unavailable) => return Err(OAuthError::store_unavailable()),
             Err(LoginFailure::Invalid) => {
                 return Err(OAuthError::invalid_grant("invalid username or password"))
             }
@@ -240,8 +291,11 @@ impl Grant<'_> {
             scope,
             nonce: None,
             family: refresh_until.map(|_| random_value()),
+            access: self.plan_access(),
+            new_family: true,
             refresh_until,
         })
+        .await
     }
 
     /// When a new family's refresh tokens expire, if this client may have refresh tokens.
@@ -261,7 +315,7 @@ impl Grant<'_> {
             .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))
     }
 
-    fn issue(&self, issue: Issue<'_>) -> Result<Reply, OAuthError> {
+    async fn issue(&self, issue: Issue<'_>) -> Result<Reply, OAuthError> {
         let t = &self.settings.tokens;
         let now = now();
         let minter = Minter {
@@ -279,20 +333,9 @@ impl Grant<'_> {
                 &issue.subject,
                 &issue.audience,
                 &issue.scope,
-                t.access_token_ttl.as_secs(),
+                &issue.access,
             )
             .map_err(failed)?;
-        if let Some(family) = &issue.family {
-            if !self
-                .issuer
-                .grants
-                .record_access(family, &access.jti, access.expires_at)
-            {
-                return Err(OAuthError::invalid_grant(
-                    "the authorization grant was revoked",
-                ));
-            }
-        }
         let mut body = Map::new();
         body.insert("access_token".into(), access.token.into());
         body.insert("token_type".into(), "Bearer".into());
@@ -312,16 +355,31 @@ impl Grant<'_> {
                     .map_err(failed)?;
                 body.insert("id_token".into(), id.into());
             }
+            if let (Some(family), true) = (&issue.family, issue.new_family) {
+                let until = issue.refresh_until.unwrap_or(access.expires_at);
+                let access = FamilyAccess {
+                    jti: access.jti.clone(),
+                    expires_at: access.expires_at,
+                };
+                self.issuer
+                    .state
+                    .start_family(family, &user.username, until, access)
+                    .await?;
+            }
             if let (Some(family), Some(expires_at)) = (&issue.family, issue.refresh_until) {
-                let refresh = self.issuer.grants.put_refresh(RefreshGrant {
-                    family: family.clone(),
-                    client_id: self.client.id.clone(),
-                    username: user.username.clone(),
-                    scope: issue.scope.clone(),
-                    audience: issue.audience.clone(),
-                    auth_time: *auth_time,
-                    expires_at,
-                });
+                let refresh = self
+                    .issuer
+                    .state
+                    .put_refresh(&RefreshGrant {
+                        family: family.clone(),
+                        client_id: self.client.id.clone(),
+                        username: user.username.clone(),
+                        scope: issue.scope.clone(),
+                        audience: issue.audience.clone(),
+                        auth_time: *auth_time,
+                        expires_at,
+                    })
+                    .await?;
                 body.insert("refresh_token".into(), refresh.into());
             }
         }

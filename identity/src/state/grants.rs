@@ -1,0 +1,537 @@
+//! Grants in SQL: codes, refresh tokens in families, sessions and pending authorization
+//! requests. See `grants.rs` for what each is; here is how each rule is kept by the database.
+
+use sqlx::{AnyPool, Row};
+
+use super::{digest, feed, to_i64, to_u64, unavailable, Store, StoreError};
+use crate::grants::{
+    random_value, AuthorizationCode, PendingAuthorization, PendingRefusal, RefreshGrant, Session,
+};
+
+/// Pending requests kept at most; beyond, the oldest go (anyone may open `/authorize`).
+const MAX_PENDING: i64 = 100_000;
+/// How often (in inserts) the pending table's size is checked.
+const PENDING_CHECK_EVERY: u64 = 256;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redemption<T> {
+    Ok(T),
+    Unknown,
+    Expired,
+    /// Presented a second time: the family it belonged to is now revoked.
+    Reused,
+}
+
+/// The access token a redemption issues, recorded in the family in the same transaction: a
+/// replay racing the redemption then revokes it too, and never finds a family without it.
+#[derive(Debug, Clone)]
+pub struct FamilyAccess {
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+fn corrupt(operation: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        operation,
+        message: e.to_string(),
+    }
+}
+
+impl Store {
+    pub async fn put_code(&self, code: &AuthorizationCode) -> Result<String, StoreError> {
+        const OP: &str = "put_code";
+        let value = random_value();
+        let key = digest(&value);
+        let body = serde_json::to_string(code).map_err(corrupt(OP))?;
+        let expires = to_i64(code.expires_at);
+        self.run(OP, move |pool| async move {
+            sqlx::query(
+                "INSERT INTO codes (digest, body, expires_at, keep_until) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(key)
+            .bind(body)
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            Ok(())
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// Redeems a code once and starts `family` (kept until `family_until`) with `access` in
+    /// it. A second redemption, from any instance, revokes that family.
+    pub async fn redeem_code(
+        &self,
+        value: &str,
+        now: u64,
+        family: &str,
+        family_until: u64,
+        access: FamilyAccess,
+    ) -> Result<Redemption<AuthorizationCode>, StoreError> {
+        const OP: &str = "redeem_code";
+        let key = digest(value);
+        let family = family.to_string();
+        self.run(OP, move |pool| async move {
+            let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            // The compare-and-set that makes a code single use across instances.
+            let won = sqlx::query(
+                "UPDATE codes SET redeemed_family = $2, keep_until = $4 \
+                 WHERE digest = $1 AND redeemed_family IS NULL AND expires_at > $3 RETURNING body",
+            )
+            .bind(&key)
+            .bind(&family)
+            .bind(to_i64(now))
+            .bind(to_i64(family_until.max(access.expires_at)))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
+            if let Some(row) = won {
+                let body: String = row.try_get(0).map_err(unavailable(OP))?;
+                let code: AuthorizationCode = serde_json::from_str(&body).map_err(corrupt(OP))?;
+                start_family(&mut tx, &family, &code.username, family_until, &access).await?;
+                tx.commit().await.map_err(unavailable(OP))?;
+                return Ok(Redemption::Ok(code));
+            }
+            let row = sqlx::query("SELECT redeemed_family FROM codes WHERE digest = $1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable(OP))?;
+            let outcome = match row {
+                None => Redemption::Unknown,
+                Some(row) => match row
+                    .try_get::<Option<String>, _>(0)
+                    .map_err(unavailable(OP))?
+                {
+                    Some(previous) => {
+                        revoke_family_in(&mut tx, &previous, now).await?;
+                        Redemption::Reused
+                    }
+                    None => Redemption::Expired,
+                },
+            };
+            tx.commit().await.map_err(unavailable(OP))?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    pub async fn put_refresh(&self, grant: &RefreshGrant) -> Result<String, StoreError> {
+        const OP: &str = "put_refresh";
+        let value = random_value();
+        let key = digest(&value);
+        let body = serde_json::to_string(grant).map_err(corrupt(OP))?;
+        let family = grant.family.clone();
+        let username = grant.username.clone();
+        let expires = to_i64(grant.expires_at);
+        self.run(OP, move |pool| async move {
+            let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            sqlx::query(
+                "INSERT INTO families (family, username, revoked, expires_at) VALUES ($1, $2, 0, $3) \
+                 ON CONFLICT (family) DO NOTHING",
+            )
+            .bind(&family)
+            .bind(&username)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (digest, family, body, expires_at, used) VALUES ($1, $2, $3, $4, 0)",
+            )
+            .bind(&key)
+            .bind(&family)
+            .bind(body)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
+            tx.commit().await.map_err(unavailable(OP))?;
+            Ok(())
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// Uses a refresh token once and records `access` in its family. A second use, from any
+    /// instance, revokes the whole family (RFC 9700 §4.14.2).
+    pub async fn use_refresh(
+        &self,
+        value: &str,
+        now: u64,
+        access: FamilyAccess,
+    ) -> Result<Redemption<RefreshGrant>, StoreError> {
+        const OP: &str = "use_refresh";
+        let key = digest(value);
+        self.run(OP, move |pool| async move {
+            let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            let won = sqlx::query(
+                "UPDATE refresh_tokens SET used = 1 WHERE digest = $1 AND used = 0 AND expires_at > $2 \
+                 AND family IN (SELECT family FROM families WHERE revoked = 0) RETURNING body",
+            )
+            .bind(&key)
+            .bind(to_i64(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
+            if let Some(row) = won {
+                let body: String = row.try_get(0).map_err(unavailable(OP))?;
+                let grant: RefreshGrant = serde_json::from_str(&body).map_err(corrupt(OP))?;
+                record_access(&mut tx, &grant.family, &access).await?;
+                tx.commit().await.map_err(unavailable(OP))?;
+                return Ok(Redemption::Ok(grant));
+            }
+            let row = sqlx::query(
+                "SELECT r.family, r.used, r.expires_at FROM refresh_tokens r WHERE r.digest = $1",
+            )
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
+            let outcome = match row {
+                None => Redemption::Unknown,
+                Some(row) => {
+                    let family: String = row.try_get(0).map_err(unavailable(OP))?;
+                    let used: i64 = row.try_get(1).map_err(unavailable(OP))?;
+                    let expires: i64 = row.try_get(2).map_err(unavailable(OP))?;
+                    if used != 0 {
+                        revoke_family_in(&mut tx, &family, now).await?;
+                        Redemption::Reused
+                    } else if to_u64(expires) <= now {
+                        Redemption::Expired
+                    } else {
+                        // Unused and live, yet not won: its family is revoked.
+                        Redemption::Unknown
+                    }
+                }
+            };
+            tx.commit().await.map_err(unavailable(OP))?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The live grant behind a refresh token, for introspection and revocation.
+    pub async fn peek_refresh(
+        &self,
+        value: &str,
+        now: u64,
+    ) -> Result<Option<RefreshGrant>, StoreError> {
+        const OP: &str = "peek_refresh";
+        let key = digest(value);
+        self.run(OP, move |pool| async move {
+            let row = sqlx::query(
+                "SELECT r.body FROM refresh_tokens r JOIN families f ON f.family = r.family \
+                 WHERE r.digest = $1 AND r.used = 0 AND r.expires_at > $2 AND f.revoked = 0",
+            )
+            .bind(key)
+            .bind(to_i64(now))
+            .fetch_optional(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            match row {
+                None => Ok(None),
+                Some(row) => {
+                    let body: String = row.try_get(0).map_err(unavailable(OP))?;
+                    Ok(Some(serde_json::from_str(&body).map_err(corrupt(OP))?))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Revokes the family's refresh tokens and the access tokens issued in it.
+    pub async fn revoke_family(&self, family: &str, now: u64) -> Result<(), StoreError> {
+        const OP: &str = "revoke_family";
+        let family = family.to_string();
+        self.run(OP, move |pool| async move {
+            let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            revoke_family_in(&mut tx, &family, now).await?;
+            tx.commit().await.map_err(unavailable(OP))
+        })
+        .await
+    }
+
+    /// Starts a new family (the password grant) holding `access`.
+    pub async fn start_family(
+        &self,
+        family: &str,
+        username: &str,
+        until: u64,
+        access: FamilyAccess,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "start_family";
+        let (family, username) = (family.to_string(), username.to_string());
+        self.run(OP, move |pool| async move {
+            let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            start_family(&mut tx, &family, &username, until, &access).await?;
+            tx.commit().await.map_err(unavailable(OP))
+        })
+        .await
+    }
+
+    /// Starts an SSO session; the returned value goes in the session cookie.
+    pub async fn put_session(
+        &self,
+        username: &str,
+        auth_time: u64,
+        expires_at: u64,
+    ) -> Result<String, StoreError> {
+        const OP: &str = "put_session";
+        let value = random_value();
+        let key = digest(&value);
+        let username = username.to_string();
+        self.run(OP, move |pool| async move {
+            sqlx::query(
+                "INSERT INTO sessions (digest, username, auth_time, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(key)
+            .bind(username)
+            .bind(to_i64(auth_time))
+            .bind(to_i64(expires_at))
+            .execute(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            Ok(())
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// The live session behind a cookie value, unless its user has been disabled since.
+    pub async fn session(&self, value: &str, now: u64) -> Result<Option<Session>, StoreError> {
+        const OP: &str = "session";
+        let key = digest(value);
+        self.run(OP, move |pool| async move {
+            let row = sqlx::query(
+                "SELECT s.username, s.auth_time, s.expires_at FROM sessions s \
+                 WHERE s.digest = $1 AND s.expires_at > $2 \
+                 AND NOT EXISTS (SELECT 1 FROM disabled_users d WHERE d.username = s.username)",
+            )
+            .bind(key)
+            .bind(to_i64(now))
+            .fetch_optional(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            row.map(|row| session_of(&row).map_err(unavailable(OP)))
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn end_session(&self, value: &str) -> Result<Option<Session>, StoreError> {
+        const OP: &str = "end_session";
+        let key = digest(value);
+        self.run(OP, move |pool| async move {
+            let row = sqlx::query(
+                "DELETE FROM sessions WHERE digest = $1 RETURNING username, auth_time, expires_at",
+            )
+            .bind(key)
+            .fetch_optional(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            row.map(|row| session_of(&row).map_err(unavailable(OP)))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Stores a pending request bound to `browser`, the value of that browser's login-binding
+    /// cookie: the id alone, which travels in a form any page can forge, completes nothing.
+    pub async fn put_pending(
+        &self,
+        pending: &PendingAuthorization,
+        browser: &str,
+    ) -> Result<String, StoreError> {
+        const OP: &str = "put_pending";
+        let value = random_value();
+        let key = digest(&value);
+        let browser = digest(browser);
+        let body = serde_json::to_string(pending).map_err(corrupt(OP))?;
+        let expires = to_i64(pending.expires_at);
+        // Anyone can open `/authorize`: every so often the table is held to its cap, oldest
+        // (soonest to expire) first.
+        let check = self
+            .pending_inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PENDING_CHECK_EVERY
+            == 0;
+        self.run(OP, move |pool| async move {
+            sqlx::query(
+                "INSERT INTO pending (digest, browser, body, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(key)
+            .bind(browser)
+            .bind(body)
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            if check {
+                cap_pending(&pool).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// The pending request `value`, if it is live and `browser` is the cookie it was bound to;
+    /// `take` spends it (a pending request completes one login).
+    pub async fn pending(
+        &self,
+        value: &str,
+        browser: Option<&str>,
+        now: u64,
+        take: bool,
+    ) -> Result<Result<PendingAuthorization, PendingRefusal>, StoreError> {
+        const OP: &str = "pending";
+        let key = digest(value);
+        let browser = browser.map(digest);
+        self.run(OP, move |pool| async move {
+            let row = sqlx::query(
+                "SELECT browser, body FROM pending WHERE digest = $1 AND expires_at > $2",
+            )
+            .bind(&key)
+            .bind(to_i64(now))
+            .fetch_optional(&pool)
+            .await
+            .map_err(unavailable(OP))?;
+            let Some(row) = row else {
+                return Ok(Err(PendingRefusal::Unknown));
+            };
+            let bound: String = row.try_get(0).map_err(unavailable(OP))?;
+            let same_browser = browser.is_some_and(|b| {
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    b.as_bytes(),
+                    bound.as_bytes(),
+                ))
+            });
+            if !same_browser {
+                return Ok(Err(PendingRefusal::OtherBrowser));
+            }
+            let body: String = row.try_get(1).map_err(unavailable(OP))?;
+            let request: PendingAuthorization = serde_json::from_str(&body).map_err(corrupt(OP))?;
+            if take {
+                // Whoever deletes the row spends it: two submissions race for one login.
+                let gone = sqlx::query("DELETE FROM pending WHERE digest = $1")
+                    .bind(&key)
+                    .execute(&pool)
+                    .await
+                    .map_err(unavailable(OP))?;
+                if gone.rows_affected() == 0 {
+                    return Ok(Err(PendingRefusal::Unknown));
+                }
+            }
+            Ok(Ok(request))
+        })
+        .await
+    }
+}
+
+fn session_of(row: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        username: row.try_get(0)?,
+        auth_time: to_u64(row.try_get(1)?),
+        expires_at: to_u64(row.try_get(2)?),
+    })
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn start_family(
+    tx: &mut Tx<'_>,
+    family: &str,
+    username: &str,
+    until: u64,
+    access: &FamilyAccess,
+) -> Result<(), StoreError> {
+    const OP: &str = "start_family";
+    sqlx::query(
+        "INSERT INTO families (family, username, revoked, expires_at) VALUES ($1, $2, 0, $3) \
+         ON CONFLICT (family) DO NOTHING",
+    )
+    .bind(family)
+    .bind(username)
+    .bind(to_i64(until.max(access.expires_at)))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable(OP))?;
+    record_access(tx, family, access).await
+}
+
+async fn record_access(
+    tx: &mut Tx<'_>,
+    family: &str,
+    access: &FamilyAccess,
+) -> Result<(), StoreError> {
+    const OP: &str = "record_access";
+    sqlx::query("INSERT INTO family_access (jti, family, expires_at) VALUES ($1, $2, $3)")
+        .bind(&access.jti)
+        .bind(family)
+        .bind(to_i64(access.expires_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    // A family lives as long as the tokens in it.
+    sqlx::query("UPDATE families SET expires_at = $2 WHERE family = $1 AND expires_at < $2")
+        .bind(family)
+        .bind(to_i64(access.expires_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    Ok(())
+}
+
+/// Marks the family revoked and moves its access tokens to the revocation feed.
+pub(super) async fn revoke_family_in(
+    tx: &mut Tx<'_>,
+    family: &str,
+    now: u64,
+) -> Result<(), StoreError> {
+    const OP: &str = "revoke_family";
+    sqlx::query("UPDATE families SET revoked = 1 WHERE family = $1")
+        .bind(family)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    let rows = sqlx::query(
+        "DELETE FROM family_access WHERE family = $1 AND expires_at > $2 RETURNING jti, expires_at",
+    )
+    .bind(family)
+    .bind(to_i64(now))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(unavailable(OP))?;
+    let mut revoked = Vec::with_capacity(rows.len());
+    for row in rows {
+        let jti: String = row.try_get(0).map_err(unavailable(OP))?;
+        let exp: i64 = row.try_get(1).map_err(unavailable(OP))?;
+        revoked.push(feed::Revocation::Jti {
+            jti,
+            expires_at: to_u64(exp),
+        });
+    }
+    feed::append(tx, &revoked).await
+}
+
+async fn cap_pending(pool: &AnyPool) -> Result<(), StoreError> {
+    const OP: &str = "put_pending";
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending")
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable(OP))?;
+    if count > MAX_PENDING {
+        sqlx::query(
+            "DELETE FROM pending WHERE digest IN \
+             (SELECT digest FROM pending ORDER BY expires_at LIMIT $1)",
+        )
+        .bind(count - MAX_PENDING)
+        .execute(pool)
+        .await
+        .map_err(unavailable(OP))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! The store's rules against a real SQLite file (PostgreSQL runs the same statements in the
+//! integration tests).
+
+use std::time::Duration;
+
+use super::*;
+use crate::grants::{AuthorizationCode, PendingAuthorization, PendingRefusal, RefreshGrant};
+use crate::lockout::Policy;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&StateUrl::Sqlite(dir.path().join("state.db"))).unwrap()
+}
+
+fn code(expires_at: u64) -> AuthorizationCode {
+    AuthorizationCode {
+        client_id: "c".into(),
+        redirect_uri: "r".into(),
+        username: "alice".into(),
+        scope: vec![],
+        audience: "a".into(),
+        nonce: None,
+        code_challenge: None,
+        auth_time: 0,
+        expires_at,
+    }
+}
+
+fn grant(family: &str, expires_at: u64) -> RefreshGrant {
+    RefreshGrant {
+        family: family.into(),
+        client_id: "c".into(),
+        username: "alice".into(),
+        scope: vec![],
+        audience: "a".into(),
+        auth_time: 0,
+        expires_at,
+    }
+}
+
+fn access(jti: &str, expires_at: u64) -> FamilyAccess {
+    FamilyAccess {
+        jti: jti.into(),
+        expires_at,
+    }
+}
+
+fn jtis(page: &FeedPage) -> Vec<String> {
+    page.entries
+        .iter()
+        .filter_map(|e| match e {
+            FeedEntry::Jti { jti, .. } => Some(jti.clone()),
+            FeedEntry::Subject { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replayed_code_revokes_its_family_and_the_feed_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    let first = store
+        .redeem_code(&value, 1, "f", 500, access("a1", 100))
+        .await
+        .unwrap();
+    assert!(matches!(first, Redemption::Ok(c) if c.username == "alice"));
+    let refresh = store.put_refresh(&grant("f", 500)).await.unwrap();
+    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_some());
+    assert!(!store.is_revoked("a1", "alice", 1, 2).await.unwrap());
+
+    let again = store
+        .redeem_code(&value, 2, "f2", 500, access("a2", 100))
+        .await
+        .unwrap();
+    assert_eq!(again, Redemption::Reused);
+    assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
+    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_none());
+    let page = store.feed_page(0, 100, 2).await.unwrap();
+    assert_eq!(jtis(&page), ["a1"]);
+    assert_eq!(page.cursor, 1);
+    // Unknown and expired codes.
+    assert_eq!(
+        store
+            .redeem_code("nonsense", 2, "f3", 500, access("x", 100))
+            .await
+            .unwrap(),
+        Redemption::Unknown
+    );
+    let late = store.put_code(&code(60)).await.unwrap();
+    assert_eq!(
+        store
+            .redeem_code(&late, 60, "f4", 500, access("y", 100))
+            .await
+            .unwrap(),
+        Redemption::Expired
+    );
+}
+
+#[tokio::test]
+async fn one_code_redeemed_at_once_many_times_wins_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(&dir));
+    let value = store.put_code(&code(60)).await.unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, value) = (store.clone(), value.clone());
+            tokio::spawn(async move {
+                store
+                    .redeem_code(
+                        &value,
+                        1,
+                        &format!("f{i}"),
+                        500,
+                        access(&format!("a{i}"), 100),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        if matches!(r.await.unwrap(), Redemption::Ok(_)) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_its_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store.put_refresh(&grant("f", 100)).await.unwrap();
+    assert!(matches!(
+        store
+            .use_refresh(&first, 1, access("a1", 50))
+            .await
+            .unwrap(),
+        Redemption::Ok(_)
+    ));
+    let second = store.put_refresh(&grant("f", 100)).await.unwrap();
+    assert!(store.peek_refresh(&second, 1).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .use_refresh(&first, 2, access("a2", 50))
+            .await
+            .unwrap(),
+        Redemption::Reused
+    );
+    assert!(store.peek_refresh(&second, 2).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .use_refresh(&second, 2, access("a3", 50))
+            .await
+            .unwrap(),
+        Redemption::Unknown
+    );
+    assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
+    let expired = store.put_refresh(&grant("g", 10)).await.unwrap();
+    assert_eq!(
+        store
+            .use_refresh(&expired, 10, access("a4", 50))
+            .await
+            .unwrap(),
+        Redemption::Expired
+    );
+}
+
+fn pending() -> PendingAuthorization {
+    PendingAuthorization {
+        client_id: "c".into(),
+        redirect_uri: "https://c/cb".into(),
+        state: "s".into(),
+        scope: vec![],
+        audience: "a".into(),
+        nonce: None,
+        code_challenge: None,
+        expires_at: 100,
+    }
+}
+
+#[tokio::test]
+async fn a_pending_login_answers_only_its_own_browser_and_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.put_pending(&pending(), "browser-a").await.unwrap();
+    for other in [None, Some("browser-b"), Some("")] {
+        for take in [false, true] {
+            let answer = store.pending(&id, other, 1, take).await.unwrap();
+            assert_eq!(answer.err(), Some(PendingRefusal::OtherBrowser));
+        }
+    }
+    assert!(store
+        .pending(&id, Some("browser-a"), 1, false)
+        .await
+        .unwrap()
+        .is_ok());
+    assert!(store
+        .pending(&id, Some("browser-a"), 1, true)
+        .await
+        .unwrap()
+        .is_ok());
+    let spent = store
+        .pending(&id, Some("browser-a"), 1, true)
+        .await
+        .unwrap();
+    assert_eq!(spent.err(), Some(PendingRefusal::Unknown));
+    let late = store.put_pending(&pending(), "browser-a").await.unwrap();
+    let expired = store
+        .pending(&late, Some("browser-a"), 100, false)
+        .await
+        .unwrap();
+    assert_eq!(expired.err(), Some(PendingRefusal::Unknown));
+}
+
+#[tokio::test]
+async fn logout_everywhere_revokes_by_subject_and_issue_time_and_ends_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let session = store.put_session("alice", 5, 1000).await.unwrap();
+    let refresh = store.put_refresh(&grant("f", 1000)).await.unwrap();
+    store.revoke_subject("alice", 10, 900, false).await.unwrap();
+    assert!(store.is_revoked("any", "alice", 10, 11).await.unwrap());
+    assert!(
+        !store.is_revoked("any", "alice", 11, 11).await.unwrap(),
+        "issued after"
+    );
+    assert!(!store.is_revoked("any", "bob", 5, 11).await.unwrap());
+    assert!(store.session(&session, 11).await.unwrap().is_none());
+    assert!(store.peek_refresh(&refresh, 11).await.unwrap().is_none());
+    let page = store.feed_page(0, 10, 11).await.unwrap();
+    assert_eq!(
+        page.entries,
+        [FeedEntry::Subject {
+            sub: "alice".into(),
+            before: 10,
+            exp: 910
+        }]
+    );
+    // Expired entries leave the feed, and the cursor still moves past them.
+    let later = store.feed_page(0, 10, 910).await.unwrap();
+    assert!(later.entries.is_empty());
+    assert_eq!(later.cursor, page.cursor);
+
+    store.revoke_subject("bob", 20, 900, true).await.unwrap();
+    assert!(store.is_disabled("bob").await.unwrap());
+    let bob = store.put_session("bob", 21, 1000).await.unwrap();
+    assert!(store.session(&bob, 22).await.unwrap().is_none(), "disabled");
+    assert!(store.enable_user("bob").await.unwrap());
+    assert!(!store.enable_user("bob").await.unwrap());
+    assert!(store.session(&bob, 22).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_feed_pages_in_order_and_says_reset_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..5 {
+        store.revoke_jti(&format!("j{i}"), 100).await.unwrap();
+    }
+    let first = store.feed_page(0, 2, 1).await.unwrap();
+    assert_eq!(
+        (jtis(&first), first.more),
+        (vec!["j0".into(), "j1".into()], true)
+    );
+    let second = store.feed_page(first.cursor, 10, 1).await.unwrap();
+    assert_eq!(jtis(&second), ["j2", "j3", "j4"]);
+    assert!(!second.more && !second.reset);
+    let nothing = store.feed_page(second.cursor, 10, 1).await.unwrap();
+    assert!(nothing.entries.is_empty() && !nothing.reset);
+    assert_eq!(nothing.cursor, second.cursor);
+    assert!(store.feed_page(99, 10, 1).await.unwrap().reset);
+}
+
+#[tokio::test]
+async fn failures_lock_an_account_in_the_store_and_a_success_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let policy = Policy {
+        max_failures: 3,
+        base_delay: Duration::from_secs(30),
+        max_delay: Duration::from_secs(90),
+        ip_max_failures: 100,
+        ip_window: Duration::from_secs(600),
+    };
+    let t = Duration::from_secs(1_000);
+    assert_eq!(
+        store.account_lock("u:1", t).await.unwrap(),
+        AccountLock::Clear
+    );
+    assert_eq!(store.account_failed("u:1", t, policy).await.unwrap(), None);
+    assert_eq!(
+        store.account_lock("u:1", t).await.unwrap(),
+        AccountLock::Failing
+    );
+    assert_eq!(store.account_failed("u:1", t, policy).await.unwrap(), None);
+    let locked = store.account_failed("u:1", t, policy).await.unwrap();
+    assert_eq!(locked, Some(Duration::from_secs(30)));
+    assert_eq!(
+        store
+            .account_lock("u:1", t + Duration::from_secs(10))
+            .await
+            .unwrap(),
+        AccountLock::Locked(Duration::from_secs(20))
+    );
+    // The next lock doubles; the cap holds.
+    let t2 = t + Duration::from_secs(31);
+    assert_eq!(
+        store.account_lock("u:1", t2).await.unwrap(),
+        AccountLock::Failing
+    );
+    for _ in 0..2 {
+        store.account_failed("u:1", t2, policy).await.unwrap();
+    }
+    assert_eq!(
+        store.account_failed("u:1", t2, policy).await.unwrap(),
+        Some(Duration::from_secs(60))
+    );
+    store.account_succeeded("u:1").await.unwrap();
+    assert_eq!(
+        store.account_lock("u:1", t2).await.unwrap(),
+        AccountLock::Clear
+    );
+}
+
+#[tokio::test]
+async fn state_survives_a_reopen_and_expired_rows_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let session = store.put_session("alice", 1, 100).await.unwrap();
+    let refresh = store.put_refresh(&grant("f", 100)).await.unwrap();
+    store.revoke_jti("gone", 100).await.unwrap();
+    let feed = store.feed_id().to_string();
+    drop(store);
+
+    let store = open(&dir);
+    assert_eq!(store.feed_id(), feed, "the feed keeps its id");
+    assert!(store.session(&session, 2).await.unwrap().is_some());
+    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_some());
+    assert!(store.is_revoked("gone", "x", 0, 2).await.unwrap());
+    assert_eq!(store.sweep(50, Duration::from_secs(60)).await.unwrap(), 0);
+    assert!(store.sweep(100, Duration::from_secs(60)).await.unwrap() >= 4);
+    assert!(store.session(&session, 2).await.unwrap().is_none());
+    assert!(!store.is_revoked("gone", "x", 0, 2).await.unwrap());
+}
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StateUrl::Sqlite(dir.path().join("state.db"));
+    let store = Store::open(&url).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        store
+            .run("test", |pool| async move {
+                sqlx::query(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES (9999, 'from the future', 1, x'00', 0)",
+                )
+                .execute(&pool)
+                .await
+                .map_err(unavailable("test"))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    });
+    drop(store);
+    let err = Store::open(&url).err().unwrap().to_string();
+    assert!(
+        err.contains("schema is version 9999, newer than this binary"),
+        "{err}"
+    );
+}
+
+#[test]
+fn state_urls_parse_and_never_show_a_password() {
+    let base = std::path::Path::new("/etc/gatehouse");
+    assert_eq!(
+        StateUrl::parse("sqlite://../var/s.db", base).unwrap(),
+        StateUrl::Sqlite(base.join("../var/s.db"))
+    );
+    assert!(StateUrl::parse("sqlite://", base).is_err());
+    assert!(StateUrl::parse("sqlite://a.db?mode=ro", base).is_err());
+    assert!(StateUrl::parse("mysql://x", base).is_err());
+    let pg = StateUrl::parse("postgres://gh:s3cret@db:5432/identity", base).unwrap();
+    assert!(!pg.redacted().contains("s3cret"));
+    assert!(!format!("{pg:?}").contains("s3cret"));
+}
