@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod browser_flow;
 #[path = "../../../tests/support/polling.rs"]
 mod polling;
 pub mod postgres;

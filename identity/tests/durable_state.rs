@@ -1,0 +1,276 @@
+//! Identity state that outlives the process and is shared between instances (issue #13), on
+//! SQLite (the default) and on a real PostgreSQL started for the test: a restart keeps SSO
+//! sessions, refresh-token families, revocations and account locks; two issuers on one database
+//! behave as one; a database outage refuses what needs it (503, nothing issued) and heals on its
+//! own.
+
+mod support;
+
+use serde_json::Value;
+use support::browser_flow::*;
+use support::postgres::Postgres;
+use support::*;
+
+/// Locks after two failures, long enough to outlast the test.
+const LOCKOUT: &str = "lockout:\n  max_failures: 2\n  base_delay: 10m\n  max_delay: 10m\n";
+
+fn issuer_on(state: Option<&str>) -> Identity {
+    let extra = match state {
+        Some(url) => format!("{LOCKOUT}state: {url}\n"),
+        None => LOCKOUT.to_string(),
+    };
+    Identity::start(&extra, &standard_directory())
+}
+
+/// `POST /token` as the `cli` client, grant password.
+async fn password_grant(id: &Identity, username: &str, password: &str) -> reqwest::Response {
+    client()
+        .post(id.url("/token"))
+        .basic_auth("cli", Some("cli-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("password grant")
+}
+
+async fn introspect_as_reports(id: &Identity, token: &str) -> Value {
+    ok_json(
+        client()
+            .post(id.url("/introspect"))
+            .basic_auth("reports", Some("reports-secret"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspect"),
+    )
+    .await
+}
+
+async fn revoke_as_reports(id: &Identity, token: &str) {
+    let resp = client()
+        .post(id.url("/revoke"))
+        .basic_auth("reports", Some("reports-secret"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// Two wrong passwords lock bob; then even the right one is refused with a Retry-After.
+async fn lock_bob(id: &Identity) {
+    for _ in 0..2 {
+        oauth_error(
+            password_grant(id, "bob", "wrong").await,
+            400,
+            "invalid_grant",
+        )
+        .await;
+    }
+    assert_locked(id).await;
+}
+
+async fn assert_locked(id: &Identity) {
+    let resp = password_grant(id, "bob", "bob-password").await;
+    assert!(resp.headers().contains_key("retry-after"), "bob is locked");
+    oauth_error(resp, 400, "invalid_grant").await;
+}
+
+/// The `/authorize` answer for a browser that already has a session: straight back with a code.
+async fn sso_code(id: &Identity, browser: &reqwest::Client) -> String {
+    let url = authorize_url(
+        id,
+        &[
+            ("response_type", "code"),
+            ("client_id", "web"),
+            ("redirect_uri", WEB_CALLBACK),
+            ("scope", "openid documents:read"),
+            ("state", "st"),
+        ],
+    );
+    let resp = get(browser, &url).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "a live session answers at once"
+    );
+    query(&location(&resp))["code"].clone()
+}
+
+async fn service_access_token(id: &Identity) -> String {
+    let body = ok_json(id.service_token("reports", "reports-secret", &[]).await).await;
+    s(&body, "access_token").to_string()
+}
+
+/// The restart scenario on whichever store `state` names.
+async fn a_restart_keeps_everything(state: Option<&str>) {
+    let mut id = issuer_on(state);
+    // No kept-alive connections: they would point at the process the test stops.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("browser");
+    let tokens = web_tokens(&id, &browser).await;
+    let refresh = s(&tokens, "refresh_token").to_string();
+    let revoked = service_access_token(&id).await;
+    revoke_as_reports(&id, &revoked).await;
+    assert_eq!(introspect_as_reports(&id, &revoked).await["active"], false);
+    lock_bob(&id).await;
+
+    id.stop();
+    id.spawn();
+
+    // The SSO session: no login form.
+    let code = sso_code(&id, &browser).await;
+    ok_json(redeem_web(&id, &code, WEB_CALLBACK, None).await).await;
+    // The refresh family: the token rotates, and the old one is now a replay.
+    let rotated = ok_json(refresh_web(&id, &refresh).await).await;
+    assert!(rotated["refresh_token"].is_string());
+    oauth_error(refresh_web(&id, &refresh).await, 400, "invalid_grant").await;
+    // The revocation: still revoked (it used to come back to life).
+    assert_eq!(
+        introspect_as_reports(&id, &revoked).await["active"],
+        false,
+        "a revoked token stays revoked across a restart"
+    );
+    // The lock.
+    assert_locked(&id).await;
+}
+
+#[tokio::test]
+async fn a_restart_on_sqlite_keeps_sessions_families_revocations_and_locks() {
+    a_restart_keeps_everything(None).await;
+}
+
+#[tokio::test]
+async fn a_restart_on_postgres_keeps_sessions_families_revocations_and_locks() {
+    let pg = Postgres::start();
+    let url = pg.create_database("identity");
+    a_restart_keeps_everything(Some(&url)).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_behave_as_one_issuer() {
+    let pg = Postgres::start();
+    let url = pg.create_database("shared");
+    let a = issuer_on(Some(&url));
+    let b = issuer_on(Some(&url));
+    let browser = browser();
+
+    // Log in on A; B knows the session (the cookie is the browser's, for 127.0.0.1).
+    let tokens = web_tokens(&a, &browser).await;
+    let code = sso_code(&b, &browser).await;
+    // A code made on B cannot be redeemed on A twice: once on A, then a replay on B fails.
+    ok_json(redeem_web(&a, &code, WEB_CALLBACK, None).await).await;
+    oauth_error(
+        redeem_web(&b, &code, WEB_CALLBACK, None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
+    // Refresh on A, replay on B: detected, and the family (A's new token too) is revoked.
+    let refresh = s(&tokens, "refresh_token").to_string();
+    let rotated = ok_json(refresh_web(&a, &refresh).await).await;
+    oauth_error(refresh_web(&b, &refresh).await, 400, "invalid_grant").await;
+    let next = s(&rotated, "refresh_token");
+    oauth_error(refresh_web(&a, next).await, 400, "invalid_grant").await;
+
+    // A lockout on A holds on B.
+    lock_bob(&a).await;
+    assert_locked(&b).await;
+
+    // One code redeemed on both at once: exactly one token.
+    for _ in 0..3 {
+        let code = sso_code(&a, &browser).await;
+        let (on_a, on_b) = tokio::join!(
+            redeem_web(&a, &code, WEB_CALLBACK, None),
+            redeem_web(&b, &code, WEB_CALLBACK, None)
+        );
+        let ok = [on_a.status().as_u16(), on_b.status().as_u16()];
+        assert_eq!(
+            ok.iter().filter(|s| **s == 200).count(),
+            1,
+            "exactly one redemption wins: {ok:?}"
+        );
+        assert!(ok.contains(&400), "the other is refused: {ok:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_what_needs_it_issues_nothing_and_heals() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database("outage");
+    let id = issuer_on(Some(&url));
+    let browser = browser();
+    let tokens = web_tokens(&id, &browser).await;
+    let refresh = s(&tokens, "refresh_token").to_string();
+    let ready = |id: &Identity| {
+        let url = id.admin("/readyz");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .expect("readyz")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ready(&id).await, 200);
+
+    pg.stop();
+    let resp = refresh_web(&id, &refresh).await;
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body = oauth_error(resp, 503, "temporarily_unavailable").await;
+    assert!(body.get("refresh_token").is_none());
+    oauth_error(
+        password_grant(&id, "alice", "alice-password").await,
+        503,
+        "temporarily_unavailable",
+    )
+    .await;
+    oauth_error(
+        id.service_token("reports", "reports-secret", &[]).await,
+        503,
+        "temporarily_unavailable",
+    )
+    .await;
+    let page = get(&browser, &id.url("/authorize?response_type=code&client_id=web&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcallback&state=s")).await;
+    assert_eq!(
+        page.status().as_u16(),
+        503,
+        "the login cannot start without the store"
+    );
+    assert_eq!(ready(&id).await, 503);
+    let metrics = id.metrics().await;
+    assert_eq!(metric_value(&metrics, "gatehouse_identity_store_up"), 0.0);
+    // The first thing a token request needs is the client's lockout state.
+    assert!(metrics.contains("gatehouse_identity_store_errors_total{operation=\"lockout\"}"));
+    assert!(id.stderr().contains("identity state store unavailable"));
+
+    pg.start_again();
+    // No restart of the issuer: it heals on the next use.
+    eventually("the issuer is ready again", READY_TIMEOUT, || async {
+        ready(&id).await == 200
+    })
+    .await;
+    let rotated = ok_json(refresh_web(&id, &refresh).await).await;
+    assert!(
+        rotated["access_token"].is_string(),
+        "the refresh token refused during the outage still works"
+    );
+    assert_eq!(
+        metric_value(&id.metrics().await, "gatehouse_identity_store_up"),
+        1.0
+    );
+}
