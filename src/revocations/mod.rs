@@ -218,6 +218,9 @@ struct Follower {
     cursor: Option<String>,
     /// A start-over in progress: the new full answer gathers here while the set in force stays.
     pending: Option<RevocationSet>,
+    /// Started over since last caught up: a second start-over before catching up (two feeds
+    /// answering in turn behind one address) waits `poll_interval` instead of hammering them.
+    restarted: bool,
     failures: u32,
     /// The kind of failure last logged; `None` while polls succeed.
     failing: Option<String>,
@@ -231,6 +234,7 @@ impl Follower {
             feed: None,
             cursor: None,
             pending: None,
+            restarted: false,
             failures: 0,
             failing: None,
             last_sweep: Instant::now(),
@@ -305,8 +309,9 @@ impl Follower {
                 "revocation feed starts over; the revocations in force stay until the new full answer is in");
             self.pending = Some(RevocationSet::new());
             self.feed = Some(page.feed);
+            let again = std::mem::replace(&mut self.restarted, true);
             if self.cursor.take().is_some() {
-                return Ok(Next::Now);
+                return Ok(if again { Next::Wait } else { Next::Now });
             }
             // Asked from the beginning already: this answer is the new feed's first page.
         } else {
@@ -335,6 +340,7 @@ impl Follower {
             return Ok(Next::Now);
         }
         drop(live);
+        self.restarted = false;
         if let Some(complete) = self.pending.take() {
             let (jti, subject) = complete.counts();
             shared.set.store(Arc::new(complete));
@@ -394,6 +400,87 @@ mod tests {
         let waits: Vec<u64> = (1..=8).map(|f| backoff(f, poll).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(backoff(1, Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    fn feed() -> RevocationFeed {
+        let settings = FeedSettings {
+            name: "unit".into(),
+            url: "http://127.0.0.1:9/revocations".into(),
+            client_id: "gateway".into(),
+            client_secret: ClientSecret::new("s".into()),
+        };
+        let tuning = FeedTuning {
+            poll_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            leeway: 0,
+        };
+        RevocationFeed::new(settings, tuning, reqwest::Client::new(), "fp".into())
+    }
+
+    fn page(feed: &str, cursor: &str, more: bool, reset: bool, jtis: &[&str]) -> Page {
+        Page {
+            feed: feed.into(),
+            cursor: cursor.into(),
+            more,
+            reset,
+            entries: jtis
+                .iter()
+                .map(|j| Entry::Jti {
+                    jti: j.to_string(),
+                    exp: unix_now() + 600,
+                })
+                .collect(),
+            unknown: 0,
+            malformed: 0,
+        }
+    }
+
+    #[test]
+    fn a_start_over_keeps_the_set_in_force_until_the_new_answer_is_complete() {
+        let feed = feed();
+        let tuning = feed.shared.tuning();
+        let mut follower = Follower::new(feed.shared.clone());
+        let revoked = |jti: &str| feed.current().revokes(Some(jti), "x", None);
+
+        // `reset` to a request from the beginning breaks the contract: an error, not a loop.
+        let reset = follower.take(page("A", "0", false, true, &[]), tuning);
+        assert!(matches!(reset, Err(FeedError::Protocol { .. })));
+
+        // The first full answer arrives in two pages; it is in force as it comes.
+        let first = follower.take(page("A", "1", true, false, &["a1"]), tuning);
+        assert!(matches!(first, Ok(Next::Now)));
+        assert!(revoked("a1") && !feed.synced());
+        let last = follower.take(page("A", "2", false, false, &["a2"]), tuning);
+        assert!(matches!(last, Ok(Next::Wait)));
+        assert!(feed.synced());
+        assert_eq!(follower.cursor.as_deref(), Some("2"));
+
+        // Another database: start over from the beginning at once ...
+        let changed = follower.take(page("B", "7", false, false, &["ignored"]), tuning);
+        assert!(matches!(changed, Ok(Next::Now)));
+        assert_eq!(follower.cursor, None);
+        assert!(revoked("a1") && !revoked("ignored"));
+        // ... its first page gathers aside ...
+        let partial = follower.take(page("B", "1", true, false, &["b1"]), tuning);
+        assert!(matches!(partial, Ok(Next::Now)));
+        assert!(revoked("a1") && revoked("a2") && !revoked("b1"));
+        // ... and a second start-over before catching up waits a poll interval.
+        let flapped = follower.take(page("A", "2", false, false, &[]), tuning);
+        assert!(matches!(flapped, Ok(Next::Wait)));
+        assert!(revoked("a1"), "still in force");
+        // Caught up with the new answer: it replaces the old set as a whole.
+        let complete = follower.take(page("A", "1", false, false, &["a3"]), tuning);
+        assert!(matches!(complete, Ok(Next::Wait)));
+        assert!(revoked("a3") && !revoked("a1") && !revoked("b1"));
+        assert_eq!(feed.counts(), (1, 0));
+
+        // `reset` later on: start over, same feed id.
+        let reset = follower.take(page("A", "1", false, true, &[]), tuning);
+        assert!(matches!(reset, Ok(Next::Now)));
+        assert!(revoked("a3"));
+        let again = follower.take(page("A", "1", false, false, &["a4"]), tuning);
+        assert!(matches!(again, Ok(Next::Wait)));
+        assert!(revoked("a4") && !revoked("a3"));
     }
 
     #[test]
