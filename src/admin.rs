@@ -26,6 +26,18 @@ impl Admin for ConfigStore {
                 .iter()
                 .map(|(name, issuer)| (name.as_str(), issuer.keys.age_secs())),
         );
+        crate::metrics::publish_revocation_feeds(snapshot.issuers.iter().filter_map(
+            |(name, issuer)| {
+                let feed = &issuer.revocations.as_ref()?.feed;
+                let (jtis, subjects) = feed.counts();
+                Some(crate::metrics::FeedState {
+                    issuer: name,
+                    age: feed.age_secs(),
+                    jtis,
+                    subjects,
+                })
+            },
+        ));
     }
 
     async fn other(&self, request: &Request) -> Option<Response<Vec<u8>>> {
@@ -35,8 +47,10 @@ impl Admin for ConfigStore {
         let snapshot = self.current();
         match request.path() {
             "/readyz" => {
-                // Not ready until every issuer's keys are in: a token could not be checked.
-                let waiting = snapshot.issuers_without_keys();
+                // Not ready until every issuer's keys are in (a token could not be checked) and
+                // every revocation feed has caught up once (a revoked token would pass).
+                let mut waiting = snapshot.issuers_without_keys();
+                waiting.extend(snapshot.feeds_not_synced());
                 let status = if waiting.is_empty() {
                     StatusCode::OK
                 } else {

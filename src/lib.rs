@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod reload;
 pub mod request_path;
+pub mod revocations;
 pub mod route_policy;
 pub mod routing;
 pub mod server;

@@ -121,6 +121,33 @@ pub static JWKS_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static REVOCATION_FEED_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_revocation_feed_age_seconds",
+        "Seconds since the issuer's revocation feed last answered a poll (-1: never).",
+        &["issuer"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REVOCATION_FEED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gatehouse_revocation_feed_errors_total",
+        "Failed polls of the issuer's revocation feed (network, status other than 200, bad answer).",
+        &["issuer"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REVOCATIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gatehouse_revocations",
+        "Revocations held from the issuer's feed, by kind (jti, subject).",
+        &["issuer", "kind"]
+    )
+    .expect("metric registers once")
+});
+
 pub static TOKEN_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gatehouse_verified_token_cache_total",
@@ -269,6 +296,9 @@ pub fn init() {
     LazyLock::force(&JWKS_FETCHES);
     LazyLock::force(&JWKS_AGE);
     LazyLock::force(&JWKS_KEYS);
+    LazyLock::force(&REVOCATION_FEED_AGE);
+    LazyLock::force(&REVOCATION_FEED_ERRORS);
+    LazyLock::force(&REVOCATIONS);
     LazyLock::force(&TOKEN_CACHE_HITS);
     LazyLock::force(&TOKEN_CACHE_MISSES);
     LazyLock::force(&ASSERTIONS_SIGNED);
@@ -286,6 +316,37 @@ pub fn publish_key_set_ages<'a>(issuers: impl IntoIterator<Item = (&'a str, Opti
     for (name, age) in issuers {
         let age = age.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
         JWKS_AGE.with_label_values(&[name]).set(age);
+    }
+}
+
+/// What the scrape shows of one issuer's revocation feed.
+pub struct FeedState<'a> {
+    pub issuer: &'a str,
+    /// Seconds since the last successful poll; `None`: never.
+    pub age: Option<u64>,
+    pub jtis: usize,
+    pub subjects: usize,
+}
+
+/// Sets the revocation-feed gauges at scrape time from the running snapshot's feeds, so a feed
+/// a reload removed disappears, and every configured one (both kinds) is listed from the start.
+pub fn publish_revocation_feeds<'a>(feeds: impl IntoIterator<Item = FeedState<'a>>) {
+    REVOCATION_FEED_AGE.reset();
+    REVOCATIONS.reset();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    for feed in feeds {
+        let age = feed
+            .age
+            .map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        REVOCATION_FEED_AGE
+            .with_label_values(&[feed.issuer])
+            .set(age);
+        REVOCATIONS
+            .with_label_values(&[feed.issuer, "jti"])
+            .set(count(feed.jtis));
+        REVOCATIONS
+            .with_label_values(&[feed.issuer, "subject"])
+            .set(count(feed.subjects));
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use support::idp::{forge, FakeIdp, TestKey, AUDIENCE};
+use support::idp::{forge, FakeIdp, TestKey, AUDIENCE, FEED_CLIENT_ID, FEED_SECRET};
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -163,4 +163,74 @@ async fn goes_unavailable_stops_and_resumes_on_the_same_port() {
         c.get(stopped.jwks_url()).send().await.unwrap().status(),
         200
     );
+}
+
+/// One feed request as the gateway sends it; `(status, body)`.
+async fn feed(idp: &FakeIdp, after: Option<&str>, secret: &str) -> (u16, Value) {
+    let mut request = http()
+        .get(idp.feed_url())
+        .basic_auth(FEED_CLIENT_ID, Some(secret));
+    if let Some(after) = after {
+        request = request.query(&[("after", after)]);
+    }
+    let resp = request.send().await.expect("feed answer");
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_the_revocation_feed_by_the_contract() {
+    let idp = FakeIdp::start(&[]);
+    let (status, body) = feed(&idp, None, "wrong").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert_eq!(idp.feed_unauthorized(), 1);
+
+    idp.revoke_jti("a", 100);
+    idp.revoke_subject("alice", 50, 200);
+    idp.revoke_jti("b", 300);
+    idp.set_feed_page_size(2);
+    let (status, page) = feed(&idp, None, FEED_SECRET).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (page["feed"].as_str(), page["cursor"].as_str()),
+        (Some("feed-1"), Some("2"))
+    );
+    assert_eq!(page["more"], true);
+    assert_eq!(page["entries"][1]["sub"], "alice");
+    let (_, page) = feed(&idp, Some("2"), FEED_SECRET).await;
+    assert_eq!(
+        (page["cursor"].as_str(), &page["more"]),
+        (Some("3"), &Value::Bool(false))
+    );
+    assert_eq!(page["entries"][0]["jti"], "b");
+    let (_, page) = feed(&idp, Some("3"), FEED_SECRET).await;
+    assert_eq!(
+        page["entries"].as_array().map(Vec::len),
+        Some(0),
+        "caught up"
+    );
+    assert_eq!(
+        idp.feed_requests_from_start(),
+        1,
+        "refused requests are not counted here"
+    );
+
+    idp.restore_feed(1);
+    let (_, page) = feed(&idp, Some("3"), FEED_SECRET).await;
+    assert_eq!(page["reset"], true, "a cursor beyond the end");
+    idp.hold_feed_at(Some("1"));
+    assert_eq!(feed(&idp, Some("1"), FEED_SECRET).await.0, 503);
+    assert_eq!(idp.feed_held(), 1);
+    idp.set_feed_status(Some(500));
+    assert_eq!(feed(&idp, None, FEED_SECRET).await.0, 500);
+    idp.set_feed_status(None);
+    idp.switch_feed("feed-2", Vec::new());
+    let (_, page) = feed(&idp, None, FEED_SECRET).await;
+    assert_eq!(page["feed"], "feed-2");
+    assert_eq!(feed(&idp, Some("x"), FEED_SECRET).await.0, 400);
 }

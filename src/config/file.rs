@@ -557,6 +557,40 @@ pub struct IssuerSpec {
     /// PEM bundle of CAs to trust for an HTTPS issuer instead of the system roots.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// The issuer's revocation feed; absent = tokens are not checked for revocation.
+    #[serde(default)]
+    pub revocations: Option<RevocationFeedSpec>,
+}
+
+/// `auth.issuers.<name>.revocations`: the feed of revoked tokens and subjects the gateway
+/// follows (issue #13). The secret itself is never written here: a file or an environment
+/// variable holds it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationFeedSpec {
+    /// `GET <url>?after=<cursor>` on the issuer's public listener.
+    pub url: String,
+    /// The gateway's client at the issuer (scope `revocations:read`).
+    pub client_id: String,
+    /// A file holding the client secret (relative to this file; surrounding whitespace trimmed).
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// An environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Time between polls once caught up (100ms..60s).
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// One poll, body included.
+    #[serde(default = "default_feed_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_feed_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -124,11 +124,25 @@ impl Snapshot {
             .collect()
     }
 
-    /// Starts the refreshers of key sources that have none running (new ones; carried ones
-    /// keep theirs), and the shared rate limiter's connection.
+    /// Revocation feeds that have not caught up once: `/readyz` waits for them too, so a fresh
+    /// gateway does not serve while it cannot know which tokens are revoked.
+    pub fn feeds_not_synced(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|(_, i)| i.revocations.as_ref().is_some_and(|r| !r.feed.synced()))
+            .map(|(name, _)| format!("auth.issuers.{name}.revocations: first sync not complete"))
+            .collect()
+    }
+
+    /// Starts the refreshers of key sources and the followers of revocation feeds that have none
+    /// running (new ones; carried ones keep theirs, retuned to this snapshot's settings), and the
+    /// shared rate limiter's connection.
     pub fn start_key_refresh(&self) {
         for issuer in self.issuers.values() {
             issuer.keys.start();
+            if let Some(revocations) = &issuer.revocations {
+                revocations.feed.start(revocations.tuning);
+            }
         }
         self.rate_limiter.start();
     }

@@ -67,5 +67,11 @@ mod tests {
         assert_eq!(r.status(), 403);
         assert!(h[0].1.ends_with(", scope=\"a:b c\""));
         assert_eq!(answer(AuthOutcome::NoKeySet, &[]).0.status(), 503);
+        let (r, h) = answer(AuthOutcome::Revoked, &[]);
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            h[0].1,
+            "Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"the token has been revoked\""
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! `iss` among the route's; the algorithm against the issuer's allow-list; `typ` where configured;
 //! the key named by `kid` (one refetch when unknown) and that key's own algorithms; the signature;
 //! then `exp`, `nbf`, `iat` (with leeway), `aud`, `sub`. Only a token that passed all of them is
-//! cached.
+//! cached. Last, on every request (cache hits included), the issuer's revocations (`jti`, or
+//! `sub` with `iat`), then the route's scopes and roles.
 
 use std::sync::Arc;
 
@@ -54,10 +55,14 @@ impl RouteAuth {
                 Mode::Optional => Ok(Passed::Anonymous),
             };
         };
-        let identity = match self.cache.get(token, &self.issuers, now) {
-            Some(identity) => identity,
+        let (identity, issuer) = match self.cache.get(token, &self.issuers, now) {
+            Some(hit) => hit,
             None => self.verify(token, now).await?,
         };
+        // Every time, cache hit or not: a token verified before may have been revoked since.
+        if issuer.revoked(&identity) {
+            return Err(AuthOutcome::Revoked);
+        }
         self.authorize(&identity)?;
         Ok(Passed::Verified(identity))
     }
@@ -95,7 +100,12 @@ impl RouteAuth {
             .filter(|t| !t.is_empty())
     }
 
-    async fn verify(&self, token: &str, now: u64) -> Result<Arc<VerifiedIdentity>, AuthOutcome> {
+    /// The token's identity and the issuer that vouched for it.
+    async fn verify(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Arc<VerifiedIdentity>, Arc<TrustedIssuer>), AuthOutcome> {
         if token.len() > self.max_token_bytes {
             return Err(AuthOutcome::TooLarge);
         }
@@ -159,7 +169,7 @@ impl RouteAuth {
         });
         self.cache
             .insert(identity.clone(), issuer.clone(), key.clone());
-        Ok(identity)
+        Ok((identity, issuer.clone()))
     }
 
     /// The route's scope and role requirements.

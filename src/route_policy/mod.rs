@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 pub use identity_headers::IdentityHeaders;
-pub use issuer::TrustedIssuer;
+pub use issuer::{IssuerRevocations, TrustedIssuer};
 pub use jwt::RouteAuth;
 
 /// A route's compiled policy.
@@ -77,12 +77,14 @@ pub enum AuthOutcome {
     WrongType,
     InsufficientScope,
     NoKeySet,
+    /// The issuer's revocation feed lists the token (`jti`) or its subject (`sub`, `iat`).
+    Revoked,
 }
 
 const _: () = assert!(AuthOutcome::ALL.len() <= crate::metrics::AUTH_OUTCOME_SLOTS);
 
 impl AuthOutcome {
-    pub const ALL: [AuthOutcome; 15] = [
+    pub const ALL: [AuthOutcome; 16] = [
         AuthOutcome::Verified,
         AuthOutcome::Anonymous,
         AuthOutcome::Missing,
@@ -98,6 +100,7 @@ impl AuthOutcome {
         AuthOutcome::WrongType,
         AuthOutcome::InsufficientScope,
         AuthOutcome::NoKeySet,
+        AuthOutcome::Revoked,
     ];
 
     /// Its fixed position, for the route's metric handles.
@@ -122,6 +125,7 @@ impl AuthOutcome {
             AuthOutcome::WrongType => "wrong_type",
             AuthOutcome::InsufficientScope => "insufficient_scope",
             AuthOutcome::NoKeySet => "no_key_set",
+            AuthOutcome::Revoked => "revoked",
         }
     }
 
@@ -142,6 +146,7 @@ impl AuthOutcome {
             AuthOutcome::WrongType => "token type not accepted",
             AuthOutcome::InsufficientScope => "token lacks a required scope or role",
             AuthOutcome::NoKeySet => "the issuer's keys are not available yet",
+            AuthOutcome::Revoked => "the token has been revoked",
         }
     }
 }

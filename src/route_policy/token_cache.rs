@@ -39,13 +39,15 @@ impl TokenCache {
         }
     }
 
-    /// The identity `token` proved before, if it still holds at `now` for one of `issuers`.
+    /// The identity `token` proved before, and the issuer that vouched for it, if it still
+    /// holds at `now` for one of `issuers`. Revocation is not judged here: the caller checks it
+    /// on every use.
     pub fn get(
         &self,
         token: &str,
         issuers: &[Arc<TrustedIssuer>],
         now: u64,
-    ) -> Option<Arc<VerifiedIdentity>> {
+    ) -> Option<(Arc<VerifiedIdentity>, Arc<TrustedIssuer>)> {
         let entries = self.entries.as_ref()?;
         let Some(entry) = entries.get(token) else {
             metrics::TOKEN_CACHE_MISSES.inc();
@@ -73,7 +75,7 @@ impl TokenCache {
             return None;
         }
         metrics::TOKEN_CACHE_HITS.inc();
-        Some(entry.identity)
+        Some((entry.identity, entry.issuer))
     }
 
     pub fn insert(

@@ -7,6 +7,11 @@
 //! and an `ETag`, answering 304 to a matching `If-None-Match`), counts requests per path, can be
 //! switched to 503, and can be stopped and resumed on the same port (connections are then
 //! refused, as for a crashed IdP). Keys are published and withdrawn at runtime.
+//!
+//! It also serves the revocation feed of issue #13 (`/revocations?after=<cursor>&limit=<n>`,
+//! HTTP Basic client authentication) over entries the test appends; the test can switch the feed
+//! to a new database (new feed id), restore it "from a backup" (fewer entries: a cursor beyond
+//! the end answers `reset`), page it, make it fail, or hold it at one cursor.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -308,9 +313,32 @@ struct Published {
     unavailable: bool,
 }
 
+/// The client the feed accepts (`client_secret_basic`).
+pub const FEED_CLIENT_ID: &str = "gateway";
+pub const FEED_SECRET: &str = "feed-secret-5Qm2vX9";
+
+/// The revocation feed's database, changed by the test at runtime.
+struct Feed {
+    id: String,
+    /// The cursor after entry `i` is `i + 1`.
+    entries: Vec<Value>,
+    page_size: usize,
+    /// Answer this status (with the contract's error body) instead of the feed.
+    status: Option<u16>,
+    /// Requests with exactly this `after` answer 503 (a feed stalled mid-way).
+    hold_after: Option<String>,
+    /// Requests received: in all, from the beginning (no `after`), refused for credentials,
+    /// answered 503 by the hold.
+    requests: u64,
+    from_start: u64,
+    unauthorized: u64,
+    held: u64,
+}
+
 struct Shared {
     issuer: String,
     published: Mutex<Published>,
+    feed: Mutex<Feed>,
     /// Per path: how many requests, and when the last one arrived.
     requests: Mutex<HashMap<String, (u64, Instant)>>,
     not_modified: AtomicU64,
@@ -322,8 +350,91 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// A JSON answer.
+fn json_answer(status: &'static str, body: Value) -> Answer {
+    Answer {
+        status,
+        headers: vec![("Content-Type", "application/json".into())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
 impl Shared {
-    fn answer(&self, path: &str, if_none_match: Option<&str>) -> Answer {
+    /// The feed's answer (see the contract in the module doc of the gateway's `revocations`).
+    fn feed_answer(&self, query: &str, authorization: Option<&str>) -> Answer {
+        let mut feed = self.feed.lock().expect("feed");
+        feed.requests += 1;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{FEED_CLIENT_ID}:{FEED_SECRET}"))
+        );
+        if authorization != Some(expected.as_str()) {
+            feed.unauthorized += 1;
+            let mut answer = json_answer("401 Unauthorized", json!({"error": "invalid_client"}));
+            answer.headers.push(("WWW-Authenticate", "Basic".into()));
+            return answer;
+        }
+        if let Some(status) = feed.status {
+            let line = match status {
+                500 => "500 Internal Server Error",
+                503 => "503 Service Unavailable",
+                _ => "502 Bad Gateway",
+            };
+            return json_answer(line, json!({"error": "server_error"}));
+        }
+        let mut after = None;
+        let mut limit = 1000usize;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*name {
+                "after" if !value.is_empty() => after = Some(value.into_owned()),
+                "limit" => limit = value.parse().unwrap_or(1000),
+                _ => {}
+            }
+        }
+        if after.is_none() {
+            feed.from_start += 1;
+        }
+        if after.is_some() && after == feed.hold_after {
+            feed.held += 1;
+            let mut answer = json_answer(
+                "503 Service Unavailable",
+                json!({"error": "temporarily_unavailable"}),
+            );
+            answer.headers.push(("Retry-After", "1".into()));
+            return answer;
+        }
+        let start = match after.as_deref().map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return json_answer("400 Bad Request", json!({"error": "invalid_request"}))
+            }
+        };
+        let end_of_feed = feed.entries.len();
+        if start > end_of_feed {
+            return json_answer(
+                "200 OK",
+                json!({"feed": feed.id, "cursor": end_of_feed.to_string(), "more": false,
+                       "reset": true, "entries": []}),
+            );
+        }
+        let end = end_of_feed.min(start + feed.page_size.min(limit));
+        json_answer(
+            "200 OK",
+            json!({
+                "feed": feed.id,
+                "cursor": end.to_string(),
+                "more": end < end_of_feed,
+                "reset": false,
+                "entries": feed.entries[start..end],
+            }),
+        )
+    }
+
+    fn answer(&self, target: &str, headers: &HashMap<String, String>) -> Answer {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let if_none_match = headers.get("if-none-match").map(String::as_str);
         let mut requests = self.requests.lock().expect("request counts");
         let seen = requests
             .entry(path.to_string())
@@ -337,6 +448,10 @@ impl Shared {
                 headers: vec![("Content-Type", "text/plain".into())],
                 body: b"down for maintenance".to_vec(),
             };
+        }
+        if path == "/revocations" {
+            drop(published);
+            return self.feed_answer(query, headers.get("authorization").map(String::as_str));
         }
         match path {
             "/.well-known/openid-configuration" => Answer {
@@ -428,6 +543,17 @@ impl FakeIdp {
                 generation: 1,
                 max_age: 300,
                 unavailable: false,
+            }),
+            feed: Mutex::new(Feed {
+                id: "feed-1".into(),
+                entries: Vec::new(),
+                page_size: 1000,
+                status: None,
+                hold_after: None,
+                requests: 0,
+                from_start: 0,
+                unauthorized: 0,
+                held: 0,
             }),
             requests: Mutex::new(HashMap::new()),
             not_modified: AtomicU64::new(0),
@@ -553,6 +679,86 @@ impl FakeIdp {
     }
 }
 
+/// The feed's API for tests: entries in, faults on.
+impl FakeIdp {
+    /// `<issuer>/revocations`.
+    pub fn feed_url(&self) -> String {
+        format!("{}/revocations", self.shared.issuer)
+    }
+
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.shared.feed.lock().expect("feed")
+    }
+
+    /// Appends a raw entry (any kind, any fields).
+    pub fn feed_entry(&self, entry: Value) {
+        self.feed().entries.push(entry);
+    }
+
+    /// Revokes the token with this `jti` until `exp`.
+    pub fn revoke_jti(&self, jti: &str, exp: u64) {
+        self.feed_entry(jti_entry(jti, exp));
+    }
+
+    /// Revokes `sub`'s tokens issued at or before `before`, until `exp`.
+    pub fn revoke_subject(&self, sub: &str, before: u64, exp: u64) {
+        self.feed_entry(json!({"kind": "subject", "sub": sub, "before": before, "exp": exp}));
+    }
+
+    /// A new feed database: a new id, these entries, cursors from the start.
+    pub fn switch_feed(&self, id: &str, entries: Vec<Value>) {
+        let mut feed = self.feed();
+        feed.id = id.into();
+        feed.entries = entries;
+    }
+
+    /// The same feed restored from a backup holding only its first `len` entries: a cursor
+    /// beyond them answers `reset`.
+    pub fn restore_feed(&self, len: usize) {
+        self.feed().entries.truncate(len);
+    }
+
+    /// Entries per page (at most; the request's `limit` may ask fewer).
+    pub fn set_feed_page_size(&self, entries: usize) {
+        self.feed().page_size = entries.max(1);
+    }
+
+    /// Answer every feed request with this status (`None`: serve again).
+    pub fn set_feed_status(&self, status: Option<u16>) {
+        self.feed().status = status;
+    }
+
+    /// Answer 503 to requests with exactly this `after` (`None`: release).
+    pub fn hold_feed_at(&self, after: Option<&str>) {
+        self.feed().hold_after = after.map(str::to_string);
+    }
+
+    /// Feed requests received, in all.
+    pub fn feed_requests(&self) -> u64 {
+        self.feed().requests
+    }
+
+    /// Feed requests without `after` (a follower starting from the beginning).
+    pub fn feed_requests_from_start(&self) -> u64 {
+        self.feed().from_start
+    }
+
+    /// Feed requests refused for their credentials.
+    pub fn feed_unauthorized(&self) -> u64 {
+        self.feed().unauthorized
+    }
+
+    /// Feed requests answered 503 by [`FakeIdp::hold_feed_at`].
+    pub fn feed_held(&self) -> u64 {
+        self.feed().held
+    }
+}
+
+/// A `jti` entry of the feed.
+pub fn jti_entry(jti: &str, exp: u64) -> Value {
+    json!({"kind": "jti", "jti": jti, "exp": exp})
+}
+
 impl Drop for FakeIdp {
     fn drop(&mut self) {
         // Closing the command channel ends the server loop, which closes every connection.
@@ -644,7 +850,6 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         let _method = parts.next().unwrap_or_default();
         let target = parts.next().unwrap_or("/");
         let http10 = parts.next() == Some("HTTP/1.0");
-        let path = target.split('?').next().unwrap_or(target);
         let mut headers: HashMap<String, String> = HashMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
             if let Some((name, value)) = line.split_once(':') {
@@ -673,7 +878,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 .get("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
 
-        let answer = shared.answer(path, headers.get("if-none-match").map(String::as_str));
+        let answer = shared.answer(target, &headers);
         let mut response = format!("HTTP/1.1 {}\r\n", answer.status);
         for (name, value) in &answer.headers {
             response.push_str(&format!("{name}: {value}\r\n"));

@@ -208,6 +208,20 @@ impl Gateway {
 
     /// As [`Gateway::start_in`], with `RUST_LOG` set to `log`.
     pub fn start_logging(dir: tempfile::TempDir, ports: Ports, log: &str) -> Gateway {
+        Self::launch(dir, ports, log, &[])
+    }
+
+    /// As [`Gateway::start`], with `RUST_LOG` set to `log` and these environment variables.
+    pub fn start_with_env(files: &[(&str, &str)], log: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = Ports::new();
+        for (name, contents) in files {
+            write(dir.path(), name, &fill(contents, &ports, dir.path()));
+        }
+        Self::launch(dir, ports, log, env)
+    }
+
+    fn launch(dir: tempfile::TempDir, ports: Ports, log: &str, env: &[(&str, &str)]) -> Gateway {
         let stdout = std::fs::File::create(dir.path().join("access.log")).expect("log file");
         let err_path = dir.path().join("gateway.err");
         let stderr = std::fs::File::create(&err_path).expect("log file");
@@ -215,6 +229,7 @@ impl Gateway {
             .arg("--config")
             .arg(dir.path().join("gatehouse.yaml"))
             .env("RUST_LOG", log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

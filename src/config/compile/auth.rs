@@ -112,12 +112,15 @@ impl Compiler {
             "{:?} {:?} {:?} {:?}",
             spec.issuer, spec.jwks_url, algorithms, r
         ));
+        let mut ca_pem = None;
         let ca = spec.ca_file.as_ref().and_then(|ca| {
             let path = self.resolve(ca);
             match self.read(&path) {
                 Ok(pem) => {
                     fingerprint.update(&pem);
-                    match reqwest::Certificate::from_pem_bundle(&pem) {
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem);
+                    ca_pem = Some(pem);
+                    match certs {
                         Ok(certs) if !certs.is_empty() => Some(certs),
                         _ => {
                             let msg = format!("{}: no PEM certificate in it", path.display());
@@ -133,12 +136,25 @@ impl Compiler {
                 }
             }
         });
+        let feed_at = at.field("revocations");
+        let feed_plan = spec.revocations.as_ref().and_then(|feed| {
+            let leeway = spec.leeway.as_secs();
+            self.revocation_feed_plan(file, &feed_at, name, feed, leeway, ca_pem.as_deref())
+        });
         if self.errors.len() > before {
             return None;
         }
+        let previous_issuer = previous.and_then(|p| p.issuers.get(name));
+        let revocations = match feed_plan {
+            Some(plan) => {
+                let previous_feed = previous_issuer.and_then(|i| i.revocations.as_ref());
+                let feed = self.revocation_feed(file, &feed_at, plan, ca.clone(), previous_feed);
+                Some(feed?)
+            }
+            None => None,
+        };
         let fingerprint = hex::encode(fingerprint.finalize());
-        let reused = previous
-            .and_then(|p| p.issuers.get(name))
+        let reused = previous_issuer
             .map(|i| &i.keys)
             .filter(|k| k.fingerprint == fingerprint)
             .cloned();
@@ -185,6 +201,7 @@ impl Compiler {
             scope_claim: spec.scope_claim.clone(),
             roles_claim: spec.roles_claim.clone(),
             keys,
+            revocations,
         })
     }
 

@@ -16,6 +16,7 @@ mod paths;
 mod pools;
 mod process;
 mod rate_limits;
+mod revocations;
 mod routes;
 
 use std::collections::BTreeMap;
