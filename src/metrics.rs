@@ -434,7 +434,7 @@ pub struct RouteMetrics {
 pub const AUTHZ_RESULTS: [&str; 4] = ["allow", "deny", "error", "fail_open"];
 
 /// Room for every auth outcome a route can record.
-pub const AUTH_OUTCOME_SLOTS: usize = 16;
+pub const AUTH_OUTCOME_SLOTS: usize = 17;
 
 impl RouteMetrics {
     pub fn new(route: &str) -> Self {

@@ -11,7 +11,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use support::issuer::{
-    echoed, jwt_header, sample, upstream_header, wait_ready, Issuer, STICKY_CLIENTS,
+    echoed, jwt_header, jwt_payload, sample, upstream_header, wait_ready, Issuer, STICKY_CLIENTS,
 };
 use support::{client, error_body, Echo, Gateway};
 
@@ -406,20 +406,10 @@ async fn the_gateway_assertion_verifies_against_the_gateways_jwks_and_carries_th
     assert_eq!(claims.custom["token_iss"], s.issuer.issuer());
     assert_eq!(claims.custom["email"], "alice@example.com");
     let expires = claims.expires_at.expect("exp").as_secs();
-    let token_exp = jwt_payload_exp(&token);
+    let token_exp = jwt_payload(&token)["exp"].as_u64().expect("exp");
     assert!(expires <= token_exp, "the assertion outlives the token");
 
     // The same token on the next request: the same (cached) assertion, not a new signature.
     let again = echoed(send().await.expect("request")).await;
     assert_eq!(upstream_header(&again, "x-gatehouse-assertion"), asserted);
-}
-
-fn jwt_payload_exp(token: &str) -> u64 {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url payload");
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
-    claims["exp"].as_u64().expect("exp")
 }

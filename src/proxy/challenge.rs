@@ -29,7 +29,7 @@ pub fn answer(outcome: AuthOutcome, scopes: &[String]) -> (Rejection, Vec<(&'sta
             )
         }
         // Our problem, not the client's: its token may be fine.
-        AuthOutcome::NoKeySet => (
+        AuthOutcome::NoKeySet | AuthOutcome::RevocationsUnknown => (
             Rejection::AuthUnavailable,
             vec![("retry-after", "1".to_string())],
         ),

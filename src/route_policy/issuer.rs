@@ -5,7 +5,7 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use super::VerifiedIdentity;
+use super::{AuthOutcome, VerifiedIdentity};
 use crate::jwks::KeySource;
 use crate::revocations::{FeedTuning, RevocationFeed};
 
@@ -38,15 +38,20 @@ pub struct IssuerRevocations {
 
 impl TrustedIssuer {
     /// Whether the issuer revoked this (verified) token: its `jti` is listed, or its subject is
-    /// revoked for tokens issued up to a time at or after its `iat`. While nothing is revoked this
-    /// is one atomic load; otherwise two claim lookups and at most two hash lookups.
-    pub fn revoked(&self, identity: &VerifiedIdentity) -> bool {
+    /// revoked for tokens issued up to a time at or after its `iat`. Before the feed has been
+    /// read in full the answer is unknown, and the token is refused (fail closed). While nothing
+    /// is revoked this is two atomic loads; otherwise two claim lookups and at most two hash
+    /// lookups.
+    pub fn revoked(&self, identity: &VerifiedIdentity) -> Result<(), AuthOutcome> {
         let Some(revocations) = &self.revocations else {
-            return false;
+            return Ok(());
         };
+        if !revocations.feed.synced() {
+            return Err(AuthOutcome::RevocationsUnknown);
+        }
         let set = revocations.feed.current();
         if set.is_empty() {
-            return false;
+            return Ok(());
         }
         let jti = identity.claims.get("jti").and_then(Value::as_str);
         // Verified as a NumericDate already (a fraction allowed); whole seconds compare.
@@ -55,6 +60,9 @@ impl TrustedIssuer {
             .get("iat")
             .and_then(Value::as_f64)
             .map(|t| t as u64);
-        set.revokes(jti, &identity.subject, iat)
+        if set.revokes(jti, &identity.subject, iat) {
+            return Err(AuthOutcome::Revoked);
+        }
+        Ok(())
     }
 }

@@ -60,9 +60,7 @@ impl RouteAuth {
             None => self.verify(token, now).await?,
         };
         // Every time, cache hit or not: a token verified before may have been revoked since.
-        if issuer.revoked(&identity) {
-            return Err(AuthOutcome::Revoked);
-        }
+        issuer.revoked(&identity)?;
         self.authorize(&identity)?;
         Ok(Passed::Verified(identity))
     }

@@ -79,12 +79,15 @@ pub enum AuthOutcome {
     NoKeySet,
     /// The issuer's revocation feed lists the token (`jti`) or its subject (`sub`, `iat`).
     Revoked,
+    /// The issuer has a revocation feed that has not been read in full yet: which tokens are
+    /// revoked is unknown, so none passes (503, like [`AuthOutcome::NoKeySet`]).
+    RevocationsUnknown,
 }
 
 const _: () = assert!(AuthOutcome::ALL.len() <= crate::metrics::AUTH_OUTCOME_SLOTS);
 
 impl AuthOutcome {
-    pub const ALL: [AuthOutcome; 16] = [
+    pub const ALL: [AuthOutcome; 17] = [
         AuthOutcome::Verified,
         AuthOutcome::Anonymous,
         AuthOutcome::Missing,
@@ -101,6 +104,7 @@ impl AuthOutcome {
         AuthOutcome::InsufficientScope,
         AuthOutcome::NoKeySet,
         AuthOutcome::Revoked,
+        AuthOutcome::RevocationsUnknown,
     ];
 
     /// Its fixed position, for the route's metric handles.
@@ -126,6 +130,7 @@ impl AuthOutcome {
             AuthOutcome::InsufficientScope => "insufficient_scope",
             AuthOutcome::NoKeySet => "no_key_set",
             AuthOutcome::Revoked => "revoked",
+            AuthOutcome::RevocationsUnknown => "revocations_unknown",
         }
     }
 
@@ -147,6 +152,7 @@ impl AuthOutcome {
             AuthOutcome::InsufficientScope => "token lacks a required scope or role",
             AuthOutcome::NoKeySet => "the issuer's keys are not available yet",
             AuthOutcome::Revoked => "the token has been revoked",
+            AuthOutcome::RevocationsUnknown => "the issuer's revocations are not known yet",
         }
     }
 }

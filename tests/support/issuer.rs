@@ -24,6 +24,11 @@ pub const NAMESPACE: [&str; 4] = ["x-user-", "x-jwt-", "x-auth-", "x-gatehouse-"
 /// The browser client's registered redirect: an unused port, never followed.
 pub const WEB_CALLBACK: &str = "http://127.0.0.1:1/callback";
 
+/// The secret of the `gateway` client, which reads the revocation feed, and the gateway file
+/// that holds it.
+pub const FEED_SECRET: &str = "gateway-feed-secret";
+pub const FEED_SECRET_FILE: (&str, &str) = ("feed.secret", FEED_SECRET);
+
 /// Service clients used as distinct subjects (same secret, `sticky-secret`).
 pub const STICKY_CLIENTS: [&str; 6] = ["svc-1", "svc-2", "svc-3", "svc-4", "svc-5", "svc-6"];
 
@@ -127,6 +132,11 @@ clients:
     grant_types: [password, refresh_token]
     audiences: [documents-api]
     scopes: [openid, email, documents:read]
+  - id: gateway
+    secret_hash: {feed}
+    grant_types: [client_credentials]
+    audiences: [gatehouse-revocations]
+    scopes: [revocations:read]
 {sticky}"#,
             issuer = self.issuer(),
             port = self.port,
@@ -136,6 +146,17 @@ clients:
             reports = hash_of("reports-secret"),
             web = hash_of("web-app-secret"),
             cli = hash_of("cli-secret"),
+            feed = hash_of(FEED_SECRET),
+        )
+    }
+
+    /// The `revocations:` block of the `demo` issuer (for [`Issuer::auth_section`]'s `refresh`):
+    /// the feed read as the `gateway` client, its secret in the gateway's `feed.secret` file
+    /// (see [`FEED_SECRET_FILE`]).
+    pub fn revocations_section(&self, poll_interval: &str) -> String {
+        format!(
+            "      revocations:\n        url: {iss}/revocations\n        client_id: gateway\n        client_secret_file: feed.secret\n        poll_interval: {poll_interval}\n",
+            iss = self.issuer()
         )
     }
 
@@ -287,6 +308,13 @@ pub fn jwt_header(token: &str) -> serde_json::Value {
     let first = token.split('.').next().expect("a JWT");
     let bytes = URL_SAFE_NO_PAD.decode(first).expect("base64url header");
     serde_json::from_slice(&bytes).expect("JSON header")
+}
+
+/// A JWT's claims, decoded without any check.
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    let second = token.split('.').nth(1).expect("a JWT");
+    let bytes = URL_SAFE_NO_PAD.decode(second).expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON payload")
 }
 
 /// Waits until the gateway's `/readyz` says ready (every issuer has a key set).

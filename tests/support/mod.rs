@@ -343,6 +343,14 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Kills the process now (a test that needs a dependency gone while others keep running).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
