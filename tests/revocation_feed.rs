@@ -472,8 +472,9 @@ async fn wrong_credentials_are_counted_and_the_secret_never_shows() {
     assert_eq!(ready, 503, "never synced: not ready: {body}");
     assert_eq!(gw.metric(&age()).await, -1.0, "never polled successfully");
 
-    // Some traffic, so the access log has lines too.
-    assert_eq!(status(&gw, &token(&key, &idp, "t", json!({}))).await, 200);
+    // Some traffic, so the access log has lines too. Never synced: which tokens are revoked is
+    // unknown, so none passes (fail closed).
+    assert_eq!(status(&gw, &token(&key, &idp, "t", json!({}))).await, 503);
     let stderr = gw.stderr();
     assert!(
         stderr.contains("401") && stderr.contains("check client_id"),
