@@ -181,8 +181,9 @@ impl Store {
                     path: dir.to_path_buf(),
                     source,
                 })?;
-                let file = path.file_name().unwrap_or_default();
-                (format!("sqlite://{}?mode=rwc", dir.join(file).display()), 4)
+                let file = dir.join(path.file_name().unwrap_or_default());
+                create_private_file(&file)?;
+                (format!("sqlite://{}?mode=rwc", file.display()), 4)
             }
             StateUrl::Postgres(u) => (u.clone(), 8),
         };
@@ -345,6 +346,25 @@ fn create_private_dir(dir: &Path) -> Result<(), OpenError> {
             path: dir.to_path_buf(),
             source,
         })
+}
+
+/// Creates the database file readable by the owner only, before SQLite creates it with the
+/// process umask: its `-wal` and `-shm` files take the same mode from it.
+fn create_private_file(file: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(OpenError::Directory {
+            path: file.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// SHA-256 of an opaque value, hex: what the tables key on.

@@ -333,6 +333,13 @@ async fn state_survives_a_reopen_and_expired_rows_are_swept() {
     store.revoke_jti("gone", 100).await.unwrap();
     let feed = store.feed_id().to_string();
     drop(store);
+    use std::os::unix::fs::PermissionsExt;
+    // The -wal file is gone once the last connection closes; while there, it is private too.
+    for file in ["state.db", "state.db-wal"] {
+        if let Ok(meta) = std::fs::metadata(dir.path().join(file)) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+        }
+    }
 
     let store = open(&dir);
     assert_eq!(store.feed_id(), feed, "the feed keeps its id");
