@@ -38,10 +38,15 @@ async fn password_grant(id: &Identity, username: &str, password: &str) -> reqwes
 }
 
 async fn introspect_as_reports(id: &Identity, token: &str) -> Value {
+    introspect_as(id, ("reports", "reports-secret"), token).await
+}
+
+/// A client introspects only its own tokens.
+async fn introspect_as(id: &Identity, (client_id, secret): (&str, &str), token: &str) -> Value {
     ok_json(
         client()
             .post(id.url("/introspect"))
-            .basic_auth("reports", Some("reports-secret"))
+            .basic_auth(client_id, Some(secret))
             .form(&[("token", token)])
             .send()
             .await
@@ -273,4 +278,53 @@ async fn a_database_outage_refuses_what_needs_it_issues_nothing_and_heals() {
         metric_value(&id.metrics().await, "gatehouse_identity_store_up"),
         1.0
     );
+}
+
+/// `gatehouse-identity users <action> <name>`: the admin commands from the command line.
+fn users_cli(id: &Identity, action: &str, name: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(id.config_path())
+        .args(["users", action, name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the users command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_users_command_logs_out_disables_and_enables_through_the_admin_listener() {
+    let id = issuer_on(None);
+    let token = ok_json(password_grant(&id, "alice", "alice-password").await).await;
+    let access = s(&token, "access_token").to_string();
+    let cli = ("cli", "cli-secret");
+    assert_eq!(introspect_as(&id, cli, &access).await["active"], true);
+
+    let (ok, stdout, _) = users_cli(&id, "logout", "alice");
+    assert!(ok, "{stdout}");
+    let answer: Value = serde_json::from_str(stdout.trim()).expect("JSON answer");
+    assert_eq!(answer["subject"], "alice");
+    assert_eq!(introspect_as(&id, cli, &access).await["active"], false);
+
+    assert!(users_cli(&id, "disable", "alice").0);
+    oauth_error(
+        password_grant(&id, "alice", "alice-password").await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert!(users_cli(&id, "enable", "alice").0);
+    ok_json(password_grant(&id, "alice", "alice-password").await).await;
+
+    // An unknown user: a 404 from the issuer, exit status 1, and the reason on stderr.
+    let (ok, stdout, stderr) = users_cli(&id, "disable", "mallory");
+    assert!(!ok);
+    assert!(stdout.contains("no such user"), "{stdout}");
+    assert!(stderr.contains("404"), "{stderr}");
+    let audit = id.audit_text();
+    assert!(audit.contains("\"logout_everywhere\"") && audit.contains("\"user_disabled\""));
 }
