@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod assertion;
 pub mod authz_callout;
+pub mod capped_body;
 pub mod client_ip;
 pub mod clock;
 pub mod config;

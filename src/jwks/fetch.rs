@@ -7,6 +7,8 @@ use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::capped_body::{self, BodyError};
+
 /// Larger documents are refused: a key set is a few KiB, and a misbehaving IdP must not make
 /// the gateway buffer without bound.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -114,27 +116,18 @@ async fn send(
     })
 }
 
-async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, FetchError> {
-    let too_large = || FetchError::TooLarge {
-        url: url.to_string(),
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|source| FetchError::Http {
-        url: url.to_string(),
-        source,
-    })? {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_capped(response: reqwest::Response, url: &str) -> Result<Vec<u8>, FetchError> {
+    capped_body::read_capped(response, MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => FetchError::TooLarge {
+                url: url.to_string(),
+            },
+            BodyError::Http(source) => FetchError::Http {
+                url: url.to_string(),
+                source,
+            },
+        })
 }
 
 /// `max-age` of a `Cache-Control` value (RFC 9111 §5.2.2.1); `no-store`/`no-cache` count as 0.

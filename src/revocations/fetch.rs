@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use super::page::{Page, PageError};
 use super::FeedSettings;
+use crate::capped_body::{self, BodyError};
 
 /// Entries asked for per page (the contract's default, stated so the size bound below fits).
 pub const PAGE_LIMIT: u32 = 1000;
@@ -104,26 +105,16 @@ pub async fn poll(
     })
 }
 
-/// The request's timeout covers the body too (reqwest's total timeout).
-async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, FeedError> {
-    let too_large = || FeedError::TooLarge {
-        url: url.to_string(),
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|source| FeedError::Http {
-        url: url.to_string(),
-        source,
-    })? {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_capped(response: reqwest::Response, url: &str) -> Result<Vec<u8>, FeedError> {
+    capped_body::read_capped(response, MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => FeedError::TooLarge {
+                url: url.to_string(),
+            },
+            BodyError::Http(source) => FeedError::Http {
+                url: url.to_string(),
+                source,
+            },
+        })
 }
