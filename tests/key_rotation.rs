@@ -15,18 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::issuer::{jwt_header, sample, wait_ready, Issuer};
+use support::issuer::{jwt_header, sample, wait_ready, Issuer, ISSUER_PROCESS};
 use support::{client, eventually, Echo, Gateway, READY_TIMEOUT};
-
-/// A gateway process that only serves the issuer.
-const ISSUER_PROCESS: &str = r#"{SERVER}
-listeners:
-  - address: 127.0.0.1:{HTTP}
-admin:
-  address: 127.0.0.1:{ADMIN}
-embedded:
-  identity: identity.yaml
-"#;
 
 const GATEWAY: &str = r#"{SERVER}
 listeners:

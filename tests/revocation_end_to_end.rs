@@ -10,17 +10,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::issuer::{wait_ready, Issuer, FEED_SECRET, FEED_SECRET_FILE};
+use support::issuer::{wait_ready, Issuer, FEED_SECRET, FEED_SECRET_FILE, ISSUER_PROCESS};
 use support::{client, eventually, metric_value, Echo, Gateway, READY_TIMEOUT};
-
-const ISSUER_PROCESS: &str = r#"{SERVER}
-listeners:
-  - address: 127.0.0.1:{HTTP}
-admin:
-  address: 127.0.0.1:{ADMIN}
-embedded:
-  identity: identity.yaml
-"#;
 
 const GATEWAY: &str = r#"{SERVER}
 listeners:

@@ -24,6 +24,17 @@ pub const NAMESPACE: [&str; 4] = ["x-user-", "x-jwt-", "x-auth-", "x-gatehouse-"
 /// The browser client's registered redirect: an unused port, never followed.
 pub const WEB_CALLBACK: &str = "http://127.0.0.1:1/callback";
 
+/// A gateway process that only serves the issuer (`embedded: identity`), for tests that stop the
+/// issuer while the gateway under test keeps running.
+pub const ISSUER_PROCESS: &str = r#"{SERVER}
+listeners:
+  - address: 127.0.0.1:{HTTP}
+admin:
+  address: 127.0.0.1:{ADMIN}
+embedded:
+  identity: identity.yaml
+"#;
+
 /// The secret of the `gateway` client, which reads the revocation feed, and the gateway file
 /// that holds it.
 pub const FEED_SECRET: &str = "gateway-feed-secret";
