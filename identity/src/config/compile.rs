@@ -710,6 +710,83 @@ clients:
     }
 
     #[test]
+    fn the_key_encryption_key_is_one_source_and_required_with_postgres() {
+        use crate::keys::KekSource;
+        let base = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\n";
+        let compiled = |yaml: &str| {
+            let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
+            compile(
+                file,
+                Path::new("identity.yaml"),
+                Path::new("/etc/gh"),
+                "h".into(),
+            )
+            .expect("a valid file")
+            .process
+        };
+        // SQLite without a key: the default file beside the database.
+        let p = compiled(&format!(
+            "{base}state: sqlite://../var/state.db\nkeys: {{}}\n"
+        ));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::Default("/etc/gh/../var/kek".into())
+        );
+        assert_eq!(p.keys_dir, None);
+        let p = compiled(&format!("{base}keys: {{dir: ../var/keys}}\n"));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::Default("/etc/gh/../var/kek".into())
+        );
+        let p = compiled(&format!(
+            "{base}state: postgres://db.example/idp\nkeys: {{encryption_key: {{file: secrets/kek}}}}\n"
+        ));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::File("/etc/gh/secrets/kek".into())
+        );
+        let p = compiled(&format!(
+            "{base}state: postgres://db.example/idp\nkeys: {{encryption_key: {{env: IDP_KEK}}}}\n"
+        ));
+        assert_eq!(p.encryption_key, KekSource::Env("IDP_KEK".into()));
+
+        let one_of = "give exactly one of `file: PATH` or `env: NAME`, holding base64 of 32 random bytes (make one with `head -c 32 /dev/urandom | base64`)";
+        let required = "is required with a PostgreSQL state store: every instance must use the same key-encryption key, and it must never be in the database; give `file: PATH` or `env: NAME` holding base64 of 32 random bytes (make one with `head -c 32 /dev/urandom | base64`)";
+        assert_eq!(
+            problems(&format!(
+                "{base}state: postgres://db.example/idp\nkeys: {{dir: k}}\n"
+            )),
+            expect(&[("keys.encryption_key", required)])
+        );
+        assert_eq!(
+            problems(&format!(
+                "{base}keys: {{dir: k, encryption_key: {{file: a, env: B}}}}\n"
+            )),
+            expect(&[("keys.encryption_key", one_of)])
+        );
+        assert_eq!(
+            problems(&format!("{base}keys: {{dir: k, encryption_key: {{}}}}\n")),
+            expect(&[("keys.encryption_key", one_of)])
+        );
+        assert_eq!(
+            problems(&format!(
+                "{base}keys: {{dir: k, encryption_key: {{env: \"\"}}}}\n"
+            )),
+            expect(&[(
+                "keys.encryption_key.env",
+                "must name an environment variable"
+            )])
+        );
+        assert_eq!(
+            problems(&format!("{base}keys: {{}}\n")),
+            expect(&[(
+                "state",
+                "is required without keys.dir: sqlite://PATH (one instance) or postgres://… (several)"
+            )])
+        );
+    }
+
+    #[test]
     fn a_valid_file_compiles_with_paths_resolved_against_its_directory() {
         let yaml = "issuer: https://idp.example/\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\naudit_log: audit.log\n";
         let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");

@@ -171,3 +171,279 @@ impl KeyStorage for StoredKeys {
             .write_signing_keys(version, insert, update, delete)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use base64::Engine;
+
+    use super::*;
+    use crate::keys::{KeyRing, RotationMode};
+    use crate::state::StateUrl;
+
+    const ALGS: [SigningAlg; 2] = [SigningAlg::RS256, SigningAlg::ES256];
+    const STAGED: RotationMode = RotationMode::Staged {
+        publish_for: Duration::from_secs(300),
+    };
+
+    /// A SQLite store in `dir` and a key-encryption key file holding `byte` × 32.
+    struct Setup {
+        dir: tempfile::TempDir,
+        store: Arc<Store>,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Self::open_store(dir.path());
+            Setup { dir, store }
+        }
+
+        fn open_store(dir: &Path) -> Arc<Store> {
+            Arc::new(Store::open(&StateUrl::Sqlite(dir.join("state.db"))).unwrap())
+        }
+
+        fn kek(&self, byte: u8) -> KekSource {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.dir.path().join(format!("kek-{byte}"));
+            let text = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            KekSource::File(path)
+        }
+
+        fn ring(&self, store: &Arc<Store>, byte: u8, now: u64) -> Result<KeyRing, KeyError> {
+            KeyRing::open_in_store(store.clone(), &self.kek(byte), None, &ALGS, now)
+        }
+
+        /// Every file SQLite keeps the database in (WAL mode: the newest pages are in `-wal`).
+        fn database_bytes(&self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            for name in ["state.db", "state.db-wal", "state.db-shm"] {
+                if let Ok(b) = std::fs::read(self.dir.path().join(name)) {
+                    bytes.extend(b);
+                }
+            }
+            bytes
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn states(ring: &KeyRing) -> Vec<(String, SigningAlg, KeyState)> {
+        ring.current()
+            .iter()
+            .map(|k| (k.kid().to_string(), k.alg(), k.state()))
+            .collect()
+    }
+
+    #[test]
+    fn keys_sealed_in_the_store_open_again_and_sign_the_same() {
+        let s = Setup::new();
+        let ring = s.ring(&s.store, 7, 100).unwrap();
+        assert_eq!(ring.current().count(KeyState::Active), 2);
+        ring.rotate(200, STAGED).unwrap();
+        let before = states(&ring);
+        let jwks = ring.current().jwks.clone();
+        drop(ring);
+
+        // Another process (another pool) on the same database reads the same keys back.
+        let again = s.ring(&Setup::open_store(s.dir.path()), 7, 300).unwrap();
+        assert_eq!(states(&again), before);
+        assert_eq!(again.current().jwks, jwks);
+        let (token, kid) = again
+            .sign(SigningAlg::ES256, "JWT", &serde_json::json!({"sub": "x"}))
+            .unwrap();
+        let key = again.current().find(&kid).unwrap().clone();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<serde_json::Value>(&token, &key.decoding, &validation).unwrap();
+
+        let rows = s.store.signing_keys().unwrap().rows;
+        assert_eq!(rows.len(), 4);
+        assert!(rows.iter().all(|r| r.sealed_key.starts_with("v1:")));
+    }
+
+    #[test]
+    fn no_private_key_is_in_the_database_in_the_clear() {
+        let s = Setup::new();
+        let ring = s.ring(&s.store, 7, 100).unwrap();
+        ring.rotate(200, RotationMode::Immediate).unwrap();
+        let bytes = s.database_bytes();
+        assert!(bytes.len() > 4096, "the database files were read");
+        assert!(!contains(&bytes, b"PRIVATE KEY"));
+        for key in ring.current().iter() {
+            let der = key.pkcs8.as_slice();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            assert!(!contains(&bytes, der), "raw DER of {}", key.kid());
+            assert!(
+                !contains(&bytes, b64.as_bytes()),
+                "base64 DER of {}",
+                key.kid()
+            );
+            // A PEM body line, in case it was stored wrapped.
+            assert!(
+                !contains(&bytes, &b64.as_bytes()[..64]),
+                "PEM of {}",
+                key.kid()
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_key_encryption_key_is_refused_clearly() {
+        let s = Setup::new();
+        let ring = s.ring(&s.store, 7, 100).unwrap();
+        let kids = ring.current().kids();
+        drop(ring);
+        let err = s.ring(&s.store, 8, 200).err().expect("another KEK opens");
+        assert!(matches!(err, KeyError::Kek(KekError::Mismatch)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("the key-encryption key does not open the signing keys in the store"),
+            "{err}"
+        );
+        // Nothing was changed by the refused start.
+        let again = s.ring(&s.store, 7, 300).unwrap();
+        assert_eq!(again.current().kids(), kids);
+    }
+
+    #[test]
+    fn a_sealed_key_moved_to_another_row_does_not_open() {
+        let s = Setup::new();
+        let ring = s.ring(&s.store, 7, 100).unwrap();
+        drop(ring);
+        // Swap the two rows' sealed keys, as someone with write access to the database could.
+        s.store.execute_for_test(
+            "UPDATE signing_keys SET sealed_key = (SELECT s.sealed_key FROM signing_keys s \
+             WHERE s.kid <> signing_keys.kid)",
+        );
+        let err = s.ring(&s.store, 7, 200).err().expect("a swapped row opens");
+        let text = err.to_string();
+        assert!(matches!(err, KeyError::Stored { .. }), "{err:?}");
+        assert!(
+            text.contains("does not open") && text.contains("for another row"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn two_rings_on_one_store_publish_one_next_key_and_both_see_it() {
+        let s = Setup::new();
+        let a = s.ring(&s.store, 7, 100).unwrap();
+        // A second instance: its own pool on the same database.
+        let b = s.ring(&Setup::open_store(s.dir.path()), 7, 100).unwrap();
+        assert_eq!(a.current().jwks, b.current().jwks);
+
+        // Both decide to rotate on what they hold; A writes first.
+        let from_a = a.rotate(1000, STAGED).unwrap();
+        assert!(from_a.iter().all(|c| c.created));
+        // B's write finds the version moved: it reloads, finds A's next keys waiting and
+        // publishes none of its own.
+        let from_b = b.rotate(1000, STAGED).unwrap();
+        for (ca, cb) in from_a.iter().zip(&from_b) {
+            assert_eq!(
+                (cb.alg, cb.kid.as_str(), cb.created),
+                (ca.alg, ca.kid.as_str(), false)
+            );
+        }
+        let rows = s.store.signing_keys().unwrap().rows;
+        for alg in ALGS {
+            let next = rows
+                .iter()
+                .filter(|r| r.alg == alg.as_str() && r.state == "next")
+                .count();
+            assert_eq!(next, 1, "{alg:?}: {rows:?}");
+        }
+        assert_eq!(a.current().jwks, b.current().jwks);
+
+        // A third ring that only refreshes sees the change at its next tick.
+        let c = s.ring(&Setup::open_store(s.dir.path()), 7, 100).unwrap();
+        let d = s.ring(&Setup::open_store(s.dir.path()), 7, 100).unwrap();
+        assert!(!c.refresh(1001).unwrap(), "nothing moved");
+        // The next keys fall due; only one instance switches them.
+        let switched = a.activate_due(1301).unwrap();
+        assert_eq!(switched.len(), 2);
+        assert!(b.activate_due(1301).unwrap().is_empty());
+        assert!(c.refresh(1302).unwrap());
+        assert!(!c.refresh(1303).unwrap());
+        assert_eq!(c.current().jwks, a.current().jwks);
+        assert_eq!(states(&c), states(&a));
+        // Pruning is decided once as well. D has not refreshed since it opened: its immediate
+        // rotation, decided on its old copy, finds A's writes, so it reloads and rotates what A
+        // left instead.
+        assert_eq!(a.prune(5000, Duration::from_secs(60)).unwrap().len(), 2);
+        d.rotate(5000, RotationMode::Immediate).unwrap();
+        assert!(d.prune(5000, Duration::from_secs(60)).unwrap().is_empty());
+        assert!(a.refresh(5001).unwrap());
+        assert_eq!(states(&d), states(&a));
+        assert_eq!(d.current().count(KeyState::Active), 2);
+        assert_eq!(d.current().count(KeyState::Retired), 2);
+        assert_eq!(s.store.signing_keys().unwrap().rows.len(), 4);
+    }
+
+    #[test]
+    fn keys_kept_as_files_are_imported_once_with_their_kids() {
+        let s = Setup::new();
+        let dir: PathBuf = s.dir.path().join("keys");
+        let files = KeyRing::open(&dir, &ALGS, 100).unwrap();
+        files.rotate(200, STAGED).unwrap();
+        let before = states(&files);
+        drop(files);
+
+        let ring =
+            KeyRing::open_in_store(s.store.clone(), &s.kek(7), Some(&dir), &ALGS, 300).unwrap();
+        assert_eq!(states(&ring), before);
+        // The files stay where they were.
+        assert!(dir.join("keyring.json").exists());
+        assert_eq!(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".pem"))
+                .count(),
+            4
+        );
+        // Once the store holds keys, the files are not read again: a key changed in the store
+        // stays changed.
+        ring.rotate(400, RotationMode::Immediate).unwrap();
+        let after = states(&ring);
+        drop(ring);
+        let again =
+            KeyRing::open_in_store(s.store.clone(), &s.kek(7), Some(&dir), &ALGS, 500).unwrap();
+        assert_eq!(states(&again), after);
+    }
+
+    #[test]
+    fn the_default_key_file_is_made_at_the_first_start_and_required_after() {
+        let s = Setup::new();
+        let path = s.dir.path().join(crate::keys::kek::DEFAULT_FILE);
+        let source = KekSource::Default(path.clone());
+        let ring = KeyRing::open_in_store(s.store.clone(), &source, None, &ALGS, 100).unwrap();
+        let kids = ring.current().kids();
+        drop(ring);
+        assert!(path.exists());
+        let again = KeyRing::open_in_store(s.store.clone(), &source, None, &ALGS, 200).unwrap();
+        assert_eq!(again.current().kids(), kids);
+
+        // Lost: a fresh key would not open the keys, so none is made.
+        std::fs::remove_file(&path).unwrap();
+        let err = KeyRing::open_in_store(s.store.clone(), &source, None, &ALGS, 300)
+            .err()
+            .expect("opens without its key file");
+        assert!(
+            matches!(err, KeyError::Kek(KekError::Missing { .. })),
+            "{err:?}"
+        );
+        assert!(!path.exists());
+    }
+}

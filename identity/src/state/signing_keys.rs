@@ -211,3 +211,18 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+impl Store {
+    /// Runs `sql` as it is: tests tamper with rows the way an attacker with the database would.
+    pub(crate) fn execute_for_test(&self, sql: &'static str) {
+        self.run_blocking("test", move |pool| async move {
+            sqlx::query(sql)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable("test"))
+        })
+        .expect("test SQL");
+    }
+}
