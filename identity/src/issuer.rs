@@ -195,9 +195,6 @@ impl Issuer {
                 ..Event::default()
             });
         }
-        if !activated.is_empty() {
-            self.publish_key_gauges();
-        }
     }
 
     /// Periodic key upkeep: next keys that are due start signing, scheduled rotation, retired
@@ -216,7 +213,6 @@ impl Issuer {
                 }
                 if changed {
                     tracing::debug!("signing keys reloaded: another instance changed them");
-                    self.publish_key_gauges();
                 }
             }
             Err(e) => return self.key_upkeep_failed("reading the signing keys", &e),
@@ -232,15 +228,15 @@ impl Issuer {
         let t = &settings.tokens;
         let retention = t.access_token_ttl.max(t.id_token_ttl) + settings.process.jwks_max_age;
         match self.keys.prune(now, retention) {
-            Ok(dropped) if !dropped.is_empty() => {
+            Ok(dropped) => {
                 for kid in &dropped {
                     tracing::info!(kid = %kid, "retired signing key left the JWKS");
                 }
-                self.publish_key_gauges();
             }
-            Ok(_) => {}
             Err(e) => self.key_upkeep_failed("pruning retired keys", &e),
         }
+        // Every tick: a change may also come from a reload after another instance's write.
+        self.publish_key_gauges();
     }
 
     /// Logs a failed key upkeep step: a store that stays unreachable is logged once (the store
