@@ -445,24 +445,41 @@ EOF
     TOKEN_ROLES=$(cat "$WORK/roles")
 }
 
-# HAProxy's jwt_verify takes a public key file: derive it from the issuer's PKCS#8 private key
-# (keys dir: <kid>.pem) into $1, then check it is the key the issuer publishes (same modulus as
-# the JWKS).
+# HAProxy's jwt_verify takes a public key file: build it (SubjectPublicKeyInfo PEM) from the RSA
+# key the issuer publishes for $TOKEN_KID in its JWKS into $1 (the private keys are sealed in the
+# issuer's state store; the public half is all HAProxy needs), then check openssl reads it back
+# with the JWKS's modulus.
 issuer_public_key() { # out-file
     local pubkey=$1 pem_modulus jwks_modulus
-    openssl pkey -in "$WORK/identity/keys/$TOKEN_KID.pem" -pubout -out "$pubkey" 2>"$WORK/openssl.err" \
-        || { cat "$WORK/openssl.err" >&2; die "openssl could not derive the public key of $TOKEN_KID"; }
     "${CURL[@]}" -f -o "$WORK/jwks.json" "$ISSUER_URL/jwks.json" || die "could not fetch the issuer's JWKS"
-    pem_modulus=$(openssl rsa -pubin -in "$pubkey" -noout -modulus 2>/dev/null | sed 's/^Modulus=//')
-    jwks_modulus=$(python3 - "$WORK/jwks.json" "$TOKEN_KID" <<'EOF'
+    jwks_modulus=$(python3 - "$WORK/jwks.json" "$TOKEN_KID" "$pubkey" <<'EOF'
 import base64, json, sys
 keys = {k.get("kid"): k for k in json.load(open(sys.argv[1]))["keys"]}
-n = keys[sys.argv[2]]["n"]
-print(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)).hex().upper())
+key = keys[sys.argv[2]]
+b64 = lambda v: base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+n, e = b64(key["n"]), b64(key["e"])
+def length(size):
+    if size < 0x80:
+        return bytes([size])
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+def tlv(tag, body):
+    return bytes([tag]) + length(len(body)) + body
+def integer(raw):
+    raw = raw.lstrip(b"\0") or b"\0"
+    return tlv(0x02, b"\0" + raw if raw[0] & 0x80 else raw)
+rsa = tlv(0x30, integer(n) + integer(e))
+# AlgorithmIdentifier rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters (RFC 3279 §2.3.1)
+spki = tlv(0x30, bytes.fromhex("300d06092a864886f70d0101010500") + tlv(0x03, b"\0" + rsa))
+body = base64.b64encode(spki).decode()
+lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+open(sys.argv[3], "w").write("-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n")
+print(n.hex().upper())
 EOF
-    ) || die "the JWKS does not list key $TOKEN_KID"
+    ) || die "the JWKS does not list RSA key $TOKEN_KID"
+    pem_modulus=$(openssl rsa -pubin -in "$pubkey" -noout -modulus 2>"$WORK/openssl.err" | sed 's/^Modulus=//')
     [[ -n $pem_modulus && $pem_modulus == "$jwks_modulus" ]] \
-        || die "the public key derived from $TOKEN_KID.pem is not the key the JWKS publishes"
+        || { cat "$WORK/openssl.err" >&2; die "the public key built for $TOKEN_KID does not read back as the key the JWKS publishes"; }
 }
 
 # HAProxy needs about 2 fds per connection; stay within the fd limit. Sets HAPROXY_MAXCONN.

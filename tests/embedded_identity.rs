@@ -89,7 +89,10 @@ async fn the_gateway_process_serves_the_issuer_and_its_metrics() {
         ),
         1.0
     );
-    assert!(gw.path("keys/keyring.json").exists());
+    // The issuer's keys are in its state store, sealed with the key-encryption key made beside
+    // it; no key file is written.
+    assert!(gw.path("state.db").exists() && gw.path("kek").exists());
+    assert!(!gw.path("keys").exists());
 }
 
 #[test]

@@ -188,7 +188,8 @@ impl Issuer {
         } else {
             "admin"
         };
-        // Generating an RSA key takes a while and writes files: keep it off the async workers.
+        // Generating an RSA key takes a while, and the key ring waits for the store: keep it off
+        // the async workers.
         match tokio::task::spawn_blocking(move || issuer.rotate_keys(reason, immediate)).await {
             Ok(Ok(rotation)) => reply::json(
                 StatusCode::OK,
@@ -205,6 +206,11 @@ impl Issuer {
                     })).collect::<Vec<_>>(),
                 }),
             ),
+            // The keys held in memory are unchanged; the operator may try again.
+            Ok(Err(e @ crate::keys::KeyError::Store(_))) => {
+                tracing::error!(error = %e, "key rotation failed");
+                OAuthError::store_unavailable().reply()
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "key rotation failed");
                 OAuthError::server_error().reply()

@@ -3,20 +3,21 @@
 //! `endpoints`, which depends on this module and never the reverse.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use gatehouse_service::{
-    LocatedErrors, ReloadGate, ReloadOutcome, Reloadable, Watched, WatchedPath,
+    LocatedError, LocatedErrors, ReloadGate, ReloadOutcome, Reloadable, Watched, WatchedPath,
 };
 
 use crate::audit::{AuditLog, Event};
 use crate::clock::now;
 use crate::config::{self, Settings};
 use crate::hash_gate::HashGate;
-use crate::keys::{KeyRing, KeyState, Rotation, RotationMode};
+use crate::keys::{KeyError, KeyRing, KeyState, Rotation, RotationMode};
 use crate::lockout::{Account, Lockout, Policy};
 use crate::metrics;
 use crate::password::SecretCache;
@@ -27,9 +28,12 @@ use crate::state::{AccountLock, Store, StoreError};
 pub struct Issuer {
     config_path: PathBuf,
     settings: ArcSwap<Settings>,
+    /// The signing keys, kept in `state` and shared with the other instances.
     pub(crate) keys: KeyRing,
-    /// Grants, sessions, revocations and account locks (see `state`).
-    pub(crate) state: Store,
+    /// Set while key upkeep cannot reach the store: its failure is logged once, not per tick.
+    keys_unreadable: AtomicBool,
+    /// Grants, sessions, revocations, account locks and signing keys (see `state`).
+    pub(crate) state: Arc<Store>,
     pub(crate) lockout: Lockout,
     pub(crate) secrets: SecretCache,
     /// Bounds the argon2 checks (passwords, client secrets) running and waiting.
@@ -50,9 +54,22 @@ impl Issuer {
         let settings = config::load(config_path)
             .map_err(|e| anyhow::anyhow!("invalid identity configuration:\n{e}"))?;
         let p = &settings.process;
-        let state = Store::open(&p.state).context("opening the identity state store")?;
-        let keys =
-            KeyRing::open(&p.keys_dir, &p.algorithms, now()).context("opening the signing keys")?;
+        let state = Arc::new(Store::open(&p.state).context("opening the identity state store")?);
+        let keys = KeyRing::open_in_store(
+            state.clone(),
+            &p.encryption_key,
+            p.keys_dir.as_deref(),
+            &p.algorithms,
+            now(),
+        )
+        .map_err(|e| match e {
+            // A key-encryption key problem is the configuration's: say which key.
+            KeyError::Kek(e) => anyhow::anyhow!(
+                "{}",
+                LocatedError::new(config_path, p.encryption_key.key_path(), e.to_string())
+            ),
+            e => anyhow::Error::new(e).context("opening the signing keys"),
+        })?;
         let audit = AuditLog::open(&p.audit_log, p.audit_rotation)
             .with_context(|| format!("opening the audit log {}", p.audit_log))?;
         let base_path = url::Url::parse(&p.issuer)
@@ -64,6 +81,7 @@ impl Issuer {
             config_path: config_path.to_path_buf(),
             settings: ArcSwap::from_pointee(settings),
             keys,
+            keys_unreadable: AtomicBool::new(false),
             state,
             lockout: Lockout::default(),
             secrets: SecretCache::default(),
@@ -115,11 +133,7 @@ impl Issuer {
 
     /// Rotates the signing keys and audits it. Staged (the default) publishes next keys that
     /// sign once `keys.jwks_max_age` has passed; `immediate` signs with fresh keys at once.
-    pub fn rotate_keys(
-        &self,
-        reason: &str,
-        immediate: bool,
-    ) -> Result<Rotation, crate::keys::KeyError> {
+    pub fn rotate_keys(&self, reason: &str, immediate: bool) -> Result<Rotation, KeyError> {
         let mode = if immediate {
             RotationMode::Immediate
         } else {
@@ -168,10 +182,7 @@ impl Issuer {
     fn activate_due_keys(&self, now: u64) {
         let activated = match self.keys.activate_due(now) {
             Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "activating the next signing keys failed");
-                return;
-            }
+            Err(e) => return self.key_upkeep_failed("activating the next signing keys", &e),
         };
         for a in &activated {
             tracing::info!(alg = a.alg.as_str(), kid = %a.kid, "next signing key now signs");
@@ -184,35 +195,59 @@ impl Issuer {
                 ..Event::default()
             });
         }
-        if !activated.is_empty() {
-            self.publish_key_gauges();
-        }
     }
 
     /// Periodic key upkeep: next keys that are due start signing, scheduled rotation, retired
     /// keys leaving the JWKS. (Expired state is swept by the server's sweeper.)
+    ///
+    /// First it picks up what other instances changed (a cheap version read; the keys are read
+    /// again only when it moved). A store that does not answer skips the tick: the keys held in
+    /// memory keep signing and verifying, and the next tick tries again.
     pub fn tick(&self) {
         let settings = self.settings();
         let now = now();
+        match self.keys.refresh(now) {
+            Ok(changed) => {
+                if self.keys_unreadable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("signing keys readable in the state store again");
+                }
+                if changed {
+                    tracing::debug!("signing keys reloaded: another instance changed them");
+                }
+            }
+            Err(e) => return self.key_upkeep_failed("reading the signing keys", &e),
+        }
         self.activate_due_keys(now);
         if let Some(every) = settings.process.rotate_every {
             if self.keys.rotation_due(now, every) {
                 if let Err(e) = self.rotate_keys("schedule", false) {
-                    tracing::error!(error = %e, "scheduled key rotation failed");
+                    self.key_upkeep_failed("scheduled key rotation", &e);
                 }
             }
         }
         let t = &settings.tokens;
         let retention = t.access_token_ttl.max(t.id_token_ttl) + settings.process.jwks_max_age;
         match self.keys.prune(now, retention) {
-            Ok(dropped) if !dropped.is_empty() => {
+            Ok(dropped) => {
                 for kid in &dropped {
                     tracing::info!(kid = %kid, "retired signing key left the JWKS");
                 }
-                self.publish_key_gauges();
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "pruning retired keys failed"),
+            Err(e) => self.key_upkeep_failed("pruning retired keys", &e),
+        }
+        // Every tick: a change may also come from a reload after another instance's write.
+        self.publish_key_gauges();
+    }
+
+    /// Logs a failed key upkeep step: a store that stays unreachable is logged once (the store
+    /// counts every failure), any other failure every time.
+    fn key_upkeep_failed(&self, what: &str, e: &KeyError) {
+        if !matches!(e, KeyError::Store(_)) {
+            tracing::error!(error = %e, "{what} failed");
+        } else if !self.keys_unreadable.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %e, "{what} failed: the signing keys held in memory stay in use; retrying every second");
+        } else {
+            tracing::debug!(error = %e, "{what} failed again");
         }
     }
 
@@ -291,7 +326,7 @@ impl Reloadable for Issuer {
 }
 
 impl Watched for Issuer {
-    /// identity.yaml alone: key files are the issuer's own output, not configuration.
+    /// identity.yaml alone: the key-encryption key file is read at start-up only.
     fn watched_paths(&self) -> Vec<WatchedPath> {
         vec![WatchedPath::file(&self.config_path)]
     }

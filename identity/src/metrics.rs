@@ -96,7 +96,7 @@ pub static AUDIT_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gatehouse_identity_store_errors_total",
-        "State-store operations that failed (database unreachable, timed out or refusing), by operation. The request that needed it was answered 503.",
+        "State-store operations that failed (database unreachable, timed out or refusing), by operation. The request that needed it was answered 503; key upkeep (keys_version, signing_keys, write_signing_keys) retries at the next tick.",
         &["operation"]
     )
     .unwrap_or_else(|e| panic!("metric registration: {e}"))

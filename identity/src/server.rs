@@ -180,7 +180,8 @@ impl BackgroundService for KeyScheduleAndExpiry {
                 }
                 _ = tick.tick() => {
                     let issuer = self.issuer.clone();
-                    // Rotation writes key files: keep it off the async workers.
+                    // Key upkeep waits for the store (and rotation generates keys): keep it off
+                    // the async workers.
                     let _ = tokio::task::spawn_blocking(move || issuer.tick()).await;
                 }
                 _ = sweep.tick() => self.issuer.sweep().await,

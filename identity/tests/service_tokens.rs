@@ -1469,7 +1469,7 @@ async fn an_immediate_rotation_signs_with_a_new_key_at_once_and_keeps_the_old_on
     verify(&jwks, &t1, "at+jwt", &issuer, "documents-api").expect("T1 verifies after rotation");
     verify(&jwks, &t2, "at+jwt", &issuer, "documents-api").expect("T2 verifies");
 
-    // Once the retention has passed, K1 leaves the JWKS (and its file is deleted),
+    // Once the retention has passed, K1 leaves the JWKS (and the store),
     let id = &identity;
     let gone = k1.clone();
     eventually("the retired key to leave the JWKS", SETTLE, move || {
@@ -1479,7 +1479,10 @@ async fn an_immediate_rotation_signs_with_a_new_key_at_once_and_keeps_the_old_on
     .await;
     let jwks = fetch_jwks(&identity).await;
     assert_eq!(jwks_kids(&jwks).len(), 2, "{jwks}");
-    assert!(!identity.path("keys").join(format!("{k1}.pem")).exists());
+    assert!(!key_states(&identity)
+        .await
+        .iter()
+        .any(|(kid, _)| *kid == k1));
 
     // after which T1 can no longer be verified, while T2's key is still there.
     let err =
@@ -1517,12 +1520,12 @@ async fn an_immediate_rotation_withdraws_a_pending_next_key() {
     let k1 = kid_of(&access_token(&reports_token(&identity).await));
     let (next, ..) = rs256_change(&rotate_keys(&identity, "").await);
 
-    // when the keys are rotated at once (the key directory may have leaked, next key included),
+    // when the keys are rotated at once (they may have leaked, next key included),
     let (fresh, state, _, replaces) =
         rs256_change(&rotate_keys(&identity, "?immediate=true").await);
 
     // then a fresh key signs, the old active one is retired, and the next key, which never signed
-    // anything, leaves the JWKS and the disk.
+    // anything, leaves the JWKS and the store.
     assert_eq!((state.as_str(), replaces.as_str()), ("active", k1.as_str()));
     assert!(fresh != next && fresh != k1);
     assert_eq!(
@@ -1532,7 +1535,10 @@ async fn an_immediate_rotation_withdraws_a_pending_next_key() {
     let kids = jwks_kids(&fetch_jwks(&identity).await);
     assert!(!kids.contains(&next), "{kids:?}");
     assert!(kids.contains(&k1) && kids.contains(&fresh), "{kids:?}");
-    assert!(!identity.path("keys").join(format!("{next}.pem")).exists());
+    assert!(!key_states(&identity)
+        .await
+        .iter()
+        .any(|(kid, _)| *kid == next));
 
     // A query the endpoint does not know is refused, and changes nothing.
     let resp = client()
@@ -1583,43 +1589,44 @@ async fn a_pending_next_key_survives_a_restart_and_a_second_rotation_keeps_it() 
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn signing_keys_survive_a_restart_and_are_readable_only_by_the_owner() {
-    // Given an issuer that generated its keys,
+async fn signing_keys_survive_a_restart_sealed_in_the_state_store() {
+    // Given an issuer that generated its keys (SQLite state, the default key-encryption key),
     let mut identity = Identity::start("", &standard_directory());
     let before = jwks_kids(&fetch_jwks(&identity).await);
     assert_eq!(before.len(), 2);
     let token = access_token(&reports_token(&identity).await);
 
-    // when it is stopped and started again on the same directory,
+    // when it is stopped and started again on the same state,
     identity.stop();
     identity.spawn();
 
-    // then it publishes the same keys, and a token from before the restart still verifies.
+    // then it publishes the same keys, and a token from before the restart still verifies and
+    // introspects active.
     let jwks = fetch_jwks(&identity).await;
     assert_eq!(jwks_kids(&jwks), before);
     verify(&jwks, &token, "at+jwt", &identity.issuer(), "documents-api")
         .expect("verifies after restart");
+    assert_eq!(introspect_json(&identity, &token).await["active"], true);
 
-    // The key directory is 0700 and every file in it 0600, one PEM per published key.
-    let dir = identity.path("keys");
-    let mode = std::fs::metadata(&dir)
-        .expect("keys dir")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o700, "keys dir mode {mode:o}");
-    let mut pems = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("read keys dir") {
-        let entry = entry.expect("dir entry");
-        let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
-        let name = entry.file_name().to_string_lossy().to_string();
-        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
-        if let Some(kid) = name.strip_suffix(".pem") {
-            pems.push(kid.to_string());
-        }
+    // The keys are in the state store, sealed: no key file was written (`keys.dir` is only read
+    // to import an earlier version's files), the key-encryption key made beside the database is
+    // 0600, and neither it nor a private key appears in the database or the logs.
+    assert!(!identity.path("keys").exists(), "a key directory was made");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&identity.path("kek")), 0o600);
+    let kek = std::fs::read_to_string(identity.path("kek")).expect("kek file");
+    let kek = kek.trim();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(kek);
+    assert_eq!(bytes.map(|b| b.len()).ok(), Some(32), "32 bytes, base64");
+    let mut database = Vec::new();
+    for name in ["state.db", "state.db-wal"] {
+        database.extend(std::fs::read(identity.path(name)).unwrap_or_default());
     }
-    pems.sort();
-    assert_eq!(pems, before);
+    let text = String::from_utf8_lossy(&database);
+    assert!(!text.contains("PRIVATE KEY") && !text.contains(kek));
+    assert!(text.contains("v1:"), "sealed keys in the database");
+    let logs = format!("{}{}", identity.stderr(), identity.audit_text());
+    assert!(!logs.contains(kek) && !logs.contains("PRIVATE KEY"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::Problems;
-use super::file::{ClientFile, File, GrantType, KeysFile, UserFile};
+use super::file::{ClientFile, EncryptionKeyFile, File, GrantType, KeysFile, UserFile};
 use super::settings::{Client, ProcessSettings, Settings, User};
 use super::LocatedErrors;
-use crate::keys::SigningAlg;
+use crate::keys::kek::{self, MAKE_ONE};
+use crate::keys::{KekSource, SigningAlg};
 use crate::password;
 use crate::state::StateUrl;
 
@@ -73,10 +74,11 @@ pub fn compile(
     check_one_namespace(names, &mut problems);
     check_origins(&allowed_origins, &mut problems);
     let state = state_url(&file, base, &mut problems);
+    let encryption_key = encryption_key(&file.keys, &state, base, &mut problems);
     problems.finish()?;
     let cors_origins = cors_origins(&allowed_origins);
     Ok(Settings {
-        process: process(&file, base, state),
+        process: process(&file, base, state, encryption_key),
         tokens: file.tokens,
         session: file.session,
         lockout: file.lockout,
@@ -108,16 +110,83 @@ fn check_listeners(file: &File, problems: &mut Problems) {
     }
 }
 
-/// `state`, or its default: `state.db` beside the keys directory (`var/identity/` as shipped).
+/// `state`, or its default: `state.db` beside `keys.dir` (`var/identity/` as shipped). Without
+/// either there is no place to default to.
 fn state_url(file: &File, base: &Path, problems: &mut Problems) -> StateUrl {
-    let keys_dir = base.join(&file.keys.dir);
-    let default = StateUrl::Sqlite(keys_dir.parent().unwrap_or(base).join("state.db"));
-    match &file.state {
-        None => default,
-        Some(text) => StateUrl::parse(text, base).unwrap_or_else(|message| {
+    let beside_keys = file.keys.dir.as_ref().map(|dir| {
+        let keys_dir = base.join(dir);
+        StateUrl::Sqlite(keys_dir.parent().unwrap_or(base).join("state.db"))
+    });
+    // Stands in for a missing or broken value; never used, since the file is then refused.
+    let placeholder = || StateUrl::Sqlite(base.join("state.db"));
+    match (&file.state, beside_keys) {
+        (None, Some(default)) => default,
+        (None, None) => {
+            problems.at(
+                "state",
+                "is required without keys.dir: sqlite://PATH (one instance) or postgres://… (several)",
+            );
+            placeholder()
+        }
+        (Some(text), _) => StateUrl::parse(text, base).unwrap_or_else(|message| {
             problems.at("state", message);
-            default
+            placeholder()
         }),
+    }
+}
+
+/// `keys.encryption_key`, or its default: a `kek` file beside a SQLite database, made at the
+/// first start. PostgreSQL has no default: every instance must use the same key, and it must
+/// never be in the database it protects.
+fn encryption_key(
+    keys: &KeysFile,
+    state: &StateUrl,
+    base: &Path,
+    problems: &mut Problems,
+) -> KekSource {
+    // Stands in for a broken value; never used, since the file is then refused.
+    let placeholder = || KekSource::Env(String::new());
+    match (&keys.encryption_key, state) {
+        (
+            Some(EncryptionKeyFile {
+                file: Some(path),
+                env: None,
+            }),
+            _,
+        ) => KekSource::File(base.join(path)),
+        (
+            Some(EncryptionKeyFile {
+                file: None,
+                env: Some(name),
+            }),
+            _,
+        ) => {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                problems.at(
+                    "keys.encryption_key.env",
+                    "must name an environment variable",
+                );
+            }
+            KekSource::Env(name.clone())
+        }
+        (Some(_), _) => {
+            problems.at(
+                "keys.encryption_key",
+                format!("give exactly one of `file: PATH` or `env: NAME`, holding base64 of 32 random bytes ({MAKE_ONE})"),
+            );
+            placeholder()
+        }
+        (None, StateUrl::Sqlite(db)) => {
+            let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
+            KekSource::Default(dir.unwrap_or(base).join(kek::DEFAULT_FILE))
+        }
+        (None, StateUrl::Postgres(_)) => {
+            problems.at(
+                "keys.encryption_key",
+                format!("is required with a PostgreSQL state store: every instance must use the same key-encryption key, and it must never be in the database; give `file: PATH` or `env: NAME` holding base64 of 32 random bytes ({MAKE_ONE})"),
+            );
+            placeholder()
+        }
     }
 }
 
@@ -178,7 +247,12 @@ fn check_sessions_and_limits(file: &File, problems: &mut Problems) {
 
 /// The process settings, with relative paths resolved against `base`. Called once the file
 /// is known to be valid.
-fn process(file: &File, base: &Path, state: StateUrl) -> ProcessSettings {
+fn process(
+    file: &File,
+    base: &Path,
+    state: StateUrl,
+    encryption_key: KekSource,
+) -> ProcessSettings {
     // One check per core at once: more would only queue inside the blocking pool, holding
     // argon2's memory while they wait for a core.
     let hash_concurrency = file.limits.hash_concurrency.unwrap_or_else(|| {
@@ -193,7 +267,8 @@ fn process(file: &File, base: &Path, state: StateUrl) -> ProcessSettings {
             .map(|t| (base.join(&t.cert), base.join(&t.key))),
         admin: file.admin.clone(),
         state,
-        keys_dir: base.join(&file.keys.dir),
+        keys_dir: file.keys.dir.as_ref().map(|dir| base.join(dir)),
+        encryption_key,
         algorithms: file.keys.algorithms.clone(),
         rotate_every: file.keys.rotate_every,
         jwks_max_age: file.keys.jwks_max_age,
@@ -635,6 +710,83 @@ clients:
     }
 
     #[test]
+    fn the_key_encryption_key_is_one_source_and_required_with_postgres() {
+        use crate::keys::KekSource;
+        let base = "issuer: https://idp.example\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\n";
+        let compiled = |yaml: &str| {
+            let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
+            compile(
+                file,
+                Path::new("identity.yaml"),
+                Path::new("/etc/gh"),
+                "h".into(),
+            )
+            .expect("a valid file")
+            .process
+        };
+        // SQLite without a key: the default file beside the database.
+        let p = compiled(&format!(
+            "{base}state: sqlite://../var/state.db\nkeys: {{}}\n"
+        ));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::Default("/etc/gh/../var/kek".into())
+        );
+        assert_eq!(p.keys_dir, None);
+        let p = compiled(&format!("{base}keys: {{dir: ../var/keys}}\n"));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::Default("/etc/gh/../var/kek".into())
+        );
+        let p = compiled(&format!(
+            "{base}state: postgres://db.example/idp\nkeys: {{encryption_key: {{file: secrets/kek}}}}\n"
+        ));
+        assert_eq!(
+            p.encryption_key,
+            KekSource::File("/etc/gh/secrets/kek".into())
+        );
+        let p = compiled(&format!(
+            "{base}state: postgres://db.example/idp\nkeys: {{encryption_key: {{env: IDP_KEK}}}}\n"
+        ));
+        assert_eq!(p.encryption_key, KekSource::Env("IDP_KEK".into()));
+
+        let one_of = "give exactly one of `file: PATH` or `env: NAME`, holding base64 of 32 random bytes (make one with `head -c 32 /dev/urandom | base64`)";
+        let required = "is required with a PostgreSQL state store: every instance must use the same key-encryption key, and it must never be in the database; give `file: PATH` or `env: NAME` holding base64 of 32 random bytes (make one with `head -c 32 /dev/urandom | base64`)";
+        assert_eq!(
+            problems(&format!(
+                "{base}state: postgres://db.example/idp\nkeys: {{dir: k}}\n"
+            )),
+            expect(&[("keys.encryption_key", required)])
+        );
+        assert_eq!(
+            problems(&format!(
+                "{base}keys: {{dir: k, encryption_key: {{file: a, env: B}}}}\n"
+            )),
+            expect(&[("keys.encryption_key", one_of)])
+        );
+        assert_eq!(
+            problems(&format!("{base}keys: {{dir: k, encryption_key: {{}}}}\n")),
+            expect(&[("keys.encryption_key", one_of)])
+        );
+        assert_eq!(
+            problems(&format!(
+                "{base}keys: {{dir: k, encryption_key: {{env: \"\"}}}}\n"
+            )),
+            expect(&[(
+                "keys.encryption_key.env",
+                "must name an environment variable"
+            )])
+        );
+        assert_eq!(
+            problems(&format!("{base}keys: {{}}\n")),
+            expect(&[(
+                "state",
+                "is required without keys.dir: sqlite://PATH (one instance) or postgres://… (several)"
+            )])
+        );
+    }
+
+    #[test]
     fn a_valid_file_compiles_with_paths_resolved_against_its_directory() {
         let yaml = "issuer: https://idp.example/\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\nkeys: {dir: k}\naudit_log: audit.log\n";
         let file: File = serde_yaml::from_str(yaml).expect("test YAML has the right shape");
@@ -647,7 +799,7 @@ clients:
         .expect("a valid file");
         let p = &settings.process;
         assert_eq!(p.issuer, "https://idp.example");
-        assert_eq!(p.keys_dir, Path::new("/etc/gatehouse/k"));
+        assert_eq!(p.keys_dir.as_deref(), Some(Path::new("/etc/gatehouse/k")));
         assert_eq!(p.audit_log, "/etc/gatehouse/audit.log");
     }
 }

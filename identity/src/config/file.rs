@@ -19,7 +19,7 @@ pub struct File {
     pub tls: Option<TlsFile>,
     pub admin: String,
     /// Where grants, sessions, revocations, locks and keys are kept: `sqlite://PATH` (default:
-    /// `state.db` beside the keys directory) or `postgres://…` for several instances.
+    /// `state.db` beside `keys.dir`) or `postgres://…` for several instances.
     #[serde(default)]
     pub state: Option<String>,
     pub keys: KeysFile,
@@ -57,13 +57,30 @@ pub struct TlsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysFile {
-    pub dir: PathBuf,
+    /// Where an earlier version kept the keys as files: imported into the state store once,
+    /// when the store holds none. Also places the default `state` database beside it.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The key-encryption key that seals the private keys in the state store.
+    #[serde(default)]
+    pub encryption_key: Option<EncryptionKeyFile>,
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<SigningAlg>,
     #[serde(default, with = "humantime_serde")]
     pub rotate_every: Option<Duration>,
     #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
     pub jwks_max_age: Duration,
+}
+
+/// `keys.encryption_key`: exactly one of `file` (relative to the config directory) or `env`.
+/// Either holds base64 of 32 random bytes: `head -c 32 /dev/urandom | base64`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKeyFile {
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,8 +12,8 @@ use std::path::Path;
 
 pub use compile::compile;
 pub use file::{
-    AuditRotationFile, ClientFile, File, GrantType, KeysFile, LimitsFile, LockoutFile, SessionFile,
-    TlsFile, TokensFile, UserFile,
+    AuditRotationFile, ClientFile, EncryptionKeyFile, File, GrantType, KeysFile, LimitsFile,
+    LockoutFile, SessionFile, TlsFile, TokensFile, UserFile,
 };
 pub use gatehouse_service::{LocatedError, LocatedErrors};
 pub use settings::{Client, ProcessSettings, Settings, User};

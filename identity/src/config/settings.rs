@@ -8,7 +8,7 @@ use std::time::Duration;
 use gatehouse_service::Timeouts;
 
 use super::file::{AuditRotationFile, GrantType, LockoutFile, SessionFile, TokensFile};
-use crate::keys::SigningAlg;
+use crate::keys::{KekSource, SigningAlg};
 use crate::state::StateUrl;
 
 /// Process settings: read at start-up; a reload that changes them only warns.
@@ -19,7 +19,10 @@ pub struct ProcessSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub admin: String,
     pub state: StateUrl,
-    pub keys_dir: PathBuf,
+    /// Key files of an earlier version, imported into the store once (`keys.dir`).
+    pub keys_dir: Option<PathBuf>,
+    /// Where the key-encryption key comes from (`keys.encryption_key`, or its default).
+    pub encryption_key: KekSource,
     pub algorithms: Vec<SigningAlg>,
     pub rotate_every: Option<Duration>,
     pub jwks_max_age: Duration,

@@ -15,6 +15,7 @@
 mod feed;
 mod grants;
 mod lockout;
+mod signing_keys;
 mod sweep;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use sqlx::AnyPool;
 pub use feed::{FeedEntry, FeedPage, Revocation};
 pub use grants::{FamilyAccess, Redemption};
 pub use lockout::AccountLock;
+pub use signing_keys::{KeyRow, KeyRows, KeysWritten};
 
 use crate::metrics;
 
@@ -291,6 +293,41 @@ impl Store {
             Ok(Err(_elapsed)) => Err(StoreError::TimedOut { operation }),
             Err(_join) => Err(StoreError::TimedOut { operation }),
         };
+        self.settle(result, operation)
+    }
+
+    /// As [`Store::run`], for synchronous callers that may block (the key ring, on the blocking
+    /// pool or at start-up): the operation is spawned on the store's runtime and its answer comes
+    /// back over a channel. Never a `block_on`: the caller may itself be inside a runtime.
+    fn run_blocking<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(AnyPool) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let fut = op(self.pool.clone());
+        let Ok(rt) = runtime() else {
+            return self.failed(StoreError::TimedOut { operation }, operation);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(tokio::time::timeout(OPERATION_TIMEOUT, fut).await);
+        });
+        let result = match rx.recv() {
+            Ok(Ok(result)) => result,
+            // Elapsed, or the task is gone (a panic dropped the sender).
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut { operation }),
+        };
+        self.settle(result, operation)
+    }
+
+    /// Records an operation's outcome: up again after a success, counted and logged (once
+    /// while it lasts) after a failure.
+    fn settle<T>(
+        &self,
+        result: Result<T, StoreError>,
+        operation: &'static str,
+    ) -> Result<T, StoreError> {
         match result {
             Ok(value) => {
                 if !self.up.swap(true, Ordering::Relaxed) {

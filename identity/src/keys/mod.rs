@@ -1,5 +1,5 @@
-//! Signing keys: generated on first start, persisted as PKCS#8 PEM (0600) in a 0700 directory,
-//! rotated on a schedule or on command, published as a JWKS (RFC 7517).
+//! Signing keys: generated on first start, persisted, rotated on a schedule or on command,
+//! published as a JWKS (RFC 7517).
 //!
 //! A key lives through three states: `next` → `active` → `retired`. A rotation publishes a `next`
 //! key per algorithm and signs nothing with it until the JWKS cache max-age has passed: a
@@ -7,15 +7,25 @@
 //! would refuse a token whose `kid` it has never seen. Then the next key becomes `active` and
 //! the one it replaces `retired`. A retired key stays in the JWKS for `retention` (the longest
 //! token lifetime plus the JWKS cache max-age), so every token it signed verifies until it
-//! expires; then it leaves the JWKS and its file is deleted. An immediate rotation (for a
-//! compromised key) skips the wait: a fresh key signs at once, and a waiting next key, which
-//! signed nothing and sits in the same directory, is withdrawn.
+//! expires; then it leaves the JWKS and its private half is deleted. An immediate rotation (for
+//! a compromised key) skips the wait: a fresh key signs at once, and a waiting next key, which
+//! signed nothing and was kept beside the others, is withdrawn.
+//!
+//! Where the keys are kept is a [`KeyStorage`]'s business: PKCS#8 PEM files (0600) in a 0700
+//! directory with `keyring.json` (`files`: the gateway's assertion key), or rows of the identity
+//! state store whose private halves are sealed with the key-encryption key (`stored`, `kek`:
+//! the issuer, whose instances share the keys). Every change is computed on the set held in
+//! memory, written, and only then published. The store's writes are a compare-and-set on a
+//! version: when another instance changed the keys first, the ring reloads them and decides
+//! again on what it finds, so a rotation that finds a next key waiting publishes none, and a
+//! next key falls due once, on one instance. [`KeyRing::refresh`] picks up the others' changes.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+mod files;
+pub mod kek;
+mod stored;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -26,6 +36,11 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub use kek::{Kek, KekError, KekSource};
+
+use crate::state::{KeysWritten, Store, StoreError};
 
 #[allow(clippy::upper_case_acronyms)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,6 +51,8 @@ pub enum SigningAlg {
 }
 
 impl SigningAlg {
+    pub const ALL: [SigningAlg; 3] = [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA];
+
     pub fn jose(self) -> Algorithm {
         match self {
             SigningAlg::RS256 => Algorithm::RS256,
@@ -51,7 +68,15 @@ impl SigningAlg {
             SigningAlg::EdDSA => "EdDSA",
         }
     }
+
+    /// The algorithm [`SigningAlg::as_str`] names.
+    pub fn parse(name: &str) -> Option<SigningAlg> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
 }
+
+/// How many times a change is decided again after another instance changed the keys first.
+const ATTEMPTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -68,6 +93,18 @@ pub enum KeyError {
     NoActiveKey(SigningAlg),
     #[error("signing failed: {0}")]
     Sign(jsonwebtoken::errors::Error),
+    #[error("building the JWKS failed: {0}")]
+    Jwks(String),
+    /// The store did not answer: the keys held in memory stay as they are.
+    #[error("signing keys: {0}")]
+    Store(#[from] StoreError),
+    /// The key-encryption key is missing, malformed or not the store's.
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error("signing key {kid} in the state store: {message}")]
+    Stored { kid: String, message: String },
+    #[error("the signing keys kept changing under this instance ({ATTEMPTS} attempts); try again")]
+    Conflict,
 }
 
 /// Where a key is in its life (see the module comment).
@@ -93,16 +130,22 @@ impl KeyState {
             KeyState::Retired => "retired",
         }
     }
+
+    /// The state [`KeyState::as_str`] names.
+    pub fn parse(name: &str) -> Option<KeyState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
-/// One key as recorded in `keyring.json`; the private half lives in `<kid>.pem`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One key's public record (`keyring.json` entry, or a `signing_keys` row without its sealed
+/// private half).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyRecord {
     kid: String,
     alg: SigningAlg,
     created_at: u64,
     /// Absent from key rings written before next keys existed: their keys read as active, and
-    /// `open` turns those with a `retired_at` into retired ones.
+    /// loading turns those with a `retired_at` into retired ones.
     #[serde(default)]
     state: KeyState,
     /// When the key starts (a next key) or started (an active one) signing.
@@ -117,6 +160,8 @@ pub struct SigningKey {
     encoding: EncodingKey,
     pub decoding: DecodingKey,
     jwk: Jwk,
+    /// The private half (PKCS#8 DER), for the storage to write; shared by the key's states.
+    pkcs8: Arc<Zeroizing<Vec<u8>>>,
 }
 
 impl SigningKey {
@@ -144,6 +189,8 @@ impl SigningKey {
 pub struct KeySet {
     keys: Vec<Arc<SigningKey>>,
     pub jwks: Vec<u8>,
+    /// The storage's version these keys were read or written at.
+    version: u64,
 }
 
 impl KeySet {
@@ -167,7 +214,7 @@ impl KeySet {
     pub fn kids(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.kid().to_string()).collect()
     }
-    /// Every published key, in the JWKS's order.
+    /// Every published key, in the JWKS's order (oldest first).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<SigningKey>> {
         self.keys.iter()
     }
@@ -193,7 +240,8 @@ pub struct KeyChange {
     /// The key it replaces: signing until `signs_from` (staged), or retired now (immediate).
     pub replaces: Option<String>,
     /// False when a staged rotation found this next key already waiting and left it as it was
-    /// (restarting its wait would only delay it).
+    /// (restarting its wait would only delay it); also when another instance published it a
+    /// moment before.
     pub created: bool,
     /// A waiting next key an immediate rotation withdrew from the JWKS.
     pub withdrawn: Option<String>,
@@ -210,73 +258,88 @@ pub struct Activation {
     pub retired: Option<String>,
 }
 
+/// Where a ring's keys are kept. `write` persists a whole change or nothing; `version` moves
+/// with every write, whoever made it (a file-kept ring has one writer and stays at 0).
+trait KeyStorage: Send + Sync {
+    /// Where the keys are, for logs.
+    fn location(&self) -> String;
+    /// Every recorded key with its private half, and the version they were read at.
+    fn load(&self) -> Result<(u64, Vec<SigningKey>), KeyError>;
+    /// The version now; cheap, asked every second.
+    fn version(&self) -> Result<u64, KeyError>;
+    /// Replaces `before` (read or written at `version`) with `after`; `Conflict`, writing
+    /// nothing, when the version moved meanwhile.
+    fn write(
+        &self,
+        version: u64,
+        before: &[Arc<SigningKey>],
+        after: &[Arc<SigningKey>],
+    ) -> Result<KeysWritten, KeyError>;
+}
+
+/// A change decided on the published set: the new key list (`None`: nothing to write) and
+/// what to report.
+type Decision<T> = (Option<Vec<Arc<SigningKey>>>, T);
+
 pub struct KeyRing {
-    dir: PathBuf,
+    storage: Box<dyn KeyStorage>,
     algorithms: Vec<SigningAlg>,
     current: ArcSwap<KeySet>,
-    /// Serialises rotations and pruning: the scheduler and the admin command may race.
+    /// Serialises changes within the process: the scheduler and the admin command may race.
+    /// (Other instances are kept out by the storage's compare-and-set.)
     changing: Mutex<()>,
 }
 
-const STATE_FILE: &str = "keyring.json";
-
 impl KeyRing {
-    /// Loads the keys in `dir`, creating the directory and any missing active key.
+    /// Loads the keys kept as files in `dir`, creating the directory (0700) and any missing
+    /// active key. The gateway's assertion signer keeps its key this way.
     pub fn open(dir: &Path, algorithms: &[SigningAlg], now: u64) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
+        Self::with_storage(Box::new(files::FileKeys::create(dir)?), algorithms, now)
+    }
+
+    /// Loads the keys kept in the identity state store, sealed with the key-encryption key from
+    /// `kek`, and generates any missing active key. A wrong key-encryption key is refused
+    /// ([`KekError::Mismatch`]). When the store holds no key yet and `legacy_dir` holds a key
+    /// ring kept as files by an earlier version, its keys are imported first (same kids, so
+    /// tokens in flight still verify); the files are left in place.
+    pub fn open_in_store(
+        store: Arc<Store>,
+        kek: &KekSource,
+        legacy_dir: Option<&Path>,
+        algorithms: &[SigningAlg],
+        now: u64,
+    ) -> Result<Self, KeyError> {
+        let storage = stored::StoredKeys::unlock(store, kek)?;
+        if let Some(dir) = legacy_dir {
+            storage.import_files(dir)?;
         }
-        let mut records: Vec<KeyRecord> = match fs::read(dir.join(STATE_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
-                path: dir.join(STATE_FILE),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
-        };
-        for r in &mut records {
-            if r.retired_at.is_some() {
-                r.state = KeyState::Retired;
-            }
-            // An algorithm dropped from the config stops signing but stays published for a while.
-            if r.state != KeyState::Retired && !algorithms.contains(&r.alg) {
-                r.state = KeyState::Retired;
-                r.retired_at = Some(now);
-            }
-        }
-        let mut keys = Vec::new();
-        for r in records {
-            keys.push(Arc::new(load_key(dir, r)?));
-        }
+        Self::with_storage(Box::new(storage), algorithms, now)
+    }
+
+    fn with_storage(
+        storage: Box<dyn KeyStorage>,
+        algorithms: &[SigningAlg],
+        now: u64,
+    ) -> Result<Self, KeyError> {
         let ring = Self {
-            dir: dir.to_path_buf(),
+            storage,
             algorithms: algorithms.to_vec(),
             current: ArcSwap::from_pointee(KeySet {
                 keys: Vec::new(),
                 jwks: Vec::new(),
+                version: 0,
             }),
             changing: Mutex::new(()),
         };
-        // A next key that fell due while the issuer was down takes over at the first tick, where
-        // the switch is audited like any other.
-        for &alg in algorithms {
-            if !keys
-                .iter()
-                .any(|k| k.alg() == alg && k.state() == KeyState::Active)
-            {
-                keys.push(Arc::new(ring.generate(alg, now, KeyState::Active, now)?));
-                tracing::info!(alg = alg.as_str(), dir = %dir.display(), "generated a signing key");
-            }
+        {
+            let _guard = ring.lock();
+            ring.reload()?;
+            // An algorithm dropped from the config stops signing but stays published for a
+            // while. A next key that fell due while the issuer was down takes over at the first
+            // tick, where the switch is audited like any other.
+            let generated = ring.change(|set| ring.settle(set, now, true))?;
+            ring.log_generated(&generated);
         }
-        ring.publish(keys)?;
         Ok(ring)
     }
 
@@ -300,94 +363,109 @@ impl KeyRing {
         Ok((token, key.kid().to_string()))
     }
 
+    /// Picks up changes another instance made: when the storage's version moved, reloads the
+    /// keys (and gives an algorithm whose active key another instance retired a new one).
+    /// Returns whether the published set changed. A store that does not answer leaves the keys
+    /// held in memory as they are.
+    pub fn refresh(&self, now: u64) -> Result<bool, KeyError> {
+        if self.storage.version()? == self.current().version {
+            return Ok(false);
+        }
+        let _guard = self.lock();
+        self.reload()?;
+        let generated = self.change(|set| self.settle(set, now, false))?;
+        self.log_generated(&generated);
+        Ok(true)
+    }
+
     /// Rotates every algorithm's key (see [`RotationMode`]).
     pub fn rotate(&self, now: u64, mode: RotationMode) -> Result<Rotation, KeyError> {
-        let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.current();
-        let mut keys = old.keys.clone();
-        let mut rotation = Vec::new();
-        for &alg in &self.algorithms {
-            let replaces = old.active(alg).map(|k| k.kid().to_string());
-            let waiting = old.next(alg);
-            let (state, signs_from, withdrawn) = match (mode, waiting) {
-                (RotationMode::Staged { .. }, Some(next)) => {
-                    rotation.push(KeyChange {
-                        alg,
-                        kid: next.kid().to_string(),
-                        state: KeyState::Next,
-                        signs_from: next.signs_from().unwrap_or(now),
-                        replaces,
-                        created: false,
-                        withdrawn: None,
-                    });
-                    continue;
-                }
-                // `now` is truncated to the second, so a JWKS fetched just before this rotation
-                // may live almost a second past `now + max-age`: wait one more.
-                (RotationMode::Staged { publish_for }, None) => {
-                    (KeyState::Next, now + publish_for.as_secs() + 1, None)
-                }
-                (RotationMode::Immediate, waiting) => {
-                    keys.retain(|k| !(k.alg() == alg && k.state() == KeyState::Next));
-                    for k in keys.iter_mut() {
-                        if k.alg() == alg && k.state() == KeyState::Active {
-                            *k = Arc::new(k.moved_to(KeyState::Retired, now));
-                        }
+        let _guard = self.lock();
+        self.change(|old| {
+            let mut keys = old.keys.clone();
+            let mut rotation = Vec::new();
+            for &alg in &self.algorithms {
+                let replaces = old.active(alg).map(|k| k.kid().to_string());
+                let waiting = old.next(alg);
+                let (state, signs_from, withdrawn) = match (mode, waiting) {
+                    (RotationMode::Staged { .. }, Some(next)) => {
+                        rotation.push(KeyChange {
+                            alg,
+                            kid: next.kid().to_string(),
+                            state: KeyState::Next,
+                            signs_from: next.signs_from().unwrap_or(now),
+                            replaces,
+                            created: false,
+                            withdrawn: None,
+                        });
+                        continue;
                     }
-                    let withdrawn = waiting.map(|k| k.kid().to_string());
-                    (KeyState::Active, now, withdrawn)
-                }
-            };
-            let fresh = self.generate(alg, now, state, signs_from)?;
-            rotation.push(KeyChange {
-                alg,
-                kid: fresh.kid().to_string(),
-                state,
-                signs_from,
-                replaces,
-                created: true,
-                withdrawn,
-            });
-            keys.push(Arc::new(fresh));
-        }
-        self.publish(keys)?;
-        for kid in rotation.iter().filter_map(|c| c.withdrawn.as_ref()) {
-            let _ = fs::remove_file(self.dir.join(format!("{kid}.pem")));
-        }
-        Ok(rotation)
+                    // `now` is truncated to the second, so a JWKS fetched just before this
+                    // rotation may live almost a second past `now + max-age`: wait one more.
+                    (RotationMode::Staged { publish_for }, None) => {
+                        (KeyState::Next, now + publish_for.as_secs() + 1, None)
+                    }
+                    (RotationMode::Immediate, waiting) => {
+                        keys.retain(|k| !(k.alg() == alg && k.state() == KeyState::Next));
+                        for k in keys.iter_mut() {
+                            if k.alg() == alg && k.state() == KeyState::Active {
+                                *k = Arc::new(k.moved_to(KeyState::Retired, now));
+                            }
+                        }
+                        let withdrawn = waiting.map(|k| k.kid().to_string());
+                        (KeyState::Active, now, withdrawn)
+                    }
+                };
+                let fresh = generate(alg, now, state, signs_from)?;
+                rotation.push(KeyChange {
+                    alg,
+                    kid: fresh.kid().to_string(),
+                    state,
+                    signs_from,
+                    replaces,
+                    created: true,
+                    withdrawn,
+                });
+                keys.push(Arc::new(fresh));
+            }
+            let changed = rotation.iter().any(|c| c.created);
+            Ok((changed.then_some(keys), rotation))
+        })
     }
 
     /// Next keys whose time has come start signing; the key each replaces is retired.
     pub fn activate_due(&self, now: u64) -> Result<Vec<Activation>, KeyError> {
-        let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.current();
-        let due: Vec<Activation> = old
-            .keys
-            .iter()
-            .filter(|k| k.state() == KeyState::Next && k.signs_from().is_none_or(|t| t <= now))
-            .map(|k| Activation {
-                alg: k.alg(),
-                kid: k.kid().to_string(),
-                retired: old.active(k.alg()).map(|a| a.kid().to_string()),
-            })
-            .collect();
-        if due.is_empty() {
-            return Ok(due);
-        }
-        let keys = old
-            .keys
-            .iter()
-            .map(|k| {
-                let switching = due.iter().any(|a| a.alg == k.alg());
-                match k.state() {
-                    KeyState::Next if switching => Arc::new(k.moved_to(KeyState::Active, now)),
-                    KeyState::Active if switching => Arc::new(k.moved_to(KeyState::Retired, now)),
-                    _ => k.clone(),
-                }
-            })
-            .collect();
-        self.publish(keys)?;
-        Ok(due)
+        let _guard = self.lock();
+        self.change(|old| {
+            let due: Vec<Activation> = old
+                .keys
+                .iter()
+                .filter(|k| k.state() == KeyState::Next && k.signs_from().is_none_or(|t| t <= now))
+                .map(|k| Activation {
+                    alg: k.alg(),
+                    kid: k.kid().to_string(),
+                    retired: old.active(k.alg()).map(|a| a.kid().to_string()),
+                })
+                .collect();
+            if due.is_empty() {
+                return Ok((None, due));
+            }
+            let keys = old
+                .keys
+                .iter()
+                .map(|k| {
+                    let switching = due.iter().any(|a| a.alg == k.alg());
+                    match k.state() {
+                        KeyState::Next if switching => Arc::new(k.moved_to(KeyState::Active, now)),
+                        KeyState::Active if switching => {
+                            Arc::new(k.moved_to(KeyState::Retired, now))
+                        }
+                        _ => k.clone(),
+                    }
+                })
+                .collect();
+            Ok((Some(keys), due))
+        })
     }
 
     /// Whether the schedule calls for a rotation: the oldest active key was created `every`
@@ -406,99 +484,124 @@ impl KeyRing {
             .is_some_and(|since| now >= since.saturating_add(every.as_secs()))
     }
 
-    /// Drops retired keys older than `retention` from the JWKS and deletes their files.
+    /// Drops retired keys older than `retention` from the JWKS and deletes their private halves.
     pub fn prune(&self, now: u64, retention: Duration) -> Result<Vec<String>, KeyError> {
-        let _guard = self.changing.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.current();
-        let expired = |k: &SigningKey| {
-            k.record
-                .retired_at
-                .is_some_and(|t| now >= t.saturating_add(retention.as_secs()))
-        };
-        let dropped: Vec<String> = old
-            .keys
-            .iter()
-            .filter(|k| expired(k))
-            .map(|k| k.kid().to_string())
-            .collect();
-        if dropped.is_empty() {
-            return Ok(dropped);
-        }
-        let keys = old.keys.iter().filter(|k| !expired(k)).cloned().collect();
-        self.publish(keys)?;
-        for kid in &dropped {
-            let _ = fs::remove_file(self.dir.join(format!("{kid}.pem")));
-        }
-        Ok(dropped)
-    }
-
-    fn generate(
-        &self,
-        alg: SigningAlg,
-        now: u64,
-        state: KeyState,
-        signs_from: u64,
-    ) -> Result<SigningKey, KeyError> {
-        let pkcs8 = match alg {
-            SigningAlg::RS256 => {
-                aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                    .and_then(|k| k.as_der())
-                    .map(|d| d.as_ref().to_vec())
+        let _guard = self.lock();
+        self.change(|old| {
+            let expired = |k: &SigningKey| {
+                k.record
+                    .retired_at
+                    .is_some_and(|t| now >= t.saturating_add(retention.as_secs()))
+            };
+            let dropped: Vec<String> = old
+                .keys
+                .iter()
+                .filter(|k| expired(k))
+                .map(|k| k.kid().to_string())
+                .collect();
+            if dropped.is_empty() {
+                return Ok((None, dropped));
             }
-            SigningAlg::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &aws_lc_rs::rand::SystemRandom::new(),
-            )
-            .map(|d| d.as_ref().to_vec()),
-            SigningAlg::EdDSA => aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
-                &aws_lc_rs::rand::SystemRandom::new(),
-            )
-            .map(|d| d.as_ref().to_vec()),
-        }
-        .map_err(|_| KeyError::Generate(alg))?;
-        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8));
-        let (encoding, jwk) =
-            parse_private_key(alg, pem.as_bytes()).map_err(|message| KeyError::Invalid {
-                path: self.dir.clone(),
-                message,
-            })?;
-        let kid = jwk.thumbprint(ThumbprintHash::SHA256);
-        write_private(&self.dir.join(format!("{kid}.pem")), pem.as_bytes())?;
-        finish_key(
-            KeyRecord {
-                kid,
-                alg,
-                created_at: now,
-                state,
-                signs_from: Some(signs_from),
-                retired_at: None,
-            },
-            encoding,
-            jwk,
-        )
-        .map_err(|message| KeyError::Invalid {
-            path: self.dir.clone(),
-            message,
+            let keys = old.keys.iter().filter(|k| !expired(k)).cloned().collect();
+            Ok((Some(keys), dropped))
         })
     }
 
-    /// Persists the key list, then makes it the published set (file first: a crash in between
-    /// loses nothing that was published).
-    fn publish(&self, keys: Vec<Arc<SigningKey>>) -> Result<(), KeyError> {
-        let records: Vec<&KeyRecord> = keys.iter().map(|k| &k.record).collect();
-        let state = serde_json::to_vec_pretty(&records).map_err(|e| KeyError::Invalid {
-            path: self.dir.join(STATE_FILE),
-            message: e.to_string(),
-        })?;
-        write_private(&self.dir.join(STATE_FILE), &state)?;
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Retires the keys of algorithms no longer configured (`retire_dropped`: at start only;
+    /// an instance whose configuration differs must not retire its peers' keys every second)
+    /// and generates an active key for each configured algorithm that has none. Returns the
+    /// algorithms given a key.
+    fn settle(
+        &self,
+        set: &KeySet,
+        now: u64,
+        retire_dropped: bool,
+    ) -> Result<Decision<Vec<SigningAlg>>, KeyError> {
+        let mut changed = false;
+        let mut keys: Vec<Arc<SigningKey>> = Vec::with_capacity(set.keys.len());
+        for k in &set.keys {
+            if retire_dropped
+                && k.state() != KeyState::Retired
+                && !self.algorithms.contains(&k.alg())
+            {
+                keys.push(Arc::new(k.moved_to(KeyState::Retired, now)));
+                changed = true;
+            } else {
+                keys.push(k.clone());
+            }
+        }
+        let mut generated = Vec::new();
+        for &alg in &self.algorithms {
+            if !keys
+                .iter()
+                .any(|k| k.alg() == alg && k.state() == KeyState::Active)
+            {
+                keys.push(Arc::new(generate(alg, now, KeyState::Active, now)?));
+                generated.push(alg);
+                changed = true;
+            }
+        }
+        Ok((changed.then_some(keys), generated))
+    }
+
+    fn log_generated(&self, generated: &[SigningAlg]) {
+        for alg in generated {
+            tracing::info!(alg = alg.as_str(), keys = %self.storage.location(), "generated a signing key");
+        }
+    }
+
+    /// Decides a change on the published set, writes it, then publishes it. When another
+    /// instance changed the keys first, reloads them and decides again on what it finds.
+    /// Called with `changing` held.
+    fn change<T>(
+        &self,
+        mut decide: impl FnMut(&KeySet) -> Result<Decision<T>, KeyError>,
+    ) -> Result<T, KeyError> {
+        for _ in 0..ATTEMPTS {
+            let old = self.current();
+            let (keys, outcome) = decide(&old)?;
+            let Some(keys) = keys else {
+                return Ok(outcome);
+            };
+            match self.storage.write(old.version, &old.keys, &keys)? {
+                KeysWritten::At(version) => {
+                    self.publish(keys, version)?;
+                    return Ok(outcome);
+                }
+                KeysWritten::Conflict => {
+                    tracing::info!(
+                        "another instance changed the signing keys first: reloading them and deciding again"
+                    );
+                    self.reload()?;
+                }
+            }
+        }
+        Err(KeyError::Conflict)
+    }
+
+    /// Publishes what the storage holds now.
+    fn reload(&self) -> Result<(), KeyError> {
+        let (version, keys) = self.storage.load()?;
+        self.publish(keys.into_iter().map(Arc::new).collect(), version)
+    }
+
+    /// Makes `keys` (written at `version`) the published set. Oldest first, then by kid: every
+    /// instance holding the same keys publishes the same JWKS.
+    fn publish(&self, mut keys: Vec<Arc<SigningKey>>, version: u64) -> Result<(), KeyError> {
+        keys.sort_by(|a, b| (a.created_at(), a.kid()).cmp(&(b.created_at(), b.kid())));
         let jwks = serde_json::to_vec(&JwkSet {
             keys: keys.iter().map(|k| k.jwk.clone()).collect(),
         })
-        .map_err(|e| KeyError::Invalid {
-            path: self.dir.clone(),
-            message: e.to_string(),
-        })?;
-        self.current.store(Arc::new(KeySet { keys, jwks }));
+        .map_err(|e| KeyError::Jwks(e.to_string()))?;
+        self.current.store(Arc::new(KeySet {
+            keys,
+            jwks,
+            version,
+        }));
         Ok(())
     }
 }
@@ -518,37 +621,59 @@ impl SigningKey {
             encoding: self.encoding.clone(),
             decoding: self.decoding.clone(),
             jwk: self.jwk.clone(),
+            pkcs8: self.pkcs8.clone(),
         }
     }
 }
 
-fn load_key(dir: &Path, record: KeyRecord) -> Result<SigningKey, KeyError> {
-    let path = dir.join(format!("{}.pem", record.kid));
-    let meta = fs::metadata(&path).map_err(|source| KeyError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(KeyError::Invalid {
-            path,
-            message: "private key is readable by group or others; run `chmod 600` on it".into(),
-        });
+/// A fresh key pair for `alg`; its kid is its public key's RFC 7638 thumbprint.
+fn generate(
+    alg: SigningAlg,
+    now: u64,
+    state: KeyState,
+    signs_from: u64,
+) -> Result<SigningKey, KeyError> {
+    let pkcs8 = match alg {
+        SigningAlg::RS256 => aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .and_then(|k| k.as_der())
+            .map(|d| d.as_ref().to_vec()),
+        SigningAlg::ES256 => aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .map(|d| d.as_ref().to_vec()),
+        SigningAlg::EdDSA => aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .map(|d| d.as_ref().to_vec()),
     }
-    let pem = fs::read(&path).map_err(|source| KeyError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let invalid = |message| KeyError::Invalid {
-        path: path.clone(),
-        message,
+    .map_err(|_| KeyError::Generate(alg))?;
+    let pkcs8 = Zeroizing::new(pkcs8);
+    let (encoding, jwk) = key_material(alg, &pkcs8).map_err(|_| KeyError::Generate(alg))?;
+    let record = KeyRecord {
+        kid: jwk.thumbprint(ThumbprintHash::SHA256),
+        alg,
+        created_at: now,
+        state,
+        signs_from: Some(signs_from),
+        retired_at: None,
     };
-    let (encoding, jwk) = parse_private_key(record.alg, &pem).map_err(invalid)?;
+    finish_key(record, encoding, jwk, pkcs8).map_err(|_| KeyError::Generate(alg))
+}
+
+/// A recorded key from its private half (PKCS#8 DER), which must match the record's kid.
+fn restore(record: KeyRecord, pkcs8: Zeroizing<Vec<u8>>) -> Result<SigningKey, String> {
+    let (encoding, jwk) = key_material(record.alg, &pkcs8)?;
     if jwk.thumbprint(ThumbprintHash::SHA256) != record.kid {
-        return Err(invalid(
-            "key does not match its kid (RFC 7638 thumbprint)".into(),
-        ));
+        return Err("key does not match its kid (RFC 7638 thumbprint)".into());
     }
-    finish_key(record, encoding, jwk).map_err(invalid)
+    finish_key(record, encoding, jwk, pkcs8)
+}
+
+/// The signing key and public JWK of a PKCS#8 private key.
+fn key_material(alg: SigningAlg, pkcs8: &[u8]) -> Result<(EncodingKey, Jwk), String> {
+    let pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
+    parse_private_key(alg, pem.as_bytes())
 }
 
 fn parse_private_key(alg: SigningAlg, pem: &[u8]) -> Result<(EncodingKey, Jwk), String> {
@@ -589,6 +714,7 @@ fn finish_key(
     record: KeyRecord,
     encoding: EncodingKey,
     mut jwk: Jwk,
+    pkcs8: Zeroizing<Vec<u8>>,
 ) -> Result<SigningKey, String> {
     jwk.common.key_id = Some(record.kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
@@ -598,29 +724,16 @@ fn finish_key(
         encoding,
         decoding,
         jwk,
+        pkcs8: Arc::new(pkcs8),
     })
-}
-
-/// Writes `bytes` readable by the owner only, atomically (temp file + rename).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::files::STATE_FILE;
     use super::*;
 
     const STAGED: RotationMode = RotationMode::Staged {
