@@ -14,12 +14,17 @@ use support::*;
 /// Locks after two failures, long enough to outlast the test.
 const LOCKOUT: &str = "lockout:\n  max_failures: 2\n  base_delay: 10m\n  max_delay: 10m\n";
 
+/// An issuer on SQLite (`None`, the default file) or on the PostgreSQL database `state`, where
+/// every instance shares one key-encryption key.
 fn issuer_on(state: Option<&str>) -> Identity {
-    let extra = match state {
-        Some(url) => format!("{LOCKOUT}state: {url}\n"),
-        None => LOCKOUT.to_string(),
-    };
-    Identity::start(&extra, &standard_directory())
+    match state {
+        Some(url) => {
+            let mut id = Identity::prepare_on_state(LOCKOUT, &standard_directory(), url, 1);
+            id.spawn();
+            id
+        }
+        None => Identity::start(LOCKOUT, &standard_directory()),
+    }
 }
 
 /// `POST /token` as the `cli` client, grant password.

@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::Value;
 use support::postgres::Postgres;
-use support::{client, eventually, standard_directory, Identity};
+use support::{client, eventually, kek_text, standard_directory, Identity};
 
 /// Both instances must name the same issuer: a token's `iss` is checked on introspection.
 const ISSUER: &str = "https://idp.example";
@@ -20,21 +18,14 @@ const ISSUER: &str = "https://idp.example";
 /// How long the brief gives another instance to show a rotation (the tick is 1 s).
 const SEEN_WITHIN: Duration = Duration::from_secs(2);
 
-fn kek_text(byte: u8) -> String {
-    base64::engine::general_purpose::STANDARD.encode([byte; 32])
-}
-
-/// An issuer on `state` whose key-encryption key is `kek` × 32 (file `kek.b64`, 0600); not
-/// started yet.
+/// An issuer on `state` whose key-encryption key is `kek` × 32; not started yet.
 fn prepare(state: &str, kek: u8) -> Identity {
-    let extra = format!(
-        "issuer: {ISSUER}\nstate: {state}\nkeys:\n  dir: keys\n  encryption_key: {{file: kek.b64}}\n"
-    );
-    let identity = Identity::prepare(&extra, &standard_directory());
-    let path = identity.path("kek.b64");
-    std::fs::write(&path, format!("{}\n", kek_text(kek))).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    identity
+    Identity::prepare_on_state(
+        &format!("issuer: {ISSUER}"),
+        &standard_directory(),
+        state,
+        kek,
+    )
 }
 
 fn start(state: &str, kek: u8) -> Identity {

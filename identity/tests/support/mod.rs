@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -82,6 +83,12 @@ clients:
     )
 }
 
+/// A test key-encryption key: `byte` × 32, base64.
+pub fn kek_text(byte: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
 pub struct Identity {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -95,6 +102,21 @@ impl Identity {
     pub fn start(extra: &str, directory: &str) -> Identity {
         let mut identity = Self::prepare(extra, directory);
         identity.spawn();
+        identity
+    }
+
+    /// An issuer on the state store `state` (a URL) whose key-encryption key is `kek` × 32 bytes
+    /// (file `kek.b64`, 0600): instances given the same `state` and `kek` share one issuer's
+    /// state and keys. `extra` as in [`Identity::start`], without `keys:` or `state:`. Not
+    /// started yet.
+    pub fn prepare_on_state(extra: &str, directory: &str, state: &str, kek: u8) -> Identity {
+        let extra = format!(
+            "{extra}\nstate: {state}\nkeys:\n  dir: keys\n  encryption_key: {{file: kek.b64}}\n"
+        );
+        let identity = Identity::prepare(&extra, directory);
+        let path = identity.path("kek.b64");
+        std::fs::write(&path, format!("{}\n", kek_text(kek))).expect("write the KEK");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("KEK mode");
         identity
     }
 
