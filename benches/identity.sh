@@ -178,51 +178,13 @@ declare -A SCRIPT_OF=([token_rs256]="$WORK/token-rs256.lua" [token_es256]="$WORK
                       [jwks_issuer]="" [jwks_nginx]="")
 
 # ---------------------------------------------------------------------------------------------
-# Pre-check. Tokens: 200, a JWT signed with the client's algorithm by a key the JWKS lists.
-# This also warms the issuer's verified-secret cache: only the first request per client pays
-# the argon2id verification (tens of ms); later ones cost one HMAC.
-token_precheck() { # client secret expected_alg
-    local out="$WORK/precheck.$1" code
-    code=$("${CURL[@]}" -o "$out" -w '%{http_code}' -u "$1:$2" \
-        -H 'Content-Type: application/x-www-form-urlencoded' --data 'grant_type=client_credentials' \
-        "http://127.0.0.1:$PORT_ISSUER/token" 2>"$out.err") || true
-    if [[ $code != 200 ]]; then
-        cat "$out.err" "$out" >&2 2>/dev/null || true
-        echo >&2
-        die "pre-check: POST /token for $1 answered HTTP ${code:-none}, expected 200"
-    fi
-    python3 - "$out" "$WORK/nginx/html/jwks.json" "$1" "$3" <<'EOF' || die "pre-check: token for $1 is not what was expected (see above)"
-import base64, json, sys
-
-answer, jwks, client, want_alg = sys.argv[1:5]
-doc = json.load(open(answer))
-token = doc.get("access_token", "")
-parts = token.split(".")
-if len(parts) != 3:
-    sys.exit(f"  {client}: access_token is not a JWS compact serialization: {doc}")
-b64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-head, claims = json.loads(b64(parts[0])), json.loads(b64(parts[1]))
-kids = {k.get("kid"): k for k in json.load(open(jwks)).get("keys", [])}
-problems = []
-if head.get("alg") != want_alg:
-    problems.append(f"alg {head.get('alg')}, expected {want_alg}")
-if head.get("kid") not in kids:
-    problems.append(f"kid {head.get('kid')} is not in the JWKS")
-elif kids[head["kid"]].get("alg", want_alg) != want_alg:
-    problems.append(f"JWKS key {head['kid']} has alg {kids[head['kid']].get('alg')}")
-if claims.get("client_id") != client or claims.get("aud") not in ("bench-api", ["bench-api"]):
-    problems.append(f"claims client_id={claims.get('client_id')} aud={claims.get('aud')}")
-print(f"  {client:<10} 200  alg={head.get('alg')} typ={head.get('typ')} kid={head.get('kid')}  "
-      f"token {len(token)} bytes, response {len(open(answer, 'rb').read())} bytes, "
-      f"token_type={doc.get('token_type')} expires_in={doc.get('expires_in')} scope={doc.get('scope')}")
-if problems:
-    sys.exit("  " + "; ".join(problems))
-EOF
-}
+# Pre-check (token_precheck, benches/lib.sh): tokens are 200, a JWT signed with the client's
+# algorithm by a key the JWKS lists. This also warms the issuer's verified-secret cache: only the
+# first request per client pays the argon2id verification (tens of ms); later ones cost one HMAC.
 
 log "pre-check"
-token_precheck "$RS_CLIENT" "$RS_SECRET" RS256
-token_precheck "$ES_CLIENT" "$ES_SECRET" ES256
+token_precheck "$RS_CLIENT" "http://127.0.0.1:$PORT_ISSUER" "$WORK/nginx/html/jwks.json" "$RS_CLIENT" "$RS_SECRET" RS256
+token_precheck "$ES_CLIENT" "http://127.0.0.1:$PORT_ISSUER" "$WORK/nginx/html/jwks.json" "$ES_CLIENT" "$ES_SECRET" ES256
 # JWKS: every target answers 200 with the same bytes.
 for t in "${TARGETS[@]}"; do
     [[ $t == jwks_* ]] || continue

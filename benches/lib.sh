@@ -239,6 +239,49 @@ wrk.headers["Authorization"] = "Basic $basic"
 EOF
 }
 
+# Pre-check of the issuer's client_credentials answer (identity.sh, identity_state.sh): POST /token
+# with HTTP Basic as the client must answer 200 with an access token signed with the expected
+# algorithm by a key the JWKS file lists, for that client_id and audience bench-api. Prints one
+# line starting with the name; dies otherwise. Answer in $WORK/precheck.<name>.
+token_precheck() { # name issuer-url jwks-file client secret expected_alg
+    local name=$1 out="$WORK/precheck.$1" code
+    code=$("${CURL[@]}" -o "$out" -w '%{http_code}' -u "$4:$5" \
+        -H 'Content-Type: application/x-www-form-urlencoded' --data 'grant_type=client_credentials' \
+        "$2/token" 2>"$out.err") || true
+    if [[ $code != 200 ]]; then
+        cat "$out.err" "$out" >&2 2>/dev/null || true
+        echo >&2
+        die "pre-check: POST $2/token for $4 answered HTTP ${code:-none}, expected 200"
+    fi
+    python3 - "$out" "$3" "$4" "$6" "$name" <<'EOF' || die "pre-check: token for $4 from $2 is not what was expected (see above)"
+import base64, json, sys
+
+answer, jwks, client, want_alg, name = sys.argv[1:6]
+doc = json.load(open(answer))
+token = doc.get("access_token", "")
+parts = token.split(".")
+if len(parts) != 3:
+    sys.exit(f"  {name}: access_token is not a JWS compact serialization: {doc}")
+b64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+head, claims = json.loads(b64(parts[0])), json.loads(b64(parts[1]))
+kids = {k.get("kid"): k for k in json.load(open(jwks)).get("keys", [])}
+problems = []
+if head.get("alg") != want_alg:
+    problems.append(f"alg {head.get('alg')}, expected {want_alg}")
+if head.get("kid") not in kids:
+    problems.append(f"kid {head.get('kid')} is not in the JWKS")
+elif kids[head["kid"]].get("alg", want_alg) != want_alg:
+    problems.append(f"JWKS key {head['kid']} has alg {kids[head['kid']].get('alg')}")
+if claims.get("client_id") != client or claims.get("aud") not in ("bench-api", ["bench-api"]):
+    problems.append(f"claims client_id={claims.get('client_id')} aud={claims.get('aud')}")
+print(f"  {name:<10} 200  alg={head.get('alg')} typ={head.get('typ')} kid={head.get('kid')}  "
+      f"token {len(token)} bytes, response {len(open(answer, 'rb').read())} bytes, "
+      f"token_type={doc.get('token_type')} expires_in={doc.get('expires_in')} scope={doc.get('scope')}")
+if problems:
+    sys.exit("  " + "; ".join(problems))
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 # Components. Each runs in its own session/process group (setsid) so that cleanup can stop it
 # together with any children (nginx workers), and Ctrl-C reaches only the script.
@@ -575,6 +618,21 @@ group_cpu_ticks() {
     echo "$total"
 }
 
+# User+system CPU ticks of process $1, of its live children, and of the children it has already
+# reaped (its cutime + cstime). For servers whose workers leave the process group: PostgreSQL's
+# backends are the postmaster's children, each in a session of its own.
+tree_cpu_ticks() {
+    local pid total f
+    # /proc/PID/stat after the ")" that closes comm: field 12 utime, 13 stime, 14 cutime, 15 cstime.
+    total=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}') || true
+    total=${total:-0}
+    for pid in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}') || continue
+        total=$((total + ${f:-0}))
+    done
+    echo "$total"
+}
+
 # The origin's "accepts" counter (stub_status on PORT_STATUS); empty if unavailable.
 origin_accepts() {
     "${CURL[@]}" "http://127.0.0.1:$PORT_STATUS/status" 2>/dev/null | awk 'NR == 3 {print $1}' || true
@@ -603,4 +661,79 @@ probe() { # target name curl-args... -> prints the status code; body in $WORK/pr
 precheck_fail() { # target message
     tail -n 10 "$WORK/$1.log" >&2 2>/dev/null || true
     die "pre-check: $1 (127.0.0.1:${PORT_OF[$1]}): $2"
+}
+
+# ---------------------------------------------------------------------------------------------
+# A PostgreSQL server of the script's own (identity_state.sh): a throwaway cluster in the work dir
+# on a fixed loopback port, found and run as identity/tests/support/postgres.rs does. PostgreSQL
+# refuses to run as root: as root, initdb and postgres run as nobody (and nobody's group, nogroup
+# on Debian) through setpriv, and the work dir is opened for traversal only (0711) so that nobody
+# reaches the cluster's directory; the script keeps everything else private (umask 077). The
+# server's durability settings are left at their defaults (fsync, synchronous_commit and
+# full_page_writes on); initdb's --no-sync only skips syncing the new cluster's files once.
+
+# Sets PG_BIN (the directory of initdb and postgres, of one installation) and PSQL; returns 1 when
+# PostgreSQL is not installed. PATH first, then /usr/lib/postgresql/<version>/bin (Debian, off
+# PATH), newest first; an initdb symlink on PATH leads to its installation's directory.
+find_postgres() {
+    local dir initdb="" dirs=()
+    IFS=: read -r -a dirs <<<"$PATH"
+    while IFS= read -r dir; do dirs+=("$dir"); done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)
+    for dir in "${dirs[@]}"; do
+        if [[ -x $dir/initdb ]]; then
+            initdb=$(readlink -f "$dir/initdb")
+            break
+        fi
+    done
+    [[ -n $initdb ]] || return 1
+    PG_BIN=$(dirname "$initdb")
+    [[ -x $PG_BIN/postgres ]] || return 1
+    if [[ -x $PG_BIN/psql ]]; then
+        PSQL=$PG_BIN/psql
+    else
+        PSQL=$(command -v psql) || return 1
+    fi
+}
+
+# psql against a URL: our URL decides (the script unsets PG* variables), unaligned, tuples only.
+pg_sql() { # url sql
+    "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"
+}
+
+# initdb a cluster in DIR/data (superuser gatehouse, trust auth on loopback) and start postgres on
+# 127.0.0.1:PORT as component NAME (`start`), its Unix socket in DIR. Waits until the server
+# answers a query over TCP naming our data directory (the port might be someone else's until
+# ours has bound it), up to 30 s. DIR must not exist yet; logs: $WORK/NAME-initdb.log, NAME.log.
+# Needs PG_BIN and PSQL (find_postgres).
+start_postgres() { # name dir port
+    local name=$1 dir=$2 port=$3 as=()
+    mkdir -m 700 "$dir"
+    if [[ $(id -u) == 0 ]]; then
+        local uid gid
+        uid=$(id -u nobody) || die "running as root, and there is no user nobody to run PostgreSQL as"
+        gid=$(id -g nobody)
+        as=(setpriv --reuid="$uid" --regid="$gid" --clear-groups --)
+        chmod 711 "$WORK"
+        chown "$uid:$gid" "$dir"
+        "${as[@]}" test -w "$dir" \
+            || die "PostgreSQL runs as nobody, who cannot reach $dir: set TMPDIR to a directory others may traverse (e.g. /tmp)"
+    fi
+    # PostgreSQL's programs read their working directory at start: make it one they may read.
+    (cd "$dir" && "${as[@]}" "$PG_BIN/initdb" -D "$dir/data" -A trust -U gatehouse -E UTF8 --no-locale --no-sync) \
+        >"$WORK/$name-initdb.log" 2>&1 || { tail -n 20 "$WORK/$name-initdb.log" >&2; die "initdb failed"; }
+    start "$name" "$WORK/$name.log" env -C "$dir" "${as[@]}" "$PG_BIN/postgres" -D "$dir/data" -p "$port" -k "$dir" \
+        -c listen_addresses=127.0.0.1
+    local url="postgresql://gatehouse@127.0.0.1:$port/postgres?connect_timeout=2" _
+    for _ in $(seq 1 300); do
+        if [[ $(pg_sql "$url" 'SHOW data_directory' 2>/dev/null) == "$dir/data" ]]; then
+            return 0
+        fi
+        if ! kill -0 "${PID_OF[$name]}" 2>/dev/null; then
+            tail -n 30 "$WORK/$name.log" >&2 || true
+            die "$name exited during start-up"
+        fi
+        sleep 0.1
+    done
+    tail -n 30 "$WORK/$name.log" >&2 || true
+    die "$name did not answer on 127.0.0.1:$port within 30s"
 }
