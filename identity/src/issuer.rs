@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -46,7 +46,15 @@ pub struct Issuer {
     pub(crate) this: Weak<Issuer>,
     /// Serialises and counts reloads: the watcher, SIGHUP and `POST /reload` may race.
     reload_gate: ReloadGate,
+    /// Accounts the store said were clear, and when: see [`Issuer::shared_lock`].
+    clear_accounts: quick_cache::sync::Cache<String, Instant>,
 }
+
+/// How long "this account has no failures" read from the store is trusted: a lock set by another
+/// instance is seen here within this. Spares a service's every token request a database read.
+const CLEAR_FOR: Duration = Duration::from_secs(1);
+/// Accounts remembered as clear at most (a flood of made-up client ids cannot grow it).
+const CLEAR_ACCOUNTS: usize = 10_000;
 
 impl Issuer {
     pub fn start(config_path: &Path) -> anyhow::Result<Arc<Self>> {
@@ -89,6 +97,7 @@ impl Issuer {
             audit,
             base_path,
             reload_gate: ReloadGate::new(&metrics::CONFIG_RELOADS, "config"),
+            clear_accounts: quick_cache::sync::Cache::new(CLEAR_ACCOUNTS),
         });
         issuer.publish_key_gauges();
         Ok(issuer)
@@ -263,18 +272,31 @@ impl Issuer {
     }
 
     /// The shared, durable side of an account's lockout: `Err(wait)` while the store says the
-    /// account is locked (by any instance, before any restart).
+    /// account is locked (by any instance, before any restart). An account the store found clear
+    /// less than [`CLEAR_FOR`] ago is taken as still clear without asking again; any failure
+    /// recorded here forgets that at once.
     pub(crate) async fn shared_lock(
         &self,
         account: Account<'_>,
     ) -> Result<Result<AccountLock, Duration>, StoreError> {
-        match self
-            .state
-            .account_lock(&account.stored_key(), since_epoch())
-            .await?
+        let key = account.stored_key();
+        if self
+            .clear_accounts
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < CLEAR_FOR)
         {
+            return Ok(Ok(AccountLock::Clear));
+        }
+        match self.state.account_lock(&key, since_epoch()).await? {
             AccountLock::Locked(wait) => Ok(Err(wait)),
-            other => Ok(Ok(other)),
+            AccountLock::Clear => {
+                self.clear_accounts.insert(key, Instant::now());
+                Ok(Ok(AccountLock::Clear))
+            }
+            failing => {
+                self.clear_accounts.remove(&key);
+                Ok(Ok(failing))
+            }
         }
     }
 
@@ -294,6 +316,7 @@ impl Issuer {
             }
             return Ok(false);
         }
+        self.clear_accounts.remove(&key);
         Ok(self
             .state
             .account_failed(&key, since_epoch(), policy)

@@ -198,9 +198,10 @@ impl Store {
             .test_before_acquire(false)
             // SQLite: writers queue for the lock instead of failing at once; WAL (below) lets
             // readers go on beside the writer, and makes NORMAL sync safe against a crash.
-            .after_connect(|conn, meta| {
+            // Runs once per new connection.
+            .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    if meta.age.is_zero() && conn.backend_name() == "SQLite" {
+                    if conn.backend_name() == "SQLite" {
                         sqlx::query("PRAGMA busy_timeout = 2000")
                             .execute(&mut *conn)
                             .await?;
