@@ -164,7 +164,13 @@ USER_HASH=$(hash_secret "$BENCH_PASSWORD")
 # refresh signs one access token, as client_credentials does.
 identity_config() { # store
     local store=$1
-    identity_yaml_head "${PORT_OF[$store]}" "${ADMIN_OF[$store]}" "$WORK/$store/var" "ES256"
+    local kek=""
+    if [[ $store == postgres ]]; then
+        kek="$WORK/postgres/var/kek"
+        mkdir -p "$WORK/postgres/var"
+        [[ -f $kek ]] || (umask 077 && head -c 32 /dev/urandom | base64 >"$kek")
+    fi
+    identity_yaml_head "${PORT_OF[$store]}" "${ADMIN_OF[$store]}" "$WORK/$store/var" "ES256" "$kek"
     case $store in
         sqlite) echo "state: sqlite://$WORK/sqlite/var/state.db" ;;
         postgres) echo "state: $PG_URL" ;;

@@ -213,7 +213,7 @@ EOF
 
 # The head of a throwaway identity.yaml (identity.sh, identity_flood.sh): the issuer and its
 # admin listener on 127.0.0.1, keys and audit log in the given directory.
-identity_yaml_head() { # port admin-port dir algorithms
+identity_yaml_head() { # port admin-port dir algorithms [key-encryption-key-file]
     cat <<EOF
 issuer: http://127.0.0.1:$1
 listen: 127.0.0.1:$1
@@ -221,8 +221,10 @@ admin: 127.0.0.1:$2
 keys:
   dir: $3/keys
   algorithms: [$4]
-audit_log: $3/audit.log
 EOF
+    # Required with a PostgreSQL state store (SQLite makes its own beside the database).
+    if [[ -n ${5:-} ]]; then echo "  encryption_key: {file: $5}"; fi
+    echo "audit_log: $3/audit.log"
 }
 
 # A wrk script for the issuer: one POST /token per request, client_credentials with HTTP Basic
