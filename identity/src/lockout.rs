@@ -157,6 +157,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// How long the `locks`-th lock of an account lasts: `base_delay × 2^(locks − 1)`, capped at
+    /// `max_delay`. One rule for the process's counters and the shared store's.
+    pub fn lock_for(&self, locks: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(locks.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX);
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
     fn ip_refill_per_sec(&self) -> f64 {
         f64::from(self.ip_max_failures) / self.ip_window.as_secs_f64().max(f64::EPSILON)
     }
@@ -321,14 +330,7 @@ impl Attempt {
             if account.failures >= policy.max_failures {
                 account.locks += 1;
                 account.failures = 0;
-                let factor = 1u32
-                    .checked_shl(account.locks.saturating_sub(1).min(20))
-                    .unwrap_or(u32::MAX);
-                let delay = policy
-                    .base_delay
-                    .saturating_mul(factor)
-                    .min(policy.max_delay);
-                account.locked_until = Some(now + delay);
+                account.locked_until = Some(now + policy.lock_for(account.locks));
                 outcome = FailureOutcome::Locked;
             }
             if let Some(b) = address {

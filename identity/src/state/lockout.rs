@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// Counts a failure; the `max_failures`-th in a row locks the account for
-    /// `base_delay × 2^(locks − 1)`, capped at `max_delay`. Returns the lock it set, if any.
+    /// [`Policy::lock_for`]. Returns the lock it set, if any.
     pub async fn account_failed(
         &self,
         account: &str,
@@ -80,10 +80,7 @@ impl Store {
             let mut locked = None;
             if failures >= i64::from(policy.max_failures) {
                 let locks = locks + 1;
-                let factor = 1u32
-                    .checked_shl(u32::try_from(locks - 1).unwrap_or(20).min(20))
-                    .unwrap_or(u32::MAX);
-                let delay = policy.base_delay.saturating_mul(factor).min(policy.max_delay);
+                let delay = policy.lock_for(u32::try_from(locks).unwrap_or(u32::MAX));
                 sqlx::query(
                     "UPDATE lockout SET failures = 0, locks = $2, locked_until_ms = $3 WHERE account = $1",
                 )
