@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -41,6 +42,7 @@ use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
+use request_id::RequestId;
 use respond::{DenyReason, Rejection};
 
 /// What kind of listener a proxy service serves.
@@ -62,7 +64,7 @@ pub struct Gateway {
 pub struct RequestCtx {
     /// Set by `new_ctx`, which Pingora calls once the request header has been read.
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     /// The host the client asked for: lower case, no port.
     host: String,
     /// The client's address: the socket peer, or what a trusted proxy says it is.
@@ -102,7 +104,7 @@ impl ProxyHttp for Gateway {
         client_limits::header_read();
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             host: String::new(),
             client_ip: None,
             snapshot: None,
@@ -122,13 +124,8 @@ impl ProxyHttp for Gateway {
     /// Owns every answer made before the upstream: redirect, 400, 404, 405, the route's stages
     /// (429, 401/403, 403/503 from authorization) and 503 when no target is up.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = request_id::from_client(
-            session
-                .req_header()
-                .headers
-                .get(request_id::HEADER)
-                .map(|v| v.as_bytes()),
-        );
+        ctx.request_id =
+            RequestId::from_client(session.req_header().headers.get(request_id::HEADER));
         let snapshot = self.store.current();
         ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
@@ -166,7 +163,7 @@ impl ProxyHttp for Gateway {
 
         if let Some(port) = self.role.redirect_https_port {
             let location = https_location(&ctx.host, port, req);
-            respond::redirect(session, &location, &ctx.request_id).await?;
+            respond::redirect(session, &location, ctx.request_id.as_str()).await?;
             return Ok(true);
         }
         // Routing, strip_prefix, the upstream and the access log all read the normalised path.
@@ -324,16 +321,14 @@ impl ProxyHttp for Gateway {
         // An edge gateway is the first hop it can trust: whatever the client wrote in these
         // headers is replaced, never appended to.
         if let Some(ip) = ctx.client_ip {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+            upstream.insert_header("x-forwarded-for", ip_header_value(ip))?;
         }
-        upstream.insert_header(
-            "x-forwarded-proto",
-            if self.role.tls { "https" } else { "http" },
-        )?;
+        let proto = if self.role.tls { "https" } else { "http" };
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         if !ctx.host.is_empty() {
             upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
-        upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        upstream.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
         Ok(())
     }
 
@@ -343,7 +338,7 @@ impl ProxyHttp for Gateway {
         response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
         if let Some(limits) = &ctx.rate_limit_headers {
             response.insert_header("ratelimit-policy", limits.policy.as_str())?;
             response.insert_header("ratelimit", limits.limit.as_str())?;
@@ -456,7 +451,7 @@ impl ProxyHttp for Gateway {
         // Once the upstream's response header went out, only closing the connection is left.
         if session.response_written().is_none() {
             if let Err(write_error) =
-                respond::error(session, rejection, message, &ctx.request_id, &[]).await
+                respond::error(session, rejection, message, ctx.request_id.as_str(), &[]).await
             {
                 tracing::debug!(error = %write_error, "could not write the error response");
             }
@@ -489,7 +484,7 @@ impl ProxyHttp for Gateway {
         }
         let entry = access_log::Entry {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client_ip: ctx
                 .client_ip
                 .or_else(|| peer_ip(session))
@@ -551,7 +546,7 @@ impl Gateway {
             session,
             rejection,
             message,
-            &ctx.request_id,
+            ctx.request_id.as_str(),
             headers,
             reason,
         )
@@ -614,6 +609,19 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
 
 /// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
 /// absolute-form requests) or the Host header.
+/// An address as a header value, formatted on the stack (the value is its only allocation).
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // Longest text form: an IPv4-mapped IPv6 address, 45 bytes.
+    let mut text = [0u8; 46];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let len = match write!(cursor, "{ip}") {
+        Ok(()) => cursor.position() as usize,
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
+}
+
 fn request_host(req: &RequestHeader) -> String {
     let raw = req
         .uri
@@ -650,6 +658,20 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_holds_the_address_text() {
+        for ip in [
+            "203.0.113.9",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let addr: IpAddr = ip.parse().expect("an address");
+            assert_eq!(ip_header_value(addr), ip);
+        }
+    }
 
     #[test]
     fn host_is_lowercased_without_port() {

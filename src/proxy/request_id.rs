@@ -1,4 +1,11 @@
 //! `X-Request-Id`: kept when the client sent a well-formed one, generated otherwise.
+//!
+//! Held as a header value: it is copied into the upstream request and the response (a reference
+//! count each), and read as text by logs and error bodies.
+
+use std::fmt;
+
+use http::HeaderValue;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -15,15 +22,48 @@ pub fn is_well_formed(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// 128 random bits as 32 lowercase hex characters.
-pub fn generate() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// A request's id: visible ASCII only (checked or generated), so it reads as text for free.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The client's id when it is well formed, a new one otherwise.
+    pub fn from_client(header: Option<&HeaderValue>) -> RequestId {
+        match header {
+            Some(id) if is_well_formed(id.as_bytes()) => RequestId(id.clone()),
+            _ => RequestId::generate(),
+        }
+    }
+
+    /// 128 random bits as 32 lowercase hex characters.
+    pub fn generate() -> RequestId {
+        let mut text = [0u8; 32];
+        let encoded = hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut text);
+        match encoded.ok().and_then(|()| HeaderValue::from_bytes(&text).ok()) {
+            Some(id) => RequestId(id),
+            None => RequestId::default(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Never empty in practice: both constructors hold visible ASCII only.
+        self.0.to_str().unwrap_or("-")
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
+    }
 }
 
-pub fn from_client(header: Option<&[u8]>) -> String {
-    match header {
-        Some(id) if is_well_formed(id) => String::from_utf8_lossy(id).into_owned(),
-        _ => generate(),
+impl Default for RequestId {
+    fn default() -> RequestId {
+        RequestId(HeaderValue::from_static("-"))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -33,7 +73,11 @@ mod tests {
 
     #[test]
     fn keeps_good_ids_and_replaces_bad_ones() {
-        assert_eq!(from_client(Some(b"abc-123_x.y:z")), "abc-123_x.y:z");
+        let from_client = |raw: &[u8]| {
+            let value = HeaderValue::from_bytes(raw).ok();
+            RequestId::from_client(value.as_ref()).as_str().to_string()
+        };
+        assert_eq!(from_client(b"abc-123_x.y:z"), "abc-123_x.y:z");
         for bad in [
             &b""[..],
             b"has space",
@@ -41,10 +85,13 @@ mod tests {
             b"new\nline",
             &[b'a'; 129],
         ] {
-            let id = from_client(Some(bad));
+            let id = from_client(bad);
             assert_eq!(id.len(), 32, "{bad:?} should be replaced");
             assert!(is_well_formed(id.as_bytes()));
         }
-        assert_ne!(generate(), generate());
+        assert_eq!(RequestId::from_client(None).as_str().len(), 32);
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_ne!(a.as_str(), b.as_str());
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 }

@@ -112,7 +112,7 @@ impl Gateway {
                 identity: ctx.identity.as_deref(),
                 client_ip: ctx.client_ip,
                 route: &route.name,
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.as_str(),
                 now: unix_now(),
             };
             stage.check(&facts, decider, &snapshot.decision_cache).await

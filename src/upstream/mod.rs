@@ -123,8 +123,7 @@ impl Pool {
 
     /// A healthy, non-ejected target, or `None` when every target is down.
     pub fn select(&self, key: &[u8]) -> Option<SocketAddr> {
-        let now = self.now_ms();
-        let accept = |b: &Backend, healthy: bool| healthy && !self.is_ejected(b, now);
+        let accept = |b: &Backend, healthy: bool| healthy && !self.is_ejected(b);
         let backend = match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(key, 256, accept),
             Selector::ConsistentHash(lb, _) => lb.select_with(key, 256, accept),
@@ -167,11 +166,10 @@ impl Pool {
 
     pub fn healthy_count(&self) -> usize {
         let backends = self.backends();
-        let now = self.now_ms();
         backends
             .get_backend()
             .iter()
-            .filter(|b| backends.ready(b) && !self.is_ejected(b, now))
+            .filter(|b| backends.ready(b) && !self.is_ejected(b))
             .count()
     }
 
@@ -204,11 +202,13 @@ impl Pool {
         }
     }
 
-    fn is_ejected(&self, b: &Backend, now_ms: u64) -> bool {
+    /// The clock is read only for a target that has been ejected at some time.
+    fn is_ejected(&self, b: &Backend) -> bool {
         b.addr
             .as_inet()
             .and_then(|a| self.ejected_until.get(a))
-            .is_some_and(|until| until.load(Ordering::Relaxed) > now_ms)
+            .map(|until| until.load(Ordering::Relaxed))
+            .is_some_and(|until| until != 0 && until > self.now_ms())
     }
 
     fn now_ms(&self) -> u64 {
