@@ -107,7 +107,7 @@ impl DecisionLog {
         let Ok(text) = serde_json::to_string(&line) else {
             return;
         };
-        self.lines.write(text);
+        self.lines.write(&text);
     }
 }
 
