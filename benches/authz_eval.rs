@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench authz_eval                 # full run (about 20 s of measuring)
 //!     cargo bench --bench authz_eval -- --quick      # smoke run (also: SMOKE=1)
+//!     AUTHZ_EVAL_PROFILE='log on' perf record …      # one benchmark alone for 10 s, no table
 //!
 //! Every benchmark times batches of evaluations (one sample = the mean of 1000 decisions, 200
 //! with --quick) and reports the median, p90, p99 and minimum of those per-decision means. The
@@ -466,6 +467,19 @@ fn main() {
         scenarios.len() + 3,
         scenarios.len() + 4,
     );
+
+    // For a profiler: one benchmark alone, for a while, and no table.
+    if let Ok(name) = std::env::var("AUTHZ_EVAL_PROFILE") {
+        let Some(b) = benches.iter_mut().find(|b| b.name.contains(&name)) else {
+            fail(&format!("AUTHZ_EVAL_PROFILE={name:?} names no benchmark"));
+        };
+        eprintln!("authz_eval: running {:?} alone for 10 s", b.name);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            (b.run)(1000);
+        }
+        return;
+    }
 
     let load_before = load_average();
     println!(

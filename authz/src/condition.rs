@@ -5,7 +5,9 @@
 //! inner scope of it. The scope's variables resolve through [`Input`]: each of `principal`,
 //! `resource`, `action` and `context` is converted into CEL values (borrowing the request's
 //! strings) when a condition first names it, and at most once per request (principal and context:
-//! once per batch).
+//! once per batch). A field named with a dot (`resource.owner`, `context.ip`) is answered by
+//! itself, without building the maps around it: the interpreter asks for the dotted name before
+//! its prefix, and most conditions only read a few strings (see the resolver's comment).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -455,16 +457,22 @@ fn is_weekday(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 /// string, it only allocates the maps, lists and boxes that hold them.
 pub type CelVal<'r> = Box<dyn Val + 'r>;
 
-/// What every check of one request (or one batch) shares: the principal and the context. Each is
-/// converted for CEL when a condition first names it, at most once.
+/// What every check of one request (or one batch) shares: the principal and the context. Each
+/// value is converted for CEL when a condition first names it, at most once.
 pub struct SharedInput<'r> {
     principal: &'r Principal,
     context: &'r RequestContext,
     /// The time conditions see when the request names none (a frozen clock); else the clock is
-    /// read when `context` is first converted.
+    /// read when a condition first needs the time.
     now: Option<DateTime<FixedOffset>>,
     principal_val: OnceLock<CelVal<'r>>,
     context_val: OnceLock<CelVal<'r>>,
+    roles_val: OnceLock<CelVal<'r>>,
+    attributes_val: OnceLock<CelVal<'r>>,
+    /// `context.time` as conditions see it: one instant for the whole decision.
+    time: OnceLock<DateTime<FixedOffset>>,
+    /// `context.ip` in its canonical text form.
+    ip: OnceLock<Option<String>>,
 }
 
 impl<'r> SharedInput<'r> {
@@ -479,6 +487,10 @@ impl<'r> SharedInput<'r> {
             now,
             principal_val: OnceLock::new(),
             context_val: OnceLock::new(),
+            roles_val: OnceLock::new(),
+            attributes_val: OnceLock::new(),
+            time: OnceLock::new(),
+            ip: OnceLock::new(),
         }
     }
 
@@ -490,15 +502,65 @@ impl<'r> SharedInput<'r> {
 
     fn context(&self) -> &(dyn Val + 'r) {
         self.context_val
-            .get_or_init(|| {
-                let time = self
-                    .context
-                    .time
-                    .or(self.now)
-                    .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
-                context_val(self.context, time)
-            })
+            .get_or_init(|| context_val(self.context, self.time()))
             .as_ref()
+    }
+
+    fn time(&self) -> DateTime<FixedOffset> {
+        *self.time.get_or_init(|| {
+            self.context
+                .time
+                .or(self.now)
+                .unwrap_or_else(|| chrono::Utc::now().fixed_offset())
+        })
+    }
+
+    /// `principal.<path>`, without converting the rest of the principal.
+    fn principal_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let p = self.principal;
+        match path.split_once('.') {
+            None => match path {
+                "sub" => Some(CowVal::owned(CelString::from(p.sub.as_str()))),
+                "roles" => Some(CowVal::Borrowed(
+                    self.roles_val.get_or_init(|| roles_val(&p.roles)).as_ref(),
+                )),
+                "attributes" => Some(CowVal::Borrowed(
+                    self.attributes_val
+                        .get_or_init(|| object(&p.attributes))
+                        .as_ref(),
+                )),
+                _ => None,
+            },
+            Some(("attributes", inside)) => scalar_at(&p.attributes, inside),
+            Some(_) => None,
+        }
+    }
+
+    /// `context.<path>`, without converting the rest of the context. `ip` and `time` are the
+    /// typed fields (they shadow keys of the same name, as in the whole context).
+    fn context_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let (key, inside) = match path.split_once('.') {
+            Some((key, inside)) => (key, Some(inside)),
+            None => (path, None),
+        };
+        match (key, inside) {
+            ("ip", None) => Some(
+                match self
+                    .ip
+                    .get_or_init(|| self.context.ip.map(|ip| ip.to_canonical().to_string()))
+                {
+                    Some(ip) => CowVal::owned(CelString::from(ip.as_str())),
+                    None => CowVal::owned(CelNull),
+                },
+            ),
+            ("time", None) => Some(CowVal::owned(CelTimestamp::from(self.time()))),
+            ("ip" | "time", Some(_)) => None,
+            (key, None) => self.context.extra.get(key).and_then(scalar),
+            (key, Some(inside)) => match self.context.extra.get(key) {
+                Some(Json::Object(o)) => scalar_at(o, inside),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -511,6 +573,7 @@ pub struct Input<'s, 'r> {
     action: &'s str,
     resource_val: OnceLock<CelVal<'s>>,
     action_val: OnceLock<CelVal<'s>>,
+    attributes_val: OnceLock<CelVal<'s>>,
 }
 
 impl<'s, 'r> Input<'s, 'r> {
@@ -521,6 +584,7 @@ impl<'s, 'r> Input<'s, 'r> {
             action,
             resource_val: OnceLock::new(),
             action_val: OnceLock::new(),
+            attributes_val: OnceLock::new(),
         }
     }
 
@@ -533,10 +597,47 @@ impl<'s, 'r> Input<'s, 'r> {
         scope.set_variable_resolver(self);
         scope
     }
+
+    /// `resource.<path>`, without converting the rest of the resource.
+    fn resource_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let r = self.resource;
+        match path.split_once('.') {
+            None => match path {
+                "type" => Some(CowVal::owned(CelString::from(r.kind.as_str()))),
+                "id" => Some(CowVal::owned(CelString::from(r.id.as_str()))),
+                "owner" => Some(match r.owner.as_deref() {
+                    Some(owner) => CowVal::owned(CelString::from(owner)),
+                    None => CowVal::owned(CelNull),
+                }),
+                "attributes" => Some(CowVal::Borrowed(
+                    self.attributes_val
+                        .get_or_init(|| object(&r.attributes))
+                        .as_ref(),
+                )),
+                _ => None,
+            },
+            Some(("attributes", inside)) => scalar_at(&r.attributes, inside),
+            Some(_) => None,
+        }
+    }
 }
 
+/// The interpreter asks for a dotted name whole first (`context.ip`), then for shorter and
+/// shorter prefixes of it (`context`), selecting the remaining fields from what it gets. Fields
+/// of the request are answered whole where that converts no more than the field: a string, a
+/// number, the roles list or an attributes map (each converted once). Anything else (a key that
+/// is not there, an object or a list inside the attributes) is left to the prefix, converted
+/// whole as before, so that errors and results are those of CEL's own field selection.
 impl VariableResolver for Input<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some((root, path)) = variable.split_once('.') {
+            return match root {
+                "principal" => self.shared.principal_field(path),
+                "resource" => self.resource_field(path),
+                "context" => self.shared.context_field(path),
+                _ => None,
+            };
+        }
         let value: &'b (dyn Val + 'b) = match variable {
             "principal" => self.shared.principal(),
             "context" => self.shared.context(),
@@ -549,6 +650,30 @@ impl VariableResolver for Input<'_, '_> {
         };
         Some(CowVal::Borrowed(value))
     }
+}
+
+/// A JSON value that converts without allocating more than its box: null, a boolean, a number
+/// or a string.
+fn scalar(j: &Json) -> Option<CowVal<'_, '_>> {
+    match j {
+        Json::Array(_) | Json::Object(_) => None,
+        scalar => Some(CowVal::Owned(json_val(scalar))),
+    }
+}
+
+/// The scalar at the dotted `path` inside `map`, if every step is there.
+fn scalar_at<'j>(map: &'j serde_json::Map<String, Json>, path: &str) -> Option<CowVal<'j, 'j>> {
+    let mut map = map;
+    let mut keys = path.split('.');
+    let mut key = keys.next()?;
+    for next in keys {
+        match map.get(key)? {
+            Json::Object(inner) => map = inner,
+            _ => return None,
+        }
+        key = next;
+    }
+    scalar(map.get(key)?)
 }
 
 fn string(s: &str) -> CelVal<'_> {
@@ -590,11 +715,16 @@ fn object(o: &serde_json::Map<String, Json>) -> CelVal<'_> {
     Box::new(CelMap::from(map))
 }
 
+fn roles_val(roles: &[String]) -> CelVal<'_> {
+    Box::new(CelList::from(
+        roles.iter().map(|r| string(r)).collect::<Vec<_>>(),
+    ))
+}
+
 fn principal_val(p: &Principal) -> CelVal<'_> {
-    let roles: Vec<CelVal<'_>> = p.roles.iter().map(|r| string(r)).collect();
     map([
         ("sub", string(&p.sub)),
-        ("roles", Box::new(CelList::from(roles))),
+        ("roles", roles_val(&p.roles)),
         ("attributes", object(&p.attributes)),
     ])
 }
@@ -838,6 +968,119 @@ mod tests {
             "context.time.getHours('Europe/Paris') < 18",
         ] {
             Expression::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    /// The old way of resolving: whole variables only, fields selected by the interpreter.
+    struct WholeVariablesOnly<'a, 's, 'r>(&'a Input<'s, 'r>);
+
+    impl VariableResolver for WholeVariablesOnly<'_, '_, '_> {
+        fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+            if variable.contains('.') {
+                return None;
+            }
+            self.0.resolve(variable)
+        }
+    }
+
+    #[test]
+    fn fields_answered_by_name_evaluate_as_selected_from_whole_variables() {
+        let requests = [
+            serde_json::json!({
+                "principal": {"sub": "alice", "roles": ["editor"],
+                    "attributes": {"email": "a@x", "level": 3, "big": 18446744073709551615u64,
+                        "ratio": 0.5, "on": true, "none": null,
+                        "nested": {"x": 1, "y": {"z": "deep"}}, "list": [1, 2]}},
+                "resource": {"type": "document", "id": "d1", "owner": "alice",
+                    "attributes": {"title": "Plan", "tags": ["a"], "meta": {"k": "v"}}},
+                "action": "edit",
+                "context": {"ip": "::ffff:10.1.2.3", "time": "2026-11-23T10:00:00+01:00",
+                    "tenant": "acme", "n": null, "deep": {"k": {"j": "v"}}, "list": [1]},
+            }),
+            // No owner, no ip, no time (the frozen clock), no attributes.
+            serde_json::json!({
+                "principal": {"sub": "bob"},
+                "resource": {"type": "invoice"},
+                "action": "pay",
+            }),
+        ];
+        let expressions = [
+            "principal.sub",
+            "principal.roles",
+            "'editor' in principal.roles",
+            "principal.roles.exists(r, r == 'editor')",
+            "principal.attributes",
+            "size(principal.attributes)",
+            "principal.attributes.email",
+            "principal.attributes.level + 1",
+            "principal.attributes.big",
+            "principal.attributes.ratio",
+            "principal.attributes.on",
+            "principal.attributes.none",
+            "principal.attributes.nested",
+            "principal.attributes.nested.x",
+            "principal.attributes.nested.y.z",
+            "principal.attributes.nested.y.missing",
+            "principal.attributes.list",
+            "principal.attributes.missing",
+            "principal.attributes.email.x",
+            "has(principal.attributes.email)",
+            "principal.sub.x",
+            "principal.nosuch",
+            "principal",
+            "resource.type",
+            "resource.id",
+            "resource.owner",
+            "resource.owner == principal.sub",
+            "resource.attributes.title",
+            "resource.attributes.tags",
+            "resource.attributes.meta.k",
+            "resource.attributes.nosuch",
+            "resource.nosuch",
+            "has(resource.owner)",
+            "action",
+            "action == 'edit'",
+            "context.ip",
+            "context.ip.x",
+            "context.time",
+            "context.time.x",
+            "context.tenant",
+            "context.n",
+            "context.deep",
+            "context.deep.k.j",
+            "context.deep.k.missing",
+            "context.list",
+            "context.nosuch",
+            "has(context.ip)",
+            "ipInRange(context.ip, '10.0.0.0/8')",
+            "timeBetween(context.time, '08:00', '19:00', 'Europe/Paris')",
+            "context",
+        ];
+        let root = root_context();
+        let frozen = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z").ok();
+        for body in &requests {
+            let r: crate::request::Request =
+                serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}"));
+            for source in expressions {
+                let program = Program::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+                let shared = SharedInput::new(&r.principal, &r.context, frozen);
+                let input = Input::new(&shared, &r.resource, &r.action);
+                let by_name = program.execute(&input.scope(&root));
+                let shared = SharedInput::new(&r.principal, &r.context, frozen);
+                let input = Input::new(&shared, &r.resource, &r.action);
+                let whole = WholeVariablesOnly(&input);
+                let mut scope = root.new_inner_scope();
+                scope.set_variable_resolver(&whole);
+                let selected = program.execute(&scope);
+                // Values compared as values (map order is a hash order), errors by message.
+                match (by_name, selected) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{source} on {body}"),
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a.to_string(), b.to_string(), "{source} on {body}")
+                    }
+                    (a, b) => panic!("{source} on {body}: {a:?} / {b:?}"),
+                }
+            }
         }
     }
 
