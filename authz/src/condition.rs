@@ -317,6 +317,9 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
 /// are read as IPv4 (see [`parse_ip`]); otherwise a deny list written that way would stop
 /// matching the very clients it names.
 pub fn parse_range(s: &str) -> Result<IpNet, String> {
+    if let Some(net) = plain_ipv4_range(s) {
+        return Ok(net);
+    }
     let net: IpNet = s
         .parse()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
@@ -329,6 +332,25 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
         (Some(v4), Some(len)) => Ok(Ipv4Net::new(v4, len).map(IpNet::V4).unwrap_or(net)),
         _ => Ok(net),
     }
+}
+
+/// `a.b.c.d/n` or `a.b.c.d`, as policies write IPv4 ranges, read with the standard library's
+/// strict address parser: the general parser below (ipnet's) cost more than the rest of an
+/// `ipInRange` call, and a literal range is read at every call. Anything else, including what
+/// is odd here (`/08`, `/33`), is `None` and goes to the general parser, which decides.
+fn plain_ipv4_range(s: &str) -> Option<IpNet> {
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (s, None),
+    };
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len = match len.map(str::as_bytes) {
+        None => 32,
+        Some([d @ b'0'..=b'9']) => d - b'0',
+        Some([t @ b'1'..=b'3', d @ b'0'..=b'9']) => (t - b'0') * 10 + (d - b'0'),
+        Some(_) => return None,
+    };
+    Ipv4Net::new(addr, len).ok().map(IpNet::V4)
 }
 
 /// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
@@ -371,13 +393,44 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 
 /// A time of day as `timeBetween` reads it: `"HH:MM"`, 00:00 to 23:59.
 pub fn parse_clock(s: &str) -> Result<NaiveTime, String> {
+    // Two digits, a colon, two digits, in range: read by hand. chrono's `parse_from_str` parses
+    // its format string at every call; anything else goes to it, and it decides.
+    if let [h1 @ b'0'..=b'2', h2 @ b'0'..=b'9', b':', m1 @ b'0'..=b'5', m2 @ b'0'..=b'9'] =
+        *s.as_bytes()
+    {
+        let digits = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
+        if let Some(t) = NaiveTime::from_hms_opt(digits(h1, h2), digits(m1, m2), 0) {
+            return Ok(t);
+        }
+    }
     NaiveTime::parse_from_str(s, "%H:%M")
         .map_err(|_| format!("{s:?} is not a time of day like \"09:30\""))
 }
 
 /// A time zone as `timeBetween` and `isWeekday` read it: an IANA name such as `"Europe/Paris"`.
 pub fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
-    s.parse().map_err(|_| format!("unknown time zone {s:?}"))
+    // Policies name one zone or two: the last one read on this thread is kept, so the name is
+    // compared instead of hashed into chrono-tz's table at every call.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, chrono_tz::Tz)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let cached = LAST.try_with(|last| {
+        last.try_borrow()
+            .ok()?
+            .as_ref()
+            .and_then(|(name, tz)| (name == s).then_some(*tz))
+    });
+    if let Ok(Some(tz)) = cached {
+        return Ok(tz);
+    }
+    let tz: chrono_tz::Tz = s.parse().map_err(|_| format!("unknown time zone {s:?}"))?;
+    let _ = LAST.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some((s.to_string(), tz));
+        }
+    });
+    Ok(tz)
 }
 
 fn local_time(
@@ -864,6 +917,61 @@ mod tests {
             ),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn fast_readings_of_ranges_clocks_and_zones_agree_with_the_general_parsers() {
+        let general_range = |s: &str| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .ok()
+        };
+        for s in [
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "0.0.0.0/0",
+            "192.168.0.0/16",
+            "127.0.0.1/9",
+            "10.1.2.3",
+            "255.255.255.255",
+            "10.0.0.0/33",
+            "10.0.0.0/08",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "010.0.0.0/8",
+            "10.0.0.0/8 ",
+            " 10.0.0.0/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/3a",
+            "10.0.0.0/100",
+            "::1/128",
+            "ten/8",
+            "",
+        ] {
+            if let Some(fast) = plain_ipv4_range(s) {
+                assert_eq!(Some(fast), general_range(s), "{s:?}");
+            }
+        }
+        assert!(plain_ipv4_range("10.0.0.0/8").is_some());
+        assert!(plain_ipv4_range("10.1.2.3").is_some());
+        for s in [
+            "00:00", "09:30", "23:59", "19:00", "24:00", "23:60", "9:30", "09:3", "29:00", "09-30",
+            "09:30 ", "", "ab:cd",
+        ] {
+            let general = NaiveTime::parse_from_str(s, "%H:%M").ok();
+            assert_eq!(parse_clock(s).ok(), general, "{s:?}");
+        }
+        for s in [
+            "Europe/Paris",
+            "Europe/Paris",
+            "UTC",
+            "Europe/Pariss",
+            "Europe/Paris",
+            "",
+        ] {
+            assert_eq!(parse_zone(s).ok(), s.parse::<chrono_tz::Tz>().ok(), "{s:?}");
+        }
     }
 
     #[test]
