@@ -25,7 +25,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
 
-use crate::request::{Principal, RequestContext, Resource};
+use crate::request::{Ipv4Text, Principal, RequestContext, Resource};
 
 /// The variables a condition may name.
 pub const VARIABLES: [&str; 4] = ["principal", "resource", "action", "context"];
@@ -600,7 +600,7 @@ impl<'r> SharedInput<'r> {
             ("ip", None) => Some(
                 match self
                     .ip
-                    .get_or_init(|| self.context.ip.map(|ip| ip.to_canonical().to_string()))
+                    .get_or_init(|| self.context.ip.map(|ip| ip_text(ip.to_canonical())))
                 {
                     Some(ip) => CowVal::owned(CelString::from(ip.as_str())),
                     None => CowVal::owned(CelNull),
@@ -797,6 +797,13 @@ fn resource_val(r: &Resource) -> CelVal<'_> {
     ])
 }
 
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => Ipv4Text::new(v4).as_str().to_string(),
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 /// `time` is resolved by the caller (the request's, a frozen clock, or now). Keys of `extra`
 /// named `ip` or `time` are shadowed by the typed fields, as before.
 fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
@@ -806,7 +813,7 @@ fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
     }
     let ip: CelVal<'_> = match c.ip {
         // Canonical for a request built in-process too (parsed ones already are): see `parse_ip`.
-        Some(ip) => Box::new(CelString::from(ip.to_canonical().to_string())),
+        Some(ip) => Box::new(CelString::from(ip_text(ip.to_canonical()))),
         None => Box::new(CelNull),
     };
     entries.insert(key("ip"), ip);
