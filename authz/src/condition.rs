@@ -571,7 +571,7 @@ impl<'r> SharedInput<'r> {
     /// `principal.<path>`, without converting the rest of the principal.
     fn principal_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
         let p = self.principal;
-        match path.split_once('.') {
+        match split_dot(path) {
             None => match path {
                 "sub" => Some(CowVal::owned(CelString::from(p.sub.as_str()))),
                 "roles" => Some(CowVal::Borrowed(
@@ -592,7 +592,7 @@ impl<'r> SharedInput<'r> {
     /// `context.<path>`, without converting the rest of the context. `ip` and `time` are the
     /// typed fields (they shadow keys of the same name, as in the whole context).
     fn context_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
-        let (key, inside) = match path.split_once('.') {
+        let (key, inside) = match split_dot(path) {
             Some((key, inside)) => (key, Some(inside)),
             None => (path, None),
         };
@@ -654,7 +654,7 @@ impl<'s, 'r> Input<'s, 'r> {
     /// `resource.<path>`, without converting the rest of the resource.
     fn resource_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
         let r = self.resource;
-        match path.split_once('.') {
+        match split_dot(path) {
             None => match path {
                 "type" => Some(CowVal::owned(CelString::from(r.kind.as_str()))),
                 "id" => Some(CowVal::owned(CelString::from(r.id.as_str()))),
@@ -683,7 +683,7 @@ impl<'s, 'r> Input<'s, 'r> {
 /// whole as before, so that errors and results are those of CEL's own field selection.
 impl VariableResolver for Input<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        if let Some((root, path)) = variable.split_once('.') {
+        if let Some((root, path)) = split_dot(variable) {
             return match root {
                 "principal" => self.shared.principal_field(path),
                 "resource" => self.resource_field(path),
@@ -703,6 +703,13 @@ impl VariableResolver for Input<'_, '_> {
         };
         Some(CowVal::Borrowed(value))
     }
+}
+
+/// `a.b.c` → (`a`, `b.c`): `split_once('.')` without the general pattern searcher, which cost
+/// more than the rest of answering a short name.
+fn split_dot(name: &str) -> Option<(&str, &str)> {
+    let dot = name.bytes().position(|b| b == b'.')?;
+    Some((&name[..dot], &name[dot + 1..]))
 }
 
 /// A JSON value that converts without allocating more than its box: null, a boolean, a number
