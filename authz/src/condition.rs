@@ -450,7 +450,7 @@ fn local_time(
         Some(zone) => match zone.downcast_ref::<CelString>() {
             Some(z) => {
                 let tz = parse_zone(z.inner()).map_err(|m| helper_error(name, m))?;
-                Ok(t.with_timezone(&tz).naive_local())
+                Ok(in_zone(t, tz))
             }
             None => Err(helper_error(
                 name,
@@ -458,6 +458,25 @@ fn local_time(
             )),
         },
     }
+}
+
+/// The wall-clock time of `t` in `tz`. `isWeekday` and `timeBetween` usually ask it of the same
+/// instant and zone one after the other: the last answer is kept on the thread (the zone's
+/// transitions are searched once).
+fn in_zone(t: &DateTime<FixedOffset>, tz: chrono_tz::Tz) -> chrono::NaiveDateTime {
+    type Last = Option<(DateTime<FixedOffset>, chrono_tz::Tz, chrono::NaiveDateTime)>;
+    thread_local! {
+        static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) };
+    }
+    if let Ok(Some((at, zone, local))) = LAST.try_with(std::cell::Cell::get) {
+        // `==` on the instant and the offset both: the same value, not only the same instant.
+        if at == *t && at.offset() == t.offset() && zone == tz {
+            return local;
+        }
+    }
+    let local = t.with_timezone(&tz).naive_local();
+    let _ = LAST.try_with(|last| last.set(Some((*t, tz, local))));
+    local
 }
 
 /// `timeBetween(context.time, "09:00", "18:00"[, "Europe/Paris"])`: from inclusive, to exclusive,
@@ -524,8 +543,11 @@ pub struct SharedInput<'r> {
     attributes_val: OnceLock<CelVal<'r>>,
     /// `context.time` as conditions see it: one instant for the whole decision.
     time: OnceLock<DateTime<FixedOffset>>,
+    // Fields answered by name, converted in place (no box) and lent to the interpreter.
+    time_val: OnceLock<CelTimestamp>,
     /// `context.ip` in its canonical text form.
-    ip: OnceLock<Option<String>>,
+    ip_val: OnceLock<Option<CelString<'static>>>,
+    sub_val: OnceLock<CelString<'r>>,
 }
 
 impl<'r> SharedInput<'r> {
@@ -543,7 +565,9 @@ impl<'r> SharedInput<'r> {
             roles_val: OnceLock::new(),
             attributes_val: OnceLock::new(),
             time: OnceLock::new(),
-            ip: OnceLock::new(),
+            time_val: OnceLock::new(),
+            ip_val: OnceLock::new(),
+            sub_val: OnceLock::new(),
         }
     }
 
@@ -573,7 +597,9 @@ impl<'r> SharedInput<'r> {
         let p = self.principal;
         match split_dot(path) {
             None => match path {
-                "sub" => Some(CowVal::owned(CelString::from(p.sub.as_str()))),
+                "sub" => Some(CowVal::Borrowed(
+                    self.sub_val.get_or_init(|| CelString::from(p.sub.as_str())),
+                )),
                 "roles" => Some(CowVal::Borrowed(
                     self.roles_val.get_or_init(|| roles_val(&p.roles)).as_ref(),
                 )),
@@ -597,16 +623,20 @@ impl<'r> SharedInput<'r> {
             None => (path, None),
         };
         match (key, inside) {
-            ("ip", None) => Some(
-                match self
-                    .ip
-                    .get_or_init(|| self.context.ip.map(|ip| ip_text(ip.to_canonical())))
-                {
-                    Some(ip) => CowVal::owned(CelString::from(ip.as_str())),
-                    None => CowVal::owned(CelNull),
+            ("ip", None) => Some(CowVal::Borrowed(
+                match self.ip_val.get_or_init(|| {
+                    self.context
+                        .ip
+                        .map(|ip| CelString::from(ip_text(ip.to_canonical())))
+                }) {
+                    Some(ip) => ip,
+                    None => &NULL,
                 },
-            ),
-            ("time", None) => Some(CowVal::owned(CelTimestamp::from(self.time()))),
+            )),
+            ("time", None) => Some(CowVal::Borrowed(
+                self.time_val
+                    .get_or_init(|| CelTimestamp::from(self.time())),
+            )),
             ("ip" | "time", Some(_)) => None,
             (key, None) => self.context.extra.get(key).and_then(scalar),
             (key, Some(inside)) => match self.context.extra.get(key) {
@@ -627,6 +657,9 @@ pub struct Input<'s, 'r> {
     resource_val: OnceLock<CelVal<'s>>,
     action_val: OnceLock<CelVal<'s>>,
     attributes_val: OnceLock<CelVal<'s>>,
+    kind_val: OnceLock<CelString<'s>>,
+    id_val: OnceLock<CelString<'s>>,
+    owner_val: OnceLock<CelString<'s>>,
 }
 
 impl<'s, 'r> Input<'s, 'r> {
@@ -638,6 +671,9 @@ impl<'s, 'r> Input<'s, 'r> {
             resource_val: OnceLock::new(),
             action_val: OnceLock::new(),
             attributes_val: OnceLock::new(),
+            kind_val: OnceLock::new(),
+            id_val: OnceLock::new(),
+            owner_val: OnceLock::new(),
         }
     }
 
@@ -656,12 +692,17 @@ impl<'s, 'r> Input<'s, 'r> {
         let r = self.resource;
         match split_dot(path) {
             None => match path {
-                "type" => Some(CowVal::owned(CelString::from(r.kind.as_str()))),
-                "id" => Some(CowVal::owned(CelString::from(r.id.as_str()))),
-                "owner" => Some(match r.owner.as_deref() {
-                    Some(owner) => CowVal::owned(CelString::from(owner)),
-                    None => CowVal::owned(CelNull),
-                }),
+                "type" => Some(CowVal::Borrowed(
+                    self.kind_val
+                        .get_or_init(|| CelString::from(r.kind.as_str())),
+                )),
+                "id" => Some(CowVal::Borrowed(
+                    self.id_val.get_or_init(|| CelString::from(r.id.as_str())),
+                )),
+                "owner" => Some(CowVal::Borrowed(match r.owner.as_deref() {
+                    Some(owner) => self.owner_val.get_or_init(|| CelString::from(owner)),
+                    None => &NULL,
+                })),
                 "attributes" => Some(CowVal::Borrowed(
                     self.attributes_val
                         .get_or_init(|| object(&r.attributes))
@@ -704,6 +745,9 @@ impl VariableResolver for Input<'_, '_> {
         Some(CowVal::Borrowed(value))
     }
 }
+
+/// `null`, lent to the interpreter for absent fields.
+static NULL: CelNull = CelNull;
 
 /// `a.b.c` → (`a`, `b.c`): `split_once('.')` without the general pattern searcher, which cost
 /// more than the rest of answering a short name.
@@ -985,6 +1029,18 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_zone(s).ok(), s.parse::<chrono_tz::Tz>().ok(), "{s:?}");
+        }
+        // The same instant twice, in another zone, written with another offset, then another.
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{e}"));
+        for (t, zone) in [
+            ("2026-11-23T22:30:00Z", chrono_tz::Europe::Paris),
+            ("2026-11-23T22:30:00Z", chrono_tz::Europe::Paris),
+            ("2026-11-23T22:30:00Z", chrono_tz::America::New_York),
+            ("2026-11-23T23:30:00+01:00", chrono_tz::America::New_York),
+            ("2026-07-06T17:30:00Z", chrono_tz::Europe::Paris),
+        ] {
+            let t = at(t);
+            assert_eq!(in_zone(&t, zone), t.with_timezone(&zone).naive_local());
         }
     }
 
