@@ -612,11 +612,16 @@ fn main() {
     println!(
         "decision log: {lines} lines queued, {dropped} dropped (queue full), {logged} in the live \
          file (rotates at 16 MiB); writer thread {}",
-        writer_cpu.map_or("CPU n/a".into(), |s| format!(
-            "{:.0} ms CPU, {:.3} µs per line (off the deciding thread)",
-            s * 1e3,
-            s * 1e6 / lines.max(1) as f64
-        ))
+        match writer_cpu {
+            None => "CPU n/a".to_string(),
+            // /proc counts in clock ticks: a smoke run may not last one.
+            Some(s) if s == 0.0 => "CPU under one clock tick".to_string(),
+            Some(s) => format!(
+                "{:.0} ms CPU, {:.3} µs per line (off the deciding thread)",
+                s * 1e3,
+                s * 1e6 / lines.max(1) as f64
+            ),
+        }
     );
     println!(
         "measured for {:.1} s; load average at the end: {}",
