@@ -615,7 +615,7 @@ fn main() {
         match writer_cpu {
             None => "CPU n/a".to_string(),
             // /proc counts in clock ticks: a smoke run may not last one.
-            Some(s) if s == 0.0 => "CPU under one clock tick".to_string(),
+            Some(0.0) => "CPU under one clock tick".to_string(),
             Some(s) => format!(
                 "{:.0} ms CPU, {:.3} µs per line (off the deciding thread)",
                 s * 1e3,
