@@ -1,71 +1,48 @@
-//! One decision-log line, written as JSON by hand into the writer's buffer.
+//! One decision-log line: a borrowed `#[derive(Serialize)]` struct that `serde_json::to_writer`
+//! writes straight into the log writer's reused per-thread buffer (no string of its own, no
+//! copy of the input).
 //!
-//! serde_json wrote the line in about as much time as the decision took: every key went through
-//! its string escaper byte by byte, the times and the address through the formatting machinery.
-//! Here the keys are literals, a string is copied as it is unless it holds a byte JSON escapes
-//! (then serde_json escapes it), the line's time is formatted once per millisecond, and the
-//! request's address and time are written digit by digit. The output is byte for byte what
-//! serde_json writes for the same line (`tests::lines_are_what_serde_json_writes`).
-//!
-//! Redaction is applied while writing: each key asks which configured paths reach it (a bit set),
-//! instead of building the input as a JSON tree and editing it.
+//! Redaction is applied while serialising: each object's keys ask which configured paths reach
+//! them (a bit set), and a value no path reaches is handed to its own derived `Serialize`
+//! untouched, instead of building the input as a JSON tree and editing it. serde_json does all
+//! the JSON (escaping, numbers, the addresses' and times' text).
 
-use std::cell::RefCell;
-use std::net::IpAddr;
 use std::time::SystemTime;
 
-use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use chrono::{DateTime, FixedOffset};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use super::Input;
-use crate::request::{Ipv4Text, Principal, RequestContext, Resource};
+use crate::request::{Principal, RequestContext, Resource};
 
 const REDACTED: &str = "[redacted]";
 
 /// At most this many redaction paths: which of them apply at a point of the input is a bit set.
 pub const MAX_REDACTIONS: usize = 64;
 
-/// What one line says besides the input.
+/// One line, as it is written (field names and order are the log's format).
+#[derive(Serialize)]
 pub(super) struct Line<'a> {
     pub decision_id: &'a str,
+    /// `2026-11-23T09:00:00.123Z` (RFC 3339, milliseconds, UTC).
+    #[serde(serialize_with = "rfc3339_millis")]
     pub time: SystemTime,
-    pub allow: bool,
+    /// `allow` or `deny`.
+    pub result: &'static str,
     pub reason: &'a str,
     pub policy_id: Option<&'a str>,
     pub policy_version: Option<&'a str>,
     pub rule: Option<&'a str>,
     pub policy_set: &'a str,
     pub latency_us: f64,
+    pub input: Redacted<'a, Input<'a>>,
 }
 
-impl Line<'_> {
-    /// The line (without its newline), the input redacted as `redactions` say.
-    pub fn write(&self, input: &Input<'_>, redactions: &Redactions, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"decision_id\":");
-        string(out, self.decision_id);
-        out.extend_from_slice(b",\"time\":\"");
-        rfc3339_millis(out, self.time);
-        out.extend_from_slice(if self.allow {
-            b"\",\"result\":\"allow\",\"reason\":"
-        } else {
-            b"\",\"result\":\"deny\",\"reason\":"
-        });
-        string(out, self.reason);
-        out.extend_from_slice(b",\"policy_id\":");
-        optional_string(out, self.policy_id);
-        out.extend_from_slice(b",\"policy_version\":");
-        optional_string(out, self.policy_version);
-        out.extend_from_slice(b",\"rule\":");
-        optional_string(out, self.rule);
-        out.extend_from_slice(b",\"policy_set\":");
-        string(out, self.policy_set);
-        out.extend_from_slice(b",\"latency_us\":");
-        // serde_json's own number formatting (and `null` for what JSON cannot hold).
-        let _ = serde_json::to_writer(&mut *out, &self.latency_us);
-        out.extend_from_slice(b",\"input\":");
-        write_input(out, input, redactions.all());
-        out.push(b'}');
-    }
+/// humantime's millisecond form, written by serde_json without a `String` in between.
+fn rfc3339_millis<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
 /// The configured redaction paths (`principal.attributes.email`, `resource.attributes.*`), split
@@ -86,14 +63,17 @@ impl Redactions {
         }
     }
 
-    /// Every path, at the top of the input.
-    fn all(&self) -> Active<'_> {
-        Active {
-            redactions: self,
-            depth: 0,
-            paths: match self.paths.len() {
-                MAX_REDACTIONS => u64::MAX,
-                n => (1u64 << n) - 1,
+    /// `value` (the whole input) as logged: redacted where these paths say.
+    pub fn apply<'a, T: Redact + ?Sized>(&'a self, value: &'a T) -> Redacted<'a, T> {
+        Redacted {
+            value,
+            paths: Active {
+                redactions: self,
+                depth: 0,
+                paths: match self.paths.len() {
+                    MAX_REDACTIONS => u64::MAX,
+                    n => (1u64 << n) - 1,
+                },
             },
         }
     }
@@ -102,7 +82,7 @@ impl Redactions {
 /// The redaction paths that lead to one point of the input (a bit per path), all `depth`
 /// segments deep.
 #[derive(Clone, Copy)]
-struct Active<'r> {
+pub(super) struct Active<'r> {
     redactions: &'r Redactions,
     depth: usize,
     paths: u64,
@@ -148,288 +128,172 @@ impl<'r> Active<'r> {
             }),
         }
     }
+}
 
-    /// No path: everything below is written as it is.
-    fn none(self) -> Self {
-        Self { paths: 0, ..self }
+/// A value as logged: `paths` redact inside it.
+pub(super) struct Redacted<'a, T: ?Sized> {
+    value: &'a T,
+    paths: Active<'a>,
+}
+
+impl<T: Redact + ?Sized> Serialize for Redacted<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.paths.paths == 0 {
+            self.value.serialize(s)
+        } else {
+            self.value.serialize_redacted(self.paths, s)
+        }
     }
 }
 
-/// Writes one member of an object: `,"key":` (no comma before the first) and the value,
-/// `[redacted]` instead when a path ends at it.
-fn member<T: ?Sized>(
-    out: &mut Vec<u8>,
-    first: &mut bool,
-    key: &str,
-    value: &T,
-    active: Active<'_>,
-    write: fn(&mut Vec<u8>, &T, Active<'_>),
-) {
-    if !std::mem::take(first) {
-        out.push(b',');
+/// A part of the input that redaction paths can reach into. Only objects have keys: anything
+/// else (strings, lists, addresses, times) is written as it is, whatever the paths.
+pub(super) trait Redact: Serialize {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        _paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        self.serialize(s)
     }
-    string(out, key);
-    out.push(b':');
-    match active.under(key) {
-        Under::Nothing => write(out, value, active.none()),
-        Under::Whole => string(out, REDACTED),
-        Under::Inside(inside) => write(out, value, inside),
+}
+
+/// An object's members written one by one, each as the paths reaching its key say.
+struct Members<'r, M> {
+    map: M,
+    paths: Active<'r>,
+}
+
+impl<'r, M: SerializeMap> Members<'r, M> {
+    fn start<S: Serializer<SerializeMap = M>>(s: S, paths: Active<'r>) -> Result<Self, S::Error> {
+        Ok(Self {
+            map: s.serialize_map(None)?,
+            paths,
+        })
+    }
+
+    fn member<T: Redact + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), M::Error> {
+        match self.paths.under(key) {
+            Under::Nothing => self.map.serialize_entry(key, value),
+            Under::Whole => self.map.serialize_entry(key, REDACTED),
+            Under::Inside(paths) => self.map.serialize_entry(key, &Redacted { value, paths }),
+        }
+    }
+
+    fn end(self) -> Result<M::Ok, M::Error> {
+        self.map.end()
     }
 }
 
 // The request types, key by key as their derived `Serialize` writes them (names, order, keys
-// skipped when absent): `tests::lines_are_what_serde_json_writes` holds the two together.
+// skipped when absent): `tests::redacting_nothing_writes_the_derived_line` holds the two together.
 
-fn write_input(out: &mut Vec<u8>, input: &Input<'_>, active: Active<'_>) {
-    let first = &mut true;
-    out.push(b'{');
-    member(
-        out,
-        first,
-        "principal",
-        input.principal,
-        active,
-        write_principal,
-    );
-    member(
-        out,
-        first,
-        "resource",
-        input.resource,
-        active,
-        write_resource,
-    );
-    member(out, first, "action", input.action, active, write_str);
-    member(out, first, "context", input.context, active, write_context);
-    out.push(b'}');
-}
-
-fn write_principal(out: &mut Vec<u8>, p: &Principal, active: Active<'_>) {
-    let first = &mut true;
-    out.push(b'{');
-    member(out, first, "sub", p.sub.as_str(), active, write_str);
-    member(
-        out,
-        first,
-        "roles",
-        p.roles.as_slice(),
-        active,
-        write_strings,
-    );
-    member(
-        out,
-        first,
-        "attributes",
-        &p.attributes,
-        active,
-        write_object,
-    );
-    out.push(b'}');
-}
-
-fn write_resource(out: &mut Vec<u8>, r: &Resource, active: Active<'_>) {
-    let first = &mut true;
-    out.push(b'{');
-    member(out, first, "type", r.kind.as_str(), active, write_str);
-    member(out, first, "id", r.id.as_str(), active, write_str);
-    if let Some(owner) = &r.owner {
-        member(out, first, "owner", owner.as_str(), active, write_str);
+impl Redact for Input<'_> {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = Members::start(s, paths)?;
+        m.member("principal", self.principal)?;
+        m.member("resource", self.resource)?;
+        m.member("action", self.action)?;
+        m.member("context", self.context)?;
+        m.end()
     }
-    member(
-        out,
-        first,
-        "attributes",
-        &r.attributes,
-        active,
-        write_object,
-    );
-    out.push(b'}');
 }
 
-fn write_context(out: &mut Vec<u8>, c: &RequestContext, active: Active<'_>) {
-    let first = &mut true;
-    out.push(b'{');
-    if let Some(ip) = &c.ip {
-        member(out, first, "ip", ip, active, write_ip);
+impl Redact for Principal {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = Members::start(s, paths)?;
+        m.member("sub", self.sub.as_str())?;
+        m.member("roles", self.roles.as_slice())?;
+        m.member("attributes", &self.attributes)?;
+        m.end()
     }
-    if let Some(time) = &c.time {
-        member(out, first, "time", time, active, write_time);
-    }
-    for (key, value) in &c.extra {
-        member(out, first, key, value, active, write_json);
-    }
-    out.push(b'}');
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str, _: Active<'_>) {
-    string(out, s);
-}
-
-fn write_strings(out: &mut Vec<u8>, items: &[String], _: Active<'_>) {
-    out.push(b'[');
-    for (i, s) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+impl Redact for Resource {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = Members::start(s, paths)?;
+        m.member("type", self.kind.as_str())?;
+        m.member("id", self.id.as_str())?;
+        if let Some(owner) = &self.owner {
+            m.member("owner", owner.as_str())?;
         }
-        string(out, s);
+        m.member("attributes", &self.attributes)?;
+        m.end()
     }
-    out.push(b']');
 }
 
-fn write_object(out: &mut Vec<u8>, map: &Map<String, Json>, active: Active<'_>) {
-    let first = &mut true;
-    out.push(b'{');
-    for (key, value) in map {
-        member(out, first, key, value, active, write_json);
-    }
-    out.push(b'}');
-}
-
-fn write_json(out: &mut Vec<u8>, value: &Json, active: Active<'_>) {
-    match value {
-        Json::Null => out.extend_from_slice(b"null"),
-        Json::Bool(true) => out.extend_from_slice(b"true"),
-        Json::Bool(false) => out.extend_from_slice(b"false"),
-        Json::Number(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
+impl Redact for RequestContext {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = Members::start(s, paths)?;
+        if let Some(ip) = &self.ip {
+            m.member("ip", ip)?;
         }
-        Json::String(s) => string(out, s),
-        Json::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Paths name keys: inside a list nothing is redacted.
-                write_json(out, item, active.none());
-            }
-            out.push(b']');
+        if let Some(time) = &self.time {
+            m.member("time", time)?;
         }
-        Json::Object(map) => write_object(out, map, active),
-    }
-}
-
-fn write_ip(out: &mut Vec<u8>, ip: &IpAddr, _: Active<'_>) {
-    match ip {
-        IpAddr::V4(v4) => {
-            out.push(b'"');
-            out.extend_from_slice(Ipv4Text::new(*v4).as_str().as_bytes());
-            out.push(b'"');
+        for (key, value) in &self.extra {
+            m.member(key, value)?;
         }
-        IpAddr::V6(_) => string(out, &ip.to_string()),
+        m.end()
     }
 }
 
-/// As chrono's `Serialize` writes it: RFC 3339, fractional seconds as needed (3, 6 or 9
-/// digits), `Z` for UTC. Years beyond four digits, leap seconds and offsets with seconds go to
-/// chrono itself.
-fn write_time(out: &mut Vec<u8>, t: &DateTime<FixedOffset>, _: Active<'_>) {
-    let offset = t.offset().local_minus_utc();
-    let local = t.naive_local();
-    let nano = local.nanosecond();
-    if !(0..=9999).contains(&local.year()) || nano >= 1_000_000_000 || offset % 60 != 0 {
-        let _ = serde_json::to_writer(&mut *out, t);
-        return;
-    }
-    out.push(b'"');
-    digits(out, local.year() as u32, 4);
-    out.push(b'-');
-    digits(out, local.month(), 2);
-    out.push(b'-');
-    digits(out, local.day(), 2);
-    out.push(b'T');
-    digits(out, local.hour(), 2);
-    out.push(b':');
-    digits(out, local.minute(), 2);
-    out.push(b':');
-    digits(out, local.second(), 2);
-    if nano == 0 {
-    } else if nano % 1_000_000 == 0 {
-        out.push(b'.');
-        digits(out, nano / 1_000_000, 3);
-    } else if nano % 1_000 == 0 {
-        out.push(b'.');
-        digits(out, nano / 1_000, 6);
-    } else {
-        out.push(b'.');
-        digits(out, nano, 9);
-    }
-    if offset == 0 {
-        out.push(b'Z');
-    } else {
-        out.push(if offset < 0 { b'-' } else { b'+' });
-        let minutes = offset.unsigned_abs() / 60;
-        digits(out, minutes / 60, 2);
-        out.push(b':');
-        digits(out, minutes % 60, 2);
-    }
-    out.push(b'"');
-}
-
-/// `n` in decimal, zero-padded to `width` digits (`n` has at most `width`).
-fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
-    for i in (0..width).rev() {
-        out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
-    }
-}
-
-/// A JSON string: copied between quotes when no byte needs escaping (JSON escapes control
-/// characters, `"` and `\`), else escaped by serde_json.
-fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
-}
-
-fn optional_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// `2026-11-23T09:00:00.123Z` (humantime's millisecond RFC 3339), formatted once per
-/// millisecond on each thread: decisions come microseconds apart.
-fn rfc3339_millis(out: &mut Vec<u8>, time: SystemTime) {
-    thread_local! {
-        /// The millisecond last formatted (since the epoch), and its text.
-        static LAST: RefCell<(u128, [u8; 24])> = const { RefCell::new((u128::MAX, [0; 24])) };
-    }
-    let millis = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(u128::MAX - 1, |d| d.as_millis());
-    let cached = LAST.try_with(|last| {
-        let mut last = last.try_borrow_mut().ok()?;
-        if last.0 != millis {
-            let mut text = Vec::with_capacity(24);
-            use std::io::Write;
-            write!(text, "{}", humantime::format_rfc3339_millis(time)).ok()?;
-            last.1 = text.try_into().ok()?;
-            last.0 = millis;
+impl Redact for Map<String, Json> {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = Members::start(s, paths)?;
+        for (key, value) in self {
+            m.member(key, value)?;
         }
-        out.extend_from_slice(&last.1);
-        Some(())
-    });
-    if !matches!(cached, Ok(Some(()))) {
-        out.extend_from_slice(
-            humantime::format_rfc3339_millis(time)
-                .to_string()
-                .as_bytes(),
-        );
+        m.end()
     }
 }
+
+impl Redact for Json {
+    fn serialize_redacted<S: Serializer>(
+        &self,
+        paths: Active<'_>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Object(map) => map.serialize_redacted(paths, s),
+            // Paths name keys: inside a list (or a scalar) nothing is redacted.
+            other => other.serialize(s),
+        }
+    }
+}
+
+impl Redact for str {}
+impl Redact for [String] {}
+impl Redact for std::net::IpAddr {}
+impl Redact for DateTime<FixedOffset> {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Serialize;
     use serde_json::json;
 
-    /// The line as serde_json wrote it before: the reference for the hand-written one.
+    /// The line as serde_json wrote it before lines were serialised into the writer's buffer
+    /// (the time an owned `String`, the input whole): the log's format, which must not change.
     #[derive(Serialize)]
     struct SerdeLine<'a> {
         decision_id: &'a str,
@@ -532,18 +396,32 @@ mod tests {
         requests
     }
 
-    fn line<'a>(allow: bool, latency_us: f64) -> Line<'a> {
-        Line {
-            decision_id: "00ff00ff00ff00ff0000000000000001",
-            time: SystemTime::now(),
-            allow,
-            reason: "allowed by rule \"r\" of policy \"p\"",
-            policy_id: if allow { Some("p") } else { None },
-            policy_version: if allow { Some("2026-11-23") } else { None },
-            rule: if allow { Some("r") } else { None },
+    const DECISION_ID: &str = "00ff00ff00ff00ff0000000000000001";
+    const REASON: &str = "allowed by rule \"r\" of policy \"p\"";
+
+    /// What the decision log writes for `input` (into a buffer, as `DecisionLog::record` does).
+    fn write(
+        allow: bool,
+        latency_us: f64,
+        time: SystemTime,
+        input: &Input<'_>,
+        redactions: &Redactions,
+    ) -> String {
+        let line = Line {
+            decision_id: DECISION_ID,
+            time,
+            result: if allow { "allow" } else { "deny" },
+            reason: REASON,
+            policy_id: allow.then_some("p"),
+            policy_version: allow.then_some("2026-11-23"),
+            rule: allow.then_some("r"),
             policy_set: "351c9623495b",
             latency_us,
-        }
+            input: redactions.apply(input),
+        };
+        let mut out = Vec::new();
+        serde_json::to_writer(&mut out, &line).unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -556,24 +434,39 @@ mod tests {
                 (true, 1234.5678),
                 (true, f64::NAN),
             ] {
-                let line = line(allow, latency);
-                let mut ours = Vec::new();
-                line.write(&input(r), &none, &mut ours);
+                let time = SystemTime::now();
+                let ours = write(allow, latency, time, &input(r), &none);
                 let reference = serde_json::to_string(&SerdeLine {
-                    decision_id: line.decision_id,
-                    time: humantime::format_rfc3339_millis(line.time).to_string(),
+                    decision_id: DECISION_ID,
+                    time: humantime::format_rfc3339_millis(time).to_string(),
                     result: if allow { "allow" } else { "deny" },
-                    reason: line.reason,
-                    policy_id: line.policy_id,
-                    policy_version: line.policy_version,
-                    rule: line.rule,
-                    policy_set: line.policy_set,
-                    latency_us: line.latency_us,
+                    reason: REASON,
+                    policy_id: allow.then_some("p"),
+                    policy_version: allow.then_some("2026-11-23"),
+                    rule: allow.then_some("r"),
+                    policy_set: "351c9623495b",
+                    latency_us: latency,
                     input: &input(r),
                 })
                 .unwrap_or_default();
-                assert_eq!(String::from_utf8_lossy(&ours), reference);
+                assert_eq!(ours, reference);
             }
+        }
+    }
+
+    /// Paths that walk into every object of the input (four levels of `*`) without ending at
+    /// any key: every `Redact` impl writes its members, and the line must be byte for byte the
+    /// one the derived `Serialize` writes (same keys, same order, same absent keys).
+    #[test]
+    fn redacting_nothing_writes_the_derived_line() {
+        let none = Redactions::new(&[]);
+        let everywhere = Redactions::new(&["*.*.*.*.nosuch".to_string()]);
+        let time = SystemTime::now();
+        for r in &requests() {
+            assert_eq!(
+                write(true, 1.5, time, &input(r), &everywhere),
+                write(true, 1.5, time, &input(r), &none)
+            );
         }
     }
 
@@ -625,9 +518,8 @@ mod tests {
                 for path in &redactions.paths {
                     redact_tree(&mut expected, path);
                 }
-                let mut text = Vec::new();
-                line(true, 1.0).write(&input, &redactions, &mut text);
-                let got: Json = serde_json::from_slice(&text).unwrap_or_default();
+                let text = write(true, 1.0, SystemTime::now(), &input, &redactions);
+                let got: Json = serde_json::from_str(&text).unwrap_or_default();
                 assert_eq!(got["input"], expected, "paths {paths:?}");
             }
         }
@@ -636,13 +528,14 @@ mod tests {
     #[test]
     fn the_line_time_is_humantimes_millisecond_form() {
         let base = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
-        // The same millisecond twice (from the cache), the next ones, a second boundary.
+        let none = Redactions::new(&[]);
+        let r = &requests()[1];
         for offset_us in [0, 100, 999, 1_000, 1_500, 877_000, 877_001, 10_000_000] {
             let t = base + std::time::Duration::from_micros(offset_us);
-            let mut out = Vec::new();
-            rfc3339_millis(&mut out, t);
+            let line: Json =
+                serde_json::from_str(&write(true, 1.0, t, &input(r), &none)).unwrap_or_default();
             assert_eq!(
-                String::from_utf8_lossy(&out),
+                line["time"],
                 humantime::format_rfc3339_millis(t).to_string()
             );
         }

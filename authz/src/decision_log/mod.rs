@@ -6,9 +6,9 @@
 //! (`gatehouse_authz_decision_log_dropped_total`). The file rotates by size: `decisions.log` →
 //! `decisions.log.1` → … → `.{keep_files}`.
 //!
-//! A line is written on the deciding thread straight into the writer's reused buffer
-//! ([`LineWriter::write_with`]), as JSON written by hand with redaction applied on the way
-//! ([`line`]): no copy of the input, no string of its own.
+//! A line is serialised on the deciding thread by serde_json straight into the writer's reused
+//! buffer ([`LineWriter::write_with`]), with redaction applied on the way ([`line`]): no copy of
+//! the input, no string of its own.
 
 mod line;
 
@@ -66,19 +66,23 @@ impl DecisionLog {
         let line = Line {
             decision_id: &decision.decision_id,
             time: SystemTime::now(),
-            allow: decision.allow,
+            result: if decision.allow { "allow" } else { "deny" },
             reason: &decision.reason,
             policy_id: decision.policy_id.as_deref(),
             policy_version: decision.policy_version.as_deref(),
             rule: decision.rule.as_deref(),
             policy_set,
             latency_us,
+            input: self.redactions.apply(&input),
         };
-        // Writing into memory cannot fail.
-        let _ = self.lines.write_with(|buf| {
-            line.write(&input, &self.redactions, buf);
-            Ok(())
-        });
+        // Into memory, from types whose `Serialize` cannot fail (string keys, non-finite
+        // numbers written as null): an error here would be a bug, not a full disk.
+        if let Err(e) = self
+            .lines
+            .write_with(|buf| serde_json::to_writer(buf, &line).map_err(std::io::Error::from))
+        {
+            tracing::error!(error = %e, "decision-log line not serialisable");
+        }
     }
 }
 
