@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench authz_eval                 # full run (about 20 s of measuring)
 //!     cargo bench --bench authz_eval -- --quick      # smoke run (also: SMOKE=1)
+//!     AUTHZ_EVAL_PROFILE='log on' perf record …      # one benchmark alone for 10 s, no table
 //!
 //! Every benchmark times batches of evaluations (one sample = the mean of 1000 decisions, 200
 //! with --quick) and reports the median, p90, p99 and minimum of those per-decision means. The
@@ -12,6 +13,10 @@
 //! (`resource.owner == principal.sub`) with the `cel` crate directly, on a context built once:
 //! the ratio `evaluate / 1 CEL expression` says how many bare expressions one decision costs.
 //! Ratios pair the samples of one round (taken a few ms apart) and report the median ratio.
+//!
+//! `Authorizer::authorize` is measured twice in the same run, with the decision log on (a
+//! temporary file, the shipped redaction) and off: the issue's target is the median with the log
+//! on. The log's writer thread works off the deciding thread; its CPU per line is printed too.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -379,6 +384,9 @@ fn main() {
     .unwrap_or_else(|e| fail(&format!("decision log: {e}")));
     let authorizer =
         Authorizer::new(&policies, Some(log)).unwrap_or_else(|e| fail(&format!("authorizer: {e}")));
+    // The same path without a decision log: what the log adds is the difference.
+    let unlogged =
+        Authorizer::new(&policies, None).unwrap_or_else(|e| fail(&format!("authorizer: {e}")));
 
     // A fixed pseudo-random order of the scenarios for the mixed benchmarks, so the branch
     // predictor cannot learn a short cycle.
@@ -392,6 +400,9 @@ fn main() {
         })
         .collect();
 
+    // Decisions asked of the logging authorizer, warm-up included: each is a line written or
+    // dropped.
+    let logged_decisions = std::cell::Cell::new(0u64);
     let mut benches: Vec<Bench> = Vec::new();
     for s in &scenarios {
         let (set, request) = (&set, &s.request);
@@ -416,10 +427,24 @@ fn main() {
             black_box(set_ref.evaluate_batch(black_box(batch_ref), Options::default()));
         }
     }));
-    let auth = &authorizer;
+    let (auth, asked) = (&authorizer, &logged_decisions);
     let mut at = 0usize;
     benches.push(Bench::new(
-        "Authorizer::authorize: mixed (+metrics, log)",
+        "Authorizer::authorize: mixed, log on",
+        1,
+        move |n| {
+            for _ in 0..n {
+                let request = &scen[ord[at % ord.len()]].request;
+                at = at.wrapping_add(1);
+                black_box(auth.authorize(black_box(request)));
+            }
+            asked.set(asked.get() + n as u64);
+        },
+    ));
+    let auth = &unlogged;
+    let mut at = 0usize;
+    benches.push(Bench::new(
+        "Authorizer::authorize: mixed, log off",
         1,
         move |n| {
             for _ in 0..n {
@@ -435,12 +460,26 @@ fn main() {
         bare_cel_peer(),
     ));
     // Rows after the scenarios', in the order pushed above.
-    let (mixed_row, batch_row, authorize_row, peer_row) = (
+    let (mixed_row, batch_row, authorize_row, unlogged_row, peer_row) = (
         scenarios.len(),
         scenarios.len() + 1,
         scenarios.len() + 2,
         scenarios.len() + 3,
+        scenarios.len() + 4,
     );
+
+    // For a profiler: one benchmark alone, for a while, and no table.
+    if let Ok(name) = std::env::var("AUTHZ_EVAL_PROFILE") {
+        let Some(b) = benches.iter_mut().find(|b| b.name.contains(&name)) else {
+            fail(&format!("AUTHZ_EVAL_PROFILE={name:?} names no benchmark"));
+        };
+        eprintln!("authz_eval: running {:?} alone for 10 s", b.name);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            (b.run)(1000);
+        }
+        return;
+    }
 
     let load_before = load_average();
     println!(
@@ -525,8 +564,16 @@ fn main() {
         peer
     );
     println!(
-        "authorize (metrics + decision log) / evaluate (mixed) = {:.2}",
-        paired(authorize_row, mixed_row)
+        "authorize, log off (evaluate + metrics) / evaluate (mixed) = {:.2}",
+        paired(unlogged_row, mixed_row)
+    );
+    println!(
+        "authorize, log on / log off = {:.2}   (medians: {:.3} µs / {:.3} µs; the log adds {:.3} µs \
+         on the deciding thread)",
+        paired(authorize_row, unlogged_row),
+        stats[authorize_row].median,
+        stats[unlogged_row].median,
+        stats[authorize_row].median - stats[unlogged_row].median
     );
     println!(
         "evaluate_batch per check / evaluate (mixed) = {:.2}   ({:.3} µs per 10-check call)",
@@ -540,34 +587,72 @@ fn main() {
             "not met"
         }
     };
+    let slowest = stats[..mixed_row]
+        .iter()
+        .map(|s| s.median)
+        .fold(0.0, f64::max);
     println!(
-        "target: median ≤ {TARGET_MEDIAN_US} µs per decision: evaluate (mixed) {:.3} µs: {}; \
-         slowest scenario {:.3} µs: {}; authorize {:.3} µs: {}   (information only)",
-        stats[mixed_row].median,
-        met(stats[mixed_row].median),
-        stats[..mixed_row]
-            .iter()
-            .map(|s| s.median)
-            .fold(0.0, f64::max),
-        met(stats[..mixed_row]
-            .iter()
-            .map(|s| s.median)
-            .fold(0.0, f64::max)),
+        "target: median ≤ {TARGET_MEDIAN_US} µs per decision: authorize, log on {:.3} µs: {} \
+         (the issue's target); log off {:.3} µs: {}; evaluate (mixed) {:.3} µs: {}; slowest \
+         scenario {slowest:.3} µs: {}   (information only)",
         stats[authorize_row].median,
         met(stats[authorize_row].median),
+        stats[unlogged_row].median,
+        met(stats[unlogged_row].median),
+        stats[mixed_row].median,
+        met(stats[mixed_row].median),
+        met(slowest),
     );
+    let writer_cpu = thread_cpu_seconds("decision-log");
+    let dropped = metrics::LOG_DROPS.get();
+    let lines = logged_decisions.get().saturating_sub(dropped);
     let logged = std::fs::read(&log_path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .unwrap_or(0);
     println!(
-        "decision log: {} lines dropped (queue full), {logged} lines in the live file (rotates at 16 MiB)",
-        metrics::LOG_DROPS.get()
+        "decision log: {lines} lines queued, {dropped} dropped (queue full), {logged} in the live \
+         file (rotates at 16 MiB); writer thread {}",
+        match writer_cpu {
+            None => "CPU n/a".to_string(),
+            // /proc counts in clock ticks: a smoke run may not last one.
+            Some(0.0) => "CPU under one clock tick".to_string(),
+            Some(s) => format!(
+                "{:.0} ms CPU, {:.3} µs per line (off the deciding thread)",
+                s * 1e3,
+                s * 1e6 / lines.max(1) as f64
+            ),
+        }
     );
     println!(
         "measured for {:.1} s; load average at the end: {}",
         wall.as_secs_f64(),
         load_average()
     );
+}
+
+/// CPU time (user + system) of this process's thread named `name`, from /proc (clock ticks,
+/// usually 10 ms: enough over a run of several seconds).
+fn thread_cpu_seconds(name: &str) -> Option<f64> {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the command name, which is in parentheses: state is field 3, utime 14,
+        // stime 15 (proc(5)).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        return Some((utime + stime) / ticks as f64);
+    }
+    None
 }
 
 fn load_average() -> String {

@@ -43,9 +43,11 @@ pub struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    fn text(&self) -> String {
-        format!(
-            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={} subject={} auth={} authz={} decision_id={}{}",
+    fn write_text(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::io::Write;
+        write!(
+            out,
+            "{} {} \"{} {}{}\" {} {} {:.3}ms route={} upstream={} request_id={} subject={} auth={} authz={} decision_id={}",
             self.time,
             self.client_ip,
             self.method,
@@ -61,10 +63,11 @@ impl Entry<'_> {
             self.auth.unwrap_or("-"),
             self.authz.unwrap_or("-"),
             self.decision_id.unwrap_or("-"),
-            self.error
-                .map(|e| format!(" error={e}"))
-                .unwrap_or_default(),
-        )
+        )?;
+        if let Some(e) = self.error {
+            write!(out, " error={e}")?;
+        }
+        Ok(())
     }
 }
 
@@ -117,16 +120,16 @@ impl AccessLog {
         Ok(Self { lines })
     }
 
+    /// Serialises the line into the writer's reused buffer (no string of its own) and queues it.
     pub fn write(&self, format: AccessLogFormat, entry: &Entry<'_>) {
-        let line = match format {
+        // Neither can fail: the entry is plain strings and numbers, the buffer memory.
+        let _ = match format {
             AccessLogFormat::Off => return,
-            AccessLogFormat::Text => entry.text(),
-            AccessLogFormat::Json => match serde_json::to_string(entry) {
-                Ok(l) => l,
-                Err(_) => return,
-            },
+            AccessLogFormat::Text => self.lines.write_with(|buf| entry.write_text(buf)),
+            AccessLogFormat::Json => self
+                .lines
+                .write_with(|buf| serde_json::to_writer(buf, entry).map_err(Into::into)),
         };
-        self.lines.write(line);
     }
 }
 

@@ -5,7 +5,9 @@
 //! inner scope of it. The scope's variables resolve through [`Input`]: each of `principal`,
 //! `resource`, `action` and `context` is converted into CEL values (borrowing the request's
 //! strings) when a condition first names it, and at most once per request (principal and context:
-//! once per batch).
+//! once per batch). A field named with a dot (`resource.owner`, `context.ip`) is answered by
+//! itself, without building the maps around it: the interpreter asks for the dotted name before
+//! its prefix, and most conditions only read a few strings (see the resolver's comment).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,7 +25,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
 
-use crate::request::{Principal, RequestContext, Resource};
+use crate::request::{Ipv4Text, Principal, RequestContext, Resource};
 
 /// The variables a condition may name.
 pub const VARIABLES: [&str; 4] = ["principal", "resource", "action", "context"];
@@ -315,6 +317,9 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
 /// are read as IPv4 (see [`parse_ip`]); otherwise a deny list written that way would stop
 /// matching the very clients it names.
 pub fn parse_range(s: &str) -> Result<IpNet, String> {
+    if let Some(net) = plain_ipv4_range(s) {
+        return Ok(net);
+    }
     let net: IpNet = s
         .parse()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
@@ -327,6 +332,25 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
         (Some(v4), Some(len)) => Ok(Ipv4Net::new(v4, len).map(IpNet::V4).unwrap_or(net)),
         _ => Ok(net),
     }
+}
+
+/// `a.b.c.d/n` or `a.b.c.d`, as policies write IPv4 ranges, read with the standard library's
+/// strict address parser: the general parser below (ipnet's) cost more than the rest of an
+/// `ipInRange` call, and a literal range is read at every call. Anything else, including what
+/// is odd here (`/08`, `/33`), is `None` and goes to the general parser, which decides.
+fn plain_ipv4_range(s: &str) -> Option<IpNet> {
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (s, None),
+    };
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len = match len.map(str::as_bytes) {
+        None => 32,
+        Some([d @ b'0'..=b'9']) => d - b'0',
+        Some([t @ b'1'..=b'3', d @ b'0'..=b'9']) => (t - b'0') * 10 + (d - b'0'),
+        Some(_) => return None,
+    };
+    Ipv4Net::new(addr, len).ok().map(IpNet::V4)
 }
 
 /// `ipInRange(ip, "10.0.0.0/8")` or `ipInRange(ip, ["10.0.0.0/8", "192.168.0.0/16"])`.
@@ -369,13 +393,44 @@ fn ip_in_range(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 
 /// A time of day as `timeBetween` reads it: `"HH:MM"`, 00:00 to 23:59.
 pub fn parse_clock(s: &str) -> Result<NaiveTime, String> {
+    // Two digits, a colon, two digits, in range: read by hand. chrono's `parse_from_str` parses
+    // its format string at every call; anything else goes to it, and it decides.
+    if let [h1 @ b'0'..=b'2', h2 @ b'0'..=b'9', b':', m1 @ b'0'..=b'5', m2 @ b'0'..=b'9'] =
+        *s.as_bytes()
+    {
+        let digits = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
+        if let Some(t) = NaiveTime::from_hms_opt(digits(h1, h2), digits(m1, m2), 0) {
+            return Ok(t);
+        }
+    }
     NaiveTime::parse_from_str(s, "%H:%M")
         .map_err(|_| format!("{s:?} is not a time of day like \"09:30\""))
 }
 
 /// A time zone as `timeBetween` and `isWeekday` read it: an IANA name such as `"Europe/Paris"`.
 pub fn parse_zone(s: &str) -> Result<chrono_tz::Tz, String> {
-    s.parse().map_err(|_| format!("unknown time zone {s:?}"))
+    // Policies name one zone or two: the last one read on this thread is kept, so the name is
+    // compared instead of hashed into chrono-tz's table at every call.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, chrono_tz::Tz)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let cached = LAST.try_with(|last| {
+        last.try_borrow()
+            .ok()?
+            .as_ref()
+            .and_then(|(name, tz)| (name == s).then_some(*tz))
+    });
+    if let Ok(Some(tz)) = cached {
+        return Ok(tz);
+    }
+    let tz: chrono_tz::Tz = s.parse().map_err(|_| format!("unknown time zone {s:?}"))?;
+    let _ = LAST.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some((s.to_string(), tz));
+        }
+    });
+    Ok(tz)
 }
 
 fn local_time(
@@ -395,7 +450,7 @@ fn local_time(
         Some(zone) => match zone.downcast_ref::<CelString>() {
             Some(z) => {
                 let tz = parse_zone(z.inner()).map_err(|m| helper_error(name, m))?;
-                Ok(t.with_timezone(&tz).naive_local())
+                Ok(in_zone(t, tz))
             }
             None => Err(helper_error(
                 name,
@@ -403,6 +458,25 @@ fn local_time(
             )),
         },
     }
+}
+
+/// The wall-clock time of `t` in `tz`. `isWeekday` and `timeBetween` usually ask it of the same
+/// instant and zone one after the other: the last answer is kept on the thread (the zone's
+/// transitions are searched once).
+fn in_zone(t: &DateTime<FixedOffset>, tz: chrono_tz::Tz) -> chrono::NaiveDateTime {
+    type Last = Option<(DateTime<FixedOffset>, chrono_tz::Tz, chrono::NaiveDateTime)>;
+    thread_local! {
+        static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) };
+    }
+    if let Ok(Some((at, zone, local))) = LAST.try_with(std::cell::Cell::get) {
+        // `==` on the instant and the offset both: the same value, not only the same instant.
+        if at == *t && at.offset() == t.offset() && zone == tz {
+            return local;
+        }
+    }
+    let local = t.with_timezone(&tz).naive_local();
+    let _ = LAST.try_with(|last| last.set(Some((*t, tz, local))));
+    local
 }
 
 /// `timeBetween(context.time, "09:00", "18:00"[, "Europe/Paris"])`: from inclusive, to exclusive,
@@ -455,16 +529,25 @@ fn is_weekday(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 /// string, it only allocates the maps, lists and boxes that hold them.
 pub type CelVal<'r> = Box<dyn Val + 'r>;
 
-/// What every check of one request (or one batch) shares: the principal and the context. Each is
-/// converted for CEL when a condition first names it, at most once.
+/// What every check of one request (or one batch) shares: the principal and the context. Each
+/// value is converted for CEL when a condition first names it, at most once.
 pub struct SharedInput<'r> {
     principal: &'r Principal,
     context: &'r RequestContext,
     /// The time conditions see when the request names none (a frozen clock); else the clock is
-    /// read when `context` is first converted.
+    /// read when a condition first needs the time.
     now: Option<DateTime<FixedOffset>>,
     principal_val: OnceLock<CelVal<'r>>,
     context_val: OnceLock<CelVal<'r>>,
+    roles_val: OnceLock<CelVal<'r>>,
+    attributes_val: OnceLock<CelVal<'r>>,
+    /// `context.time` as conditions see it: one instant for the whole decision.
+    time: OnceLock<DateTime<FixedOffset>>,
+    // Fields answered by name, converted in place (no box) and lent to the interpreter.
+    time_val: OnceLock<CelTimestamp>,
+    /// `context.ip` in its canonical text form.
+    ip_val: OnceLock<Option<CelString<'static>>>,
+    sub_val: OnceLock<CelString<'r>>,
 }
 
 impl<'r> SharedInput<'r> {
@@ -479,6 +562,12 @@ impl<'r> SharedInput<'r> {
             now,
             principal_val: OnceLock::new(),
             context_val: OnceLock::new(),
+            roles_val: OnceLock::new(),
+            attributes_val: OnceLock::new(),
+            time: OnceLock::new(),
+            time_val: OnceLock::new(),
+            ip_val: OnceLock::new(),
+            sub_val: OnceLock::new(),
         }
     }
 
@@ -490,15 +579,71 @@ impl<'r> SharedInput<'r> {
 
     fn context(&self) -> &(dyn Val + 'r) {
         self.context_val
-            .get_or_init(|| {
-                let time = self
-                    .context
-                    .time
-                    .or(self.now)
-                    .unwrap_or_else(|| chrono::Utc::now().fixed_offset());
-                context_val(self.context, time)
-            })
+            .get_or_init(|| context_val(self.context, self.time()))
             .as_ref()
+    }
+
+    fn time(&self) -> DateTime<FixedOffset> {
+        *self.time.get_or_init(|| {
+            self.context
+                .time
+                .or(self.now)
+                .unwrap_or_else(|| chrono::Utc::now().fixed_offset())
+        })
+    }
+
+    /// `principal.<path>`, without converting the rest of the principal.
+    fn principal_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let p = self.principal;
+        match split_dot(path) {
+            None => match path {
+                "sub" => Some(CowVal::Borrowed(
+                    self.sub_val.get_or_init(|| CelString::from(p.sub.as_str())),
+                )),
+                "roles" => Some(CowVal::Borrowed(
+                    self.roles_val.get_or_init(|| roles_val(&p.roles)).as_ref(),
+                )),
+                "attributes" => Some(CowVal::Borrowed(
+                    self.attributes_val
+                        .get_or_init(|| object(&p.attributes))
+                        .as_ref(),
+                )),
+                _ => None,
+            },
+            Some(("attributes", inside)) => scalar_at(&p.attributes, inside),
+            Some(_) => None,
+        }
+    }
+
+    /// `context.<path>`, without converting the rest of the context. `ip` and `time` are the
+    /// typed fields (they shadow keys of the same name, as in the whole context).
+    fn context_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let (key, inside) = match split_dot(path) {
+            Some((key, inside)) => (key, Some(inside)),
+            None => (path, None),
+        };
+        match (key, inside) {
+            ("ip", None) => Some(CowVal::Borrowed(
+                match self.ip_val.get_or_init(|| {
+                    self.context
+                        .ip
+                        .map(|ip| CelString::from(ip_text(ip.to_canonical())))
+                }) {
+                    Some(ip) => ip,
+                    None => &NULL,
+                },
+            )),
+            ("time", None) => Some(CowVal::Borrowed(
+                self.time_val
+                    .get_or_init(|| CelTimestamp::from(self.time())),
+            )),
+            ("ip" | "time", Some(_)) => None,
+            (key, None) => self.context.extra.get(key).and_then(scalar),
+            (key, Some(inside)) => match self.context.extra.get(key) {
+                Some(Json::Object(o)) => scalar_at(o, inside),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -511,6 +656,10 @@ pub struct Input<'s, 'r> {
     action: &'s str,
     resource_val: OnceLock<CelVal<'s>>,
     action_val: OnceLock<CelVal<'s>>,
+    attributes_val: OnceLock<CelVal<'s>>,
+    kind_val: OnceLock<CelString<'s>>,
+    id_val: OnceLock<CelString<'s>>,
+    owner_val: OnceLock<CelString<'s>>,
 }
 
 impl<'s, 'r> Input<'s, 'r> {
@@ -521,6 +670,10 @@ impl<'s, 'r> Input<'s, 'r> {
             action,
             resource_val: OnceLock::new(),
             action_val: OnceLock::new(),
+            attributes_val: OnceLock::new(),
+            kind_val: OnceLock::new(),
+            id_val: OnceLock::new(),
+            owner_val: OnceLock::new(),
         }
     }
 
@@ -533,10 +686,52 @@ impl<'s, 'r> Input<'s, 'r> {
         scope.set_variable_resolver(self);
         scope
     }
+
+    /// `resource.<path>`, without converting the rest of the resource.
+    fn resource_field(&self, path: &str) -> Option<CowVal<'_, '_>> {
+        let r = self.resource;
+        match split_dot(path) {
+            None => match path {
+                "type" => Some(CowVal::Borrowed(
+                    self.kind_val
+                        .get_or_init(|| CelString::from(r.kind.as_str())),
+                )),
+                "id" => Some(CowVal::Borrowed(
+                    self.id_val.get_or_init(|| CelString::from(r.id.as_str())),
+                )),
+                "owner" => Some(CowVal::Borrowed(match r.owner.as_deref() {
+                    Some(owner) => self.owner_val.get_or_init(|| CelString::from(owner)),
+                    None => &NULL,
+                })),
+                "attributes" => Some(CowVal::Borrowed(
+                    self.attributes_val
+                        .get_or_init(|| object(&r.attributes))
+                        .as_ref(),
+                )),
+                _ => None,
+            },
+            Some(("attributes", inside)) => scalar_at(&r.attributes, inside),
+            Some(_) => None,
+        }
+    }
 }
 
+/// The interpreter asks for a dotted name whole first (`context.ip`), then for shorter and
+/// shorter prefixes of it (`context`), selecting the remaining fields from what it gets. Fields
+/// of the request are answered whole where that converts no more than the field: a string, a
+/// number, the roles list or an attributes map (each converted once). Anything else (a key that
+/// is not there, an object or a list inside the attributes) is left to the prefix, converted
+/// whole as before, so that errors and results are those of CEL's own field selection.
 impl VariableResolver for Input<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some((root, path)) = split_dot(variable) {
+            return match root {
+                "principal" => self.shared.principal_field(path),
+                "resource" => self.resource_field(path),
+                "context" => self.shared.context_field(path),
+                _ => None,
+            };
+        }
         let value: &'b (dyn Val + 'b) = match variable {
             "principal" => self.shared.principal(),
             "context" => self.shared.context(),
@@ -549,6 +744,40 @@ impl VariableResolver for Input<'_, '_> {
         };
         Some(CowVal::Borrowed(value))
     }
+}
+
+/// `null`, lent to the interpreter for absent fields.
+static NULL: CelNull = CelNull;
+
+/// `a.b.c` → (`a`, `b.c`): `split_once('.')` without the general pattern searcher, which cost
+/// more than the rest of answering a short name.
+fn split_dot(name: &str) -> Option<(&str, &str)> {
+    let dot = name.bytes().position(|b| b == b'.')?;
+    Some((&name[..dot], &name[dot + 1..]))
+}
+
+/// A JSON value that converts without allocating more than its box: null, a boolean, a number
+/// or a string.
+fn scalar(j: &Json) -> Option<CowVal<'_, '_>> {
+    match j {
+        Json::Array(_) | Json::Object(_) => None,
+        scalar => Some(CowVal::Owned(json_val(scalar))),
+    }
+}
+
+/// The scalar at the dotted `path` inside `map`, if every step is there.
+fn scalar_at<'j>(map: &'j serde_json::Map<String, Json>, path: &str) -> Option<CowVal<'j, 'j>> {
+    let mut map = map;
+    let mut keys = path.split('.');
+    let mut key = keys.next()?;
+    for next in keys {
+        match map.get(key)? {
+            Json::Object(inner) => map = inner,
+            _ => return None,
+        }
+        key = next;
+    }
+    scalar(map.get(key)?)
 }
 
 fn string(s: &str) -> CelVal<'_> {
@@ -590,11 +819,16 @@ fn object(o: &serde_json::Map<String, Json>) -> CelVal<'_> {
     Box::new(CelMap::from(map))
 }
 
+fn roles_val(roles: &[String]) -> CelVal<'_> {
+    Box::new(CelList::from(
+        roles.iter().map(|r| string(r)).collect::<Vec<_>>(),
+    ))
+}
+
 fn principal_val(p: &Principal) -> CelVal<'_> {
-    let roles: Vec<CelVal<'_>> = p.roles.iter().map(|r| string(r)).collect();
     map([
         ("sub", string(&p.sub)),
-        ("roles", Box::new(CelList::from(roles))),
+        ("roles", roles_val(&p.roles)),
         ("attributes", object(&p.attributes)),
     ])
 }
@@ -614,6 +848,13 @@ fn resource_val(r: &Resource) -> CelVal<'_> {
     ])
 }
 
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => Ipv4Text::new(v4).as_str().to_string(),
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 /// `time` is resolved by the caller (the request's, a frozen clock, or now). Keys of `extra`
 /// named `ip` or `time` are shadowed by the typed fields, as before.
 fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
@@ -623,7 +864,7 @@ fn context_val(c: &RequestContext, time: DateTime<FixedOffset>) -> CelVal<'_> {
     }
     let ip: CelVal<'_> = match c.ip {
         // Canonical for a request built in-process too (parsed ones already are): see `parse_ip`.
-        Some(ip) => Box::new(CelString::from(ip.to_canonical().to_string())),
+        Some(ip) => Box::new(CelString::from(ip_text(ip.to_canonical()))),
         None => Box::new(CelNull),
     };
     entries.insert(key("ip"), ip);
@@ -737,6 +978,73 @@ mod tests {
     }
 
     #[test]
+    fn fast_readings_of_ranges_clocks_and_zones_agree_with_the_general_parsers() {
+        let general_range = |s: &str| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .ok()
+        };
+        for s in [
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "0.0.0.0/0",
+            "192.168.0.0/16",
+            "127.0.0.1/9",
+            "10.1.2.3",
+            "255.255.255.255",
+            "10.0.0.0/33",
+            "10.0.0.0/08",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "010.0.0.0/8",
+            "10.0.0.0/8 ",
+            " 10.0.0.0/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/3a",
+            "10.0.0.0/100",
+            "::1/128",
+            "ten/8",
+            "",
+        ] {
+            if let Some(fast) = plain_ipv4_range(s) {
+                assert_eq!(Some(fast), general_range(s), "{s:?}");
+            }
+        }
+        assert!(plain_ipv4_range("10.0.0.0/8").is_some());
+        assert!(plain_ipv4_range("10.1.2.3").is_some());
+        for s in [
+            "00:00", "09:30", "23:59", "19:00", "24:00", "23:60", "9:30", "09:3", "29:00", "09-30",
+            "09:30 ", "", "ab:cd",
+        ] {
+            let general = NaiveTime::parse_from_str(s, "%H:%M").ok();
+            assert_eq!(parse_clock(s).ok(), general, "{s:?}");
+        }
+        for s in [
+            "Europe/Paris",
+            "Europe/Paris",
+            "UTC",
+            "Europe/Pariss",
+            "Europe/Paris",
+            "",
+        ] {
+            assert_eq!(parse_zone(s).ok(), s.parse::<chrono_tz::Tz>().ok(), "{s:?}");
+        }
+        // The same instant twice, in another zone, written with another offset, then another.
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{e}"));
+        for (t, zone) in [
+            ("2026-11-23T22:30:00Z", chrono_tz::Europe::Paris),
+            ("2026-11-23T22:30:00Z", chrono_tz::Europe::Paris),
+            ("2026-11-23T22:30:00Z", chrono_tz::America::New_York),
+            ("2026-11-23T23:30:00+01:00", chrono_tz::America::New_York),
+            ("2026-07-06T17:30:00Z", chrono_tz::Europe::Paris),
+        ] {
+            let t = at(t);
+            assert_eq!(in_zone(&t, zone), t.with_timezone(&zone).naive_local());
+        }
+    }
+
+    #[test]
     fn time_between_handles_zones_and_midnight() {
         // 07:30 UTC on a Monday is 08:30 in Paris (CET in November).
         let ctx = serde_json::json!({"time": "2026-11-23T07:30:00Z"});
@@ -838,6 +1146,119 @@ mod tests {
             "context.time.getHours('Europe/Paris') < 18",
         ] {
             Expression::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    /// The old way of resolving: whole variables only, fields selected by the interpreter.
+    struct WholeVariablesOnly<'a, 's, 'r>(&'a Input<'s, 'r>);
+
+    impl VariableResolver for WholeVariablesOnly<'_, '_, '_> {
+        fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+            if variable.contains('.') {
+                return None;
+            }
+            self.0.resolve(variable)
+        }
+    }
+
+    #[test]
+    fn fields_answered_by_name_evaluate_as_selected_from_whole_variables() {
+        let requests = [
+            serde_json::json!({
+                "principal": {"sub": "alice", "roles": ["editor"],
+                    "attributes": {"email": "a@x", "level": 3, "big": 18446744073709551615u64,
+                        "ratio": 0.5, "on": true, "none": null,
+                        "nested": {"x": 1, "y": {"z": "deep"}}, "list": [1, 2]}},
+                "resource": {"type": "document", "id": "d1", "owner": "alice",
+                    "attributes": {"title": "Plan", "tags": ["a"], "meta": {"k": "v"}}},
+                "action": "edit",
+                "context": {"ip": "::ffff:10.1.2.3", "time": "2026-11-23T10:00:00+01:00",
+                    "tenant": "acme", "n": null, "deep": {"k": {"j": "v"}}, "list": [1]},
+            }),
+            // No owner, no ip, no time (the frozen clock), no attributes.
+            serde_json::json!({
+                "principal": {"sub": "bob"},
+                "resource": {"type": "invoice"},
+                "action": "pay",
+            }),
+        ];
+        let expressions = [
+            "principal.sub",
+            "principal.roles",
+            "'editor' in principal.roles",
+            "principal.roles.exists(r, r == 'editor')",
+            "principal.attributes",
+            "size(principal.attributes)",
+            "principal.attributes.email",
+            "principal.attributes.level + 1",
+            "principal.attributes.big",
+            "principal.attributes.ratio",
+            "principal.attributes.on",
+            "principal.attributes.none",
+            "principal.attributes.nested",
+            "principal.attributes.nested.x",
+            "principal.attributes.nested.y.z",
+            "principal.attributes.nested.y.missing",
+            "principal.attributes.list",
+            "principal.attributes.missing",
+            "principal.attributes.email.x",
+            "has(principal.attributes.email)",
+            "principal.sub.x",
+            "principal.nosuch",
+            "principal",
+            "resource.type",
+            "resource.id",
+            "resource.owner",
+            "resource.owner == principal.sub",
+            "resource.attributes.title",
+            "resource.attributes.tags",
+            "resource.attributes.meta.k",
+            "resource.attributes.nosuch",
+            "resource.nosuch",
+            "has(resource.owner)",
+            "action",
+            "action == 'edit'",
+            "context.ip",
+            "context.ip.x",
+            "context.time",
+            "context.time.x",
+            "context.tenant",
+            "context.n",
+            "context.deep",
+            "context.deep.k.j",
+            "context.deep.k.missing",
+            "context.list",
+            "context.nosuch",
+            "has(context.ip)",
+            "ipInRange(context.ip, '10.0.0.0/8')",
+            "timeBetween(context.time, '08:00', '19:00', 'Europe/Paris')",
+            "context",
+        ];
+        let root = root_context();
+        let frozen = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z").ok();
+        for body in &requests {
+            let r: crate::request::Request =
+                serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}"));
+            for source in expressions {
+                let program = Program::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+                let shared = SharedInput::new(&r.principal, &r.context, frozen);
+                let input = Input::new(&shared, &r.resource, &r.action);
+                let by_name = program.execute(&input.scope(&root));
+                let shared = SharedInput::new(&r.principal, &r.context, frozen);
+                let input = Input::new(&shared, &r.resource, &r.action);
+                let whole = WholeVariablesOnly(&input);
+                let mut scope = root.new_inner_scope();
+                scope.set_variable_resolver(&whole);
+                let selected = program.execute(&scope);
+                // Values compared as values (map order is a hash order), errors by message.
+                match (by_name, selected) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{source} on {body}"),
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a.to_string(), b.to_string(), "{source} on {body}")
+                    }
+                    (a, b) => panic!("{source} on {body}: {a:?} / {b:?}"),
+                }
+            }
         }
     }
 

@@ -128,6 +128,16 @@ pub fn load(path: &Path) -> Result<Settings, LocatedErrors> {
                 "at least 4096".into(),
             ));
         }
+        if log.redact.len() > crate::decision_log::MAX_REDACTIONS {
+            errors.push(problem(
+                "decision_log.redact",
+                format!(
+                    "{} paths; at most {}",
+                    log.redact.len(),
+                    crate::decision_log::MAX_REDACTIONS
+                ),
+            ));
+        }
         for (i, redacted) in log.redact.iter().enumerate() {
             let first = redacted.split('.').next().unwrap_or("");
             if !matches!(first, "principal" | "resource" | "context") {

@@ -108,7 +108,15 @@ pub fn next_decision_id() -> String {
     static PREFIX: LazyLock<u64> = LazyLock::new(rand::random);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{n:016x}", *PREFIX)
+    // `format!("{:016x}{:016x}")`, without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [*PREFIX, n] {
+        for shift in (0..16).rev() {
+            id.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
 }
 
 /// The parts of a request shared by every check of a batch: the principal and the context,
@@ -203,26 +211,28 @@ impl<'a> Shared<'a> {
         });
         let first_error = check.first_error.take();
         let (allow, reason, rule) = match (denied, allowed) {
-            (Some((rule, None)), _) => (false, by_rule("denied", rule), Some(rule)),
+            (Some((rule, None)), _) => (false, rule.reason.to_string(), Some(rule)),
             (Some((rule, Some(error))), _) => (
                 false,
                 format!(
-                    "denied by rule {:?} of policy {:?}: its condition could not be evaluated ({error})",
-                    &*rule.name, &*rule.policy
+                    "{}: its condition could not be evaluated ({error})",
+                    rule.reason
                 ),
                 Some(rule),
             ),
-            (None, Some(rule)) => (true, by_rule("allowed", rule), Some(rule)),
+            (None, Some(rule)) => (true, rule.reason.to_string(), Some(rule)),
             (None, None) if rules.is_empty() => (
                 false,
                 format!("no policy covers resource type {:?}", resource.kind),
                 None,
             ),
             (None, None) => {
-                let mut reason = format!(
-                    "no rule allows {action:?} on {:?} for this principal",
-                    resource.kind
-                );
+                let mut reason = String::with_capacity(64);
+                reason.push_str("no rule allows ");
+                push_quoted(&mut reason, action);
+                reason.push_str(" on ");
+                push_quoted(&mut reason, &resource.kind);
+                reason.push_str(" for this principal");
                 // An allow rule that might have applied but could not be evaluated is worth
                 // saying: it is the usual cause of a surprising deny.
                 if let Some(e) = &first_error {
@@ -244,11 +254,29 @@ impl<'a> Shared<'a> {
     }
 }
 
-fn by_rule(what: &str, rule: &Rule) -> String {
-    format!(
-        "{what} by rule {:?} of policy {:?}",
-        &*rule.name, &*rule.policy
-    )
+/// What a rule's decision says: `allowed by rule "r" of policy "p"` (`denied` for a deny
+/// rule). Written once, when the policies load.
+pub(crate) fn rule_reason(effect: Effect, rule: &str, policy: &str) -> String {
+    let what = match effect {
+        Effect::Allow => "allowed",
+        Effect::Deny => "denied",
+    };
+    format!("{what} by rule {rule:?} of policy {policy:?}")
+}
+
+/// `s` as `{:?}` writes it; printable ASCII without quotes or backslashes (names, actions) is
+/// copied as it is instead of going through the formatter character by character.
+fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
+    }
 }
 
 /// Why a rule was relevant to the principal: one of its roles, or a derived role (by index).
@@ -496,6 +524,29 @@ mod tests {
         assert_eq!(a[..16], b[..16]);
         let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap_or_default();
         assert!(n(&b) > n(&a), "{a} {b}");
+    }
+
+    #[test]
+    fn quoted_names_read_as_debug_formatting_writes_them() {
+        for s in [
+            "view",
+            "document",
+            "a b",
+            "it's",
+            "say \"hi\"",
+            "back\\slash",
+            "tab\there",
+            "é",
+            "",
+        ] {
+            let mut out = String::new();
+            push_quoted(&mut out, s);
+            assert_eq!(out, format!("{s:?}"));
+        }
+        assert_eq!(
+            rule_reason(Effect::Deny, "r \"1\"", "p"),
+            format!("denied by rule {:?} of policy {:?}", "r \"1\"", "p")
+        );
     }
 
     #[test]

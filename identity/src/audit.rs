@@ -81,9 +81,11 @@ impl AuditLog {
     /// Queues the event; never blocks (see the module comment).
     pub fn record(&self, mut event: Event<'_>) {
         event.time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        match serde_json::to_string(&event) {
-            Ok(line) => self.lines.write(line),
-            Err(e) => tracing::error!(error = %e, "audit event not serialisable"),
+        let written = self
+            .lines
+            .write_with(|buf| serde_json::to_writer(buf, &event).map_err(Into::into));
+        if let Err(e) = written {
+            tracing::error!(error = %e, "audit event not serialisable");
         }
     }
 }

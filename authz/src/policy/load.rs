@@ -458,6 +458,7 @@ impl<'a> PolicyCompiler<'a, '_> {
             roles: r.roles.clone(),
             derived: self.derived_indexes(at, r, imported),
             condition: r.when.clone(),
+            reason: crate::decision::rule_reason(r.effect, &r.name, policy).into(),
         }
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Rule {
     /// Indexes into `PolicySet::derived`.
     pub derived: Vec<usize>,
     pub condition: Option<Condition>,
+    /// What a decision by this rule says (`allowed by rule "r" of policy "p"`).
+    pub reason: Box<str>,
 }
 
 impl Rule {
