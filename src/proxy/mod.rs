@@ -483,17 +483,14 @@ impl ProxyHttp for Gateway {
             return;
         }
         let entry = access_log::Entry {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()),
             request_id: ctx.request_id.as_str(),
-            client_ip: ctx
-                .client_ip
-                .or_else(|| peer_ip(session))
-                .map_or_else(|| "-".into(), |ip| ip.to_string()),
+            client_ip: access_log::OrDash(ctx.client_ip.or_else(|| peer_ip(session))),
             method,
             host: &ctx.host,
             path: access_log::loggable_path(req.uri.path_and_query().map_or("/", |pq| pq.as_str())),
             route: route_name,
-            upstream: ctx.target.map(|t| t.to_string()),
+            upstream: ctx.target,
             status,
             bytes: session.body_bytes_sent(),
             duration_ms: elapsed.as_secs_f64() * 1000.0,

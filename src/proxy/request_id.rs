@@ -39,7 +39,10 @@ impl RequestId {
     pub fn generate() -> RequestId {
         let mut text = [0u8; 32];
         let encoded = hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut text);
-        match encoded.ok().and_then(|()| HeaderValue::from_bytes(&text).ok()) {
+        match encoded
+            .ok()
+            .and_then(|()| HeaderValue::from_bytes(&text).ok())
+        {
             Some(id) => RequestId(id),
             None => RequestId::default(),
         }
@@ -92,6 +95,9 @@ mod tests {
         assert_eq!(RequestId::from_client(None).as_str().len(), 32);
         let (a, b) = (RequestId::generate(), RequestId::generate());
         assert_ne!(a.as_str(), b.as_str());
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 }
