@@ -215,7 +215,8 @@ head -c 65536 /dev/zero | tr '\0' u >"$WORK/wrk/upload.body"
     cat <<EOF2
 http {
 $(nginx_http_common "$WORK/origin")
-    open_file_cache max=16 valid=1h;
+    open_file_cache max=16 inactive=1h;
+    open_file_cache_valid 1h;
     server {
         listen 127.0.0.1:$PORT_ORIGIN backlog=4096;
         location / {
