@@ -532,7 +532,7 @@ print(len(lat), bad, q(0.50), q(0.99), q(0.999))
 PY
 }
 # failed+errored+timeout requests and the application protocol from h2load's report.
-h2load_errors() { awk '/^requests:/ { print $10 + $12 + $14 }' "$1" | head -1; }
+h2load_errors() { awk '/^requests:/ && !d { print $10 + $12 + $14; d = 1 }' "$1"; }
 h2load_proto() { awk -F': ' '/^Application protocol:/ {print $2; exit}' "$1"; }
 
 # Connections to the origin port held by processes named $1 (ss -p shows the owner).
@@ -730,8 +730,8 @@ run_handshakes() { # variant round target
     if [[ $t == haproxy ]]; then read -r h1 _ < <(haproxy_ssl_info); mid="; haproxy TLS connections $((h1 - h0))$mid"; fi
     local n rps cpu conns cpr bytes
     # s_time: "N connections in X.XXs; ..." (CPU time of the client), then "... bytes read per connection".
-    n=$(cat "$base".* | awk '/connections in [0-9.]+s;/ {n += $1} END {print n + 0}')
-    bytes=$(cat "$base".* | awk '/bytes read per connection/ {print $(NF - 4); exit}')
+    n=$(awk '/connections in [0-9.]+s;/ {n += $1} END {print n + 0}' "$base".*)
+    bytes=$(awk '/bytes read per connection/ && !b {b = $(NF - 4)} END {print b}' "$base".*)
     rps=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
     cpu=$(cpu_per_req "$c0" "$c1" "$n")
     conns=$((p1 - p0 - ${a1:-0} + ${a0:-0}))
