@@ -5,8 +5,10 @@
 #                             issuer's storage tests initdb and start their own server, from
 #                             /usr/lib/postgresql/<version>/bin, so the package's own cluster and
 #                             service, if apt starts them, are never used)
-#   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy) and openssl
-#                             (benches/auth.sh derives HAProxy's public key file with it)
+#   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy), h2load
+#                             (nghttp2-client: benches/run.sh's fixed-rate latency, TLS handshake
+#                             and HTTP/2 runs) and openssl (benches/auth.sh derives HAProxy's
+#                             public key file with it; benches/run.sh makes its certificates)
 set -euo pipefail
 
 need=()
@@ -20,6 +22,7 @@ if [ "${1:-}" = "bench" ]; then
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
   command -v openssl >/dev/null || need+=(openssl)
+  command -v h2load >/dev/null || need+=(nghttp2-client)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
