@@ -604,8 +604,6 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
-/// absolute-form requests) or the Host header.
 /// An address as a header value, formatted on the stack (the value is its only allocation).
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
@@ -619,6 +617,8 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
+/// absolute-form requests) or the Host header.
 fn request_host(req: &RequestHeader) -> String {
     let raw = req
         .uri
