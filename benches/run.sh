@@ -653,8 +653,10 @@ run_wrk() { # measure variant round target seconds url [wrk-args...]
     local rps p99 non2xx sockerr reqs cpu errs="" conns
     read -r rps p99 non2xx sockerr reqs < <(parse_wrk "$out")
     cpu=$(cpu_per_req "$c0" "$c1" "$reqs")
-    # Connections accepted during the run, by the target (the origin's own accepts subtracted).
+    # Connections accepted during the run, by the target (the origin's own accepts subtracted;
+    # for direct, the target is the origin: n/a).
     conns=$((p1 - p0 - ${a1:-0} + ${a0:-0}))
+    if [[ $t == direct ]]; then conns=n/a; fi
     record "$measure" "$variant" "$round" "$t" "$rps" NA "$p99" NA "$cpu" "$reqs" "$non2xx" "$sockerr" NA "conns=$conns"
     if ((non2xx > 0)); then errs+=" non-2xx/3xx=$non2xx"; fi
     if ((sockerr > 0)); then errs+=" [$(grep -m1 'Socket errors' "$out" | sed 's/^ *//')]"; fi
