@@ -289,6 +289,7 @@ impl Redact for DateTime<FixedOffset> {}
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{input, request};
     use super::*;
     use serde_json::json;
 
@@ -331,19 +332,6 @@ mod tests {
             } else {
                 redact_tree(v, rest);
             }
-        }
-    }
-
-    fn request(body: Json) -> crate::request::Request {
-        serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn input(r: &crate::request::Request) -> Input<'_> {
-        Input {
-            principal: &r.principal,
-            resource: &r.resource,
-            action: &r.action,
-            context: &r.context,
         }
     }
 

@@ -93,11 +93,12 @@ mod tests {
 
     const REDACTED: &str = "[redacted]";
 
-    fn request(body: Json) -> crate::request::Request {
+    /// Shared with `line`'s tests.
+    pub(super) fn request(body: Json) -> crate::request::Request {
         serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn input(r: &crate::request::Request) -> Input<'_> {
+    pub(super) fn input(r: &crate::request::Request) -> Input<'_> {
         Input {
             principal: &r.principal,
             resource: &r.resource,
