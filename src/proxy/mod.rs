@@ -604,17 +604,9 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// An address as a header value, formatted on the stack (the value is its only allocation).
+/// An address as a header value (its text is always a valid value).
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
-    use std::io::Write;
-    // Longest text form: an IPv4-mapped IPv6 address, 45 bytes.
-    let mut text = [0u8; 46];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let len = match write!(cursor, "{ip}") {
-        Ok(()) => cursor.position() as usize,
-        Err(_) => 0,
-    };
-    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
+    HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
