@@ -209,7 +209,7 @@ gatehouse_yaml gatehouse-jwt-nocache "$PORT_GH_NOCACHE" "$PORT_GH_NOCACHE_ADMIN"
     >"$WORK/gatehouse-jwt-nocache/gatehouse.yaml"
 
 # HAProxy (haproxy_maxconn, haproxy_head, haproxy_jwt_frontend: benches/lib.sh).
-haproxy_maxconn
+haproxy_maxconn "$CONNECTIONS"
 {
     haproxy_head "$WORK/haproxy"
     cat <<EOF

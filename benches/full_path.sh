@@ -344,7 +344,7 @@ else
     fi
 fi
 
-haproxy_maxconn
+haproxy_maxconn "$CONNECTIONS"
 {
     haproxy_head "$WORK/haproxy"
     cat <<EOF

@@ -527,24 +527,31 @@ EOF
         || { cat "$WORK/openssl.err" >&2; die "the public key built for $TOKEN_KID does not read back as the key the JWKS publishes"; }
 }
 
-# HAProxy needs about 2 fds per connection; stay within the fd limit. Sets HAPROXY_MAXCONN.
-haproxy_maxconn() {
-    local fd_limit
+# HAProxy needs about 2 fds per connection; stay within the fd limit for $1 client connections
+# (default CONNECTIONS). Sets HAPROXY_MAXCONN.
+haproxy_maxconn() { # [clients]
+    local fd_limit clients=${1:-$CONNECTIONS}
     fd_limit=$(ulimit -n)
     [[ $fd_limit =~ ^[0-9]+$ ]] || fd_limit=65536
     HAPROXY_MAXCONN=$(((fd_limit - 200) / 2))
     if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
-    ((HAPROXY_MAXCONN >= CONNECTIONS + 100)) \
-        || die "fd limit $fd_limit too low for CONNECTIONS=$CONNECTIONS (raise ulimit -n)"
+    ((HAPROXY_MAXCONN >= clients + 100)) \
+        || die "fd limit $fd_limit too low for $clients client connections (raise ulimit -n)"
 }
 
-# global, defaults and the origin backend of every HAProxy here (one thread, keep-alive both sides).
-haproxy_head() { # dir
+# global, defaults and the origin backend of every HAProxy here (keep-alive both sides):
+# $2 threads (default 1), then any further global lines.
+haproxy_head() { # dir [threads [global-line...]]
+    local dir=$1 nbthread=${2:-1} line
+    shift $(($# < 2 ? $# : 2))
     cat <<EOF
 global
-    nbthread 1
+    nbthread $nbthread
     maxconn $HAPROXY_MAXCONN
-    pidfile $1/haproxy.pid
+    pidfile $dir/haproxy.pid
+EOF
+    for line in "$@"; do echo "    $line"; done
+    cat <<EOF
 
 defaults
     mode http

@@ -248,14 +248,9 @@ EOF2
 nginx -t -q -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin/nginx.conf" \
     2>"$WORK/origin/configtest.log" || { cat "$WORK/origin/configtest.log" >&2; die "origin nginx config invalid"; }
 
-# HAProxy needs about 2 fds per connection; stay within the fd limit.
-FD_LIMIT=$(ulimit -n)
-[[ $FD_LIMIT =~ ^[0-9]+$ ]] || FD_LIMIT=65536
-HAPROXY_MAXCONN=$(((FD_LIMIT - 200) / 2))
-if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
 MAX_CLIENTS=$CONNECTIONS
 for n in "$LAT_CLIENTS" "$H2_CLIENTS"; do if ((n > MAX_CLIENTS)); then MAX_CLIENTS=$n; fi; done
-((HAPROXY_MAXCONN >= MAX_CLIENTS + 100)) || die "fd limit $FD_LIMIT too low for $MAX_CLIENTS client connections (raise ulimit -n)"
+haproxy_maxconn "$MAX_CLIENTS"   # benches/lib.sh
 
 # Certificates for the tls measure: one ECDSA P-256 and one RSA-2048 self-signed pair (SAN
 # localhost), each used by all three TLS targets. HAProxy takes certificate and key in one file.
@@ -314,31 +309,17 @@ routes:
 EOF2
     # TLS 1.3 suites in rustls's order (AES-128-GCM first), so that HAProxy, which follows its
     # own preference, negotiates what the rustls proxies do with the same client.
-    cat >"$WORK/haproxy/haproxy.cfg" <<EOF2
-global
-    nbthread $workers
-    maxconn $HAPROXY_MAXCONN
-    pidfile $WORK/haproxy/haproxy.pid
-    stats socket $WORK/haproxy/stats.sock mode 600 level admin
-    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-    timeout http-request 10s
+    {
+        haproxy_head "$WORK/haproxy" "$workers" \
+            "stats socket $WORK/haproxy/stats.sock mode 600 level admin" \
+            "ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+        cat <<EOF2
 
 frontend fe
     $bind
     default_backend origin
-
-backend origin
-    server origin1 127.0.0.1:$PORT_ORIGIN
 EOF2
+    } >"$WORK/haproxy/haproxy.cfg"
     {
         nginx_common "$WORK/nginx" "$workers"
         cat <<EOF2
