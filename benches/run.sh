@@ -86,10 +86,12 @@ declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [pingora]=
                     [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
 declare -A TLS_PORT_OF=([gatehouse]=$PORT_GATEHOUSE_TLS [pingora]=$PORT_PINGORA_TLS [haproxy]=$PORT_HAPROXY_TLS)
 
-# The bare Pingora binary is started through a symlink with this name in the work dir, so its
-# process name (/proc/PID/comm, what ps and ss -p show) is this fixed string whatever the real
-# file is called (cargo names it bare_pingora-<hash>, which comm would truncate to 15 chars).
+# Both Pingora binaries are started through a symlink with these names in the work dir, so their
+# process names (/proc/PID/comm, what ps and ss -p show) are these fixed strings whatever the real
+# files are called (cargo names bare_pingora-<hash>, which comm would truncate to 15 chars; a
+# GATEHOUSE_BIN may be any saved build).
 PINGORA_PROC=bare_pingora
+GATEHOUSE_PROC=gatehouse
 
 check_options GATEWAY_THREADS THREADS2 LAT_ROUNDS LAT_CLIENTS HS_CLIENTS H2_CLIENTS H2_STREAMS   # sets DUR_S, WARMUP_S
 for knob in BODY_DURATION TLS_DURATION LAT_DURATION; do
@@ -117,7 +119,7 @@ CURL=(curl -sS --noproxy '*' --max-time 2)
 # Work dir, stale runs, cleanup (setup_workdir, benches/lib.sh)
 WORK_PREFIX=gh-bench
 RUN_KIND="benchmark"
-SERVER_PROCS="nginx|haproxy|gatehouse|$PINGORA_PROC"
+SERVER_PROCS="nginx|haproxy|$GATEHOUSE_PROC|$PINGORA_PROC"
 STOP_SIGNAL=TERM STOP_WAIT=30   # SIGKILL after 3 s
 setup_workdir
 COMPONENT_DIED=0
@@ -189,7 +191,9 @@ else
         PINGORA_STALE_NOTE="  WARNING: benches/bare_pingora.rs or Cargo.toml/Cargo.lock is newer than the bare_pingora binary (BUILD=1 rebuilds)"
     fi
 fi
-PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN")   # absolute, for the symlink
+# Absolute, for the symlinks below.
+PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN")
+GATEHOUSE_BIN=$(cd "$(dirname "$GATEHOUSE_BIN")" && pwd)/$(basename "$GATEHOUSE_BIN")
 
 # ---------------------------------------------------------------------------------------------
 # Configs (nginx_common, nginx_http_common: benches/lib.sh). The origin runs for the whole run;
@@ -197,6 +201,7 @@ PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN") 
 mkdir -p "$WORK/origin/tmp" "$WORK/origin/www/b" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" \
     "$WORK/pingora" "$WORK/wrk" "$WORK/tls"
 ln -s "$PINGORA_BIN" "$WORK/pingora/$PINGORA_PROC"   # see PINGORA_PROC
+ln -s "$GATEHOUSE_BIN" "$WORK/gatehouse/$GATEHOUSE_PROC"   # see GATEHOUSE_PROC
 
 # Response bodies of the bodies measure (/b/0 is a `return` with an empty body).
 head -c 4096 /dev/zero | tr '\0' x >"$WORK/origin/www/b/4k"
@@ -362,7 +367,7 @@ PROXY_WORKERS=0   # worker threads the running proxies were started with
 start_proxies() { # workers tls-kind
     write_proxy_configs "$1" "$2"
     PROXY_WORKERS=$1
-    start gatehouse "$WORK/gatehouse.log" "$GATEHOUSE_BIN" --config "$WORK/gatehouse/gatehouse.yaml"
+    start gatehouse "$WORK/gatehouse.log" "$WORK/gatehouse/$GATEHOUSE_PROC" --config "$WORK/gatehouse/gatehouse.yaml"
     start haproxy "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy/haproxy.cfg"
     if [[ $2 == none ]]; then
         start nginx "$WORK/nginx.log" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
@@ -467,7 +472,7 @@ REUSE="$WORK/reuse.tsv"
 printf 'measure\tvariant\tround\ttarget\trps\tp50_ms\tp99_ms\tp999_ms\tcpu_us\trequests\tnon2xx\tsocket_errors\tconns_per_req\tnote\n' >"$RESULTS"
 printf 'measure\tround\ttarget\testablished_samples\tnew_origin_conns\tmid_run_new_conns\torigin_requests\tnew_time_wait\tother_time_wait\n' >"$REUSE"
 
-declare -A PROC_OF=([direct]=wrk [gatehouse]=gatehouse [pingora]=$PINGORA_PROC [nginx]=nginx [haproxy]=haproxy)
+declare -A PROC_OF=([direct]=wrk [gatehouse]=$GATEHOUSE_PROC [pingora]=$PINGORA_PROC [nginx]=nginx [haproxy]=haproxy)
 
 # CPU ticks (user+sys) of the process under test: the proxy's process group; for direct, the origin's.
 cpu_ticks() { # target

@@ -76,6 +76,11 @@ fn start_with_two_certs(echo: &Echo, ca: &TestCa) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     ca.issue(dir.path(), "one", &["one.test"]);
     ca.issue(dir.path(), "two", &["two.test", "*.two.test"]);
+    start_in(echo, dir)
+}
+
+/// Starts the gateway on `tls_config` in `dir`, which holds one.{crt,key} and two.{crt,key}.
+fn start_in(echo: &Echo, dir: tempfile::TempDir) -> Gateway {
     let ports = Ports::new();
     let cfg = tls_config(echo);
     support::write(
@@ -143,6 +148,38 @@ async fn each_sni_name_gets_its_own_certificate_and_h2_is_negotiated() {
         .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rsa_certificate_serves_tls_1_3_and_tls_1_2_clients() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue_rsa(dir.path(), "one", &["one.test"]);
+    ca.issue(dir.path(), "two", &["two.test"]);
+    let gw = start_in(&echo, dir);
+
+    for max in [
+        reqwest::tls::Version::TLS_1_3,
+        reqwest::tls::Version::TLS_1_2,
+    ] {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.reqwest_root())
+            .max_tls_version(max)
+            .tls_info(true)
+            .resolve("one.test", ([127, 0, 0, 1], gw.https_port).into())
+            .build()
+            .unwrap();
+        let resp = client
+            .get(format!("https://one.test:{}/", gw.https_port))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{max:?}: {e:?}"));
+        assert_eq!(resp.status(), 200, "{max:?}");
+        assert_eq!(peer_cert_names(&resp), ["one.test"], "{max:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -419,7 +419,29 @@ impl TestCa {
 
     /// Writes `<stem>.crt` and `<stem>.key` for `names` into `dir`.
     pub fn issue(&self, dir: &Path, stem: &str, names: &[&str]) {
-        let key = rcgen::KeyPair::generate().expect("leaf key");
+        self.issue_with(
+            rcgen::KeyPair::generate().expect("leaf key"),
+            dir,
+            stem,
+            names,
+        );
+    }
+
+    /// Like `issue`, with an RSA-2048 key.
+    pub fn issue_rsa(&self, dir: &Path, stem: &str, names: &[&str]) {
+        use aws_lc_rs::encoding::AsDer;
+        let rsa =
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa key");
+        let pkcs8 = rsa.as_der().expect("rsa pkcs8");
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &pkcs8.as_ref().to_vec().into(),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .expect("rsa key for rcgen");
+        self.issue_with(key, dir, stem, names);
+    }
+
+    fn issue_with(&self, key: rcgen::KeyPair, dir: &Path, stem: &str, names: &[&str]) {
         let params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");

@@ -13,8 +13,13 @@ use std::sync::Arc;
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
+use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use rsa_key::RsaSigningKey;
+
+mod rsa_key;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -81,9 +86,9 @@ pub fn load_cert(
         .ok_or(CertError::NoKey {
             path: key_display.clone(),
         })?;
-    let signing_key = any_supported_type(&key).map_err(|e| CertError::Invalid {
+    let signing_key = signing_key(&key).map_err(|reason| CertError::Invalid {
         path: key_display.clone(),
-        reason: format!("unsupported private key: {e}"),
+        reason,
     })?;
     let names = if names.is_empty() {
         san_dns_names(&chain[0]).map_err(|reason| CertError::Invalid {
@@ -105,6 +110,16 @@ pub fn load_cert(
         key: Arc::new(certified),
         names,
     })
+}
+
+/// ring reads and checks every kind of key; an RSA key then signs through aws-lc-rs (see
+/// `rsa_key` for why).
+fn signing_key(key: &PrivateKeyDer<'_>) -> Result<Arc<dyn SigningKey>, String> {
+    let checked = any_supported_type(key).map_err(|e| format!("unsupported private key: {e}"))?;
+    if checked.algorithm() == SignatureAlgorithm::RSA {
+        return Ok(Arc::new(RsaSigningKey::new(key)?));
+    }
+    Ok(checked)
 }
 
 fn san_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
