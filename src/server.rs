@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
-use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::tls::ALPN;
 use pingora::protocols::Stream;
 use pingora::proxy::{http_proxy, HttpProxy};
@@ -176,6 +177,10 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
     }
 }
 
+/// How long an idle HTTP/1 client connection is kept between requests (Pingora's default), unless
+/// the header deadline closes it first.
+const KEEPALIVE_SECS: u64 = 60;
+
 /// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`
 /// (one count per client connection, held across every request it carries) and keeps the
 /// request-header deadline on HTTP/1 connections.
@@ -192,7 +197,7 @@ struct GuardConnections<A> {
 #[async_trait]
 impl<A> ServerApp for GuardConnections<HttpProxy<A>>
 where
-    HttpProxy<A>: ServerApp + Send + Sync + 'static,
+    HttpProxy<A>: HttpServerApp + Send + Sync + 'static,
     A: Send + Sync + 'static,
 {
     async fn process_new(
@@ -208,9 +213,28 @@ where
                 next = self.app.process_new(stream, shutdown).await;
             }
         } else {
+            // Pingora's own HTTP/1 loop serves every request of a kept-alive connection inside
+            // one `process_new`, so the deadline would cover the first request only. This is
+            // that loop, one request per turn, with the same keep-alive settings.
             let deadline = self.store.current().limits.request_header_timeout;
-            client_limits::with_header_deadline(deadline, stream, |stream| {
-                self.app.process_new(stream, shutdown)
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
+            session.set_keepalive_reuses_remaining(
+                self.app
+                    .server_options()
+                    .and_then(|o| o.keepalive_request_limit),
+            );
+            client_limits::with_header_deadline(deadline, session, |session| async move {
+                let (stream, persistent) = self
+                    .app
+                    .process_new_http(session, shutdown)
+                    .await?
+                    .consume();
+                let mut session = ServerSession::new_http1(stream);
+                if let Some(persistent) = persistent {
+                    persistent.apply_to_session(&mut session);
+                }
+                Some(session)
             })
             .await;
         }

@@ -5,9 +5,10 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use support::slow_clients::{drip_header, exchange, final_status};
+use support::slow_clients::{drip_header, drip_header_on, exchange, final_status};
 use support::{client, metric_value, Echo, Gateway};
 
 /// Old behaviour to beat: Pingora waits up to 60 s per read, so these clients were held for
@@ -77,6 +78,36 @@ async fn a_header_dripped_byte_by_byte_is_cut_off_at_the_deadline_on_every_liste
         .await
         .expect("request");
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn the_deadline_is_armed_again_for_the_next_request_on_a_kept_alive_connection() {
+    let echo = Echo::start("echo");
+    let gw = gateway(&echo);
+    let port = gw.http_port;
+    let held = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(PROMPT)).expect("timeout");
+        s.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("first request");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("first answer");
+        assert_eq!(&head, b"HTTP/1.1 200", "the first request is served");
+        drip_header_on(
+            s,
+            "GET /second HTTP/1.1\r\nHost: a\r\n",
+            "X-Slow: abcdefgh\r\n",
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .expect("drip");
+    let held = held.expect("still open after 10 s of drip on a kept-alive connection");
+    assert!(
+        held < PROMPT,
+        "a dripping second request was held for {held:?}"
+    );
 }
 
 #[tokio::test]

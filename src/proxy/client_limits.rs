@@ -7,8 +7,10 @@
 //! and `new_ctx`, which Pingora calls once a header has been read, marks the request as started.
 //! A timer that fires before that closes the connection.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
@@ -37,7 +39,10 @@ where
     let read = Arc::new(AtomicBool::new(false));
     HEADER_READ
         .scope(read.clone(), async move {
-            // One timer for the whole connection, moved forward for each request.
+            // One timer for the whole connection, moved forward for each request. It is polled
+            // only until the header is read: a request's task is woken several times (client,
+            // upstream, client again), and polling the timer on each wake-up registered its
+            // waker again every time.
             let timer = tokio::time::sleep(deadline);
             tokio::pin!(timer);
             loop {
@@ -45,22 +50,22 @@ where
                 timer.as_mut().reset(tokio::time::Instant::now() + deadline);
                 let request = next_request(state);
                 tokio::pin!(request);
-                let expired = async {
-                    (&mut timer).await;
-                    if read.load(Ordering::Relaxed) {
-                        // The header came in time; the request runs as long as it needs.
-                        std::future::pending::<()>().await;
+                let next = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(next) = request.as_mut().poll(cx) {
+                        return Poll::Ready(Some(next));
                     }
-                };
-                state = tokio::select! {
-                    biased;
-                    next = &mut request => next?,
-                    () = expired => {
-                        tracing::debug!(?deadline, "request header not complete in time; closing");
-                        crate::metrics::HEADER_TIMEOUTS.inc();
-                        return None;
+                    if !read.load(Ordering::Relaxed) && timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
                     }
+                    Poll::Pending
+                })
+                .await;
+                let Some(next) = next else {
+                    tracing::debug!(?deadline, "request header not complete in time; closing");
+                    crate::metrics::HEADER_TIMEOUTS.inc();
+                    return None;
                 };
+                state = next?;
             }
         })
         .await

@@ -16,7 +16,18 @@ pub fn drip_header(
     every: Duration,
     give_up: Duration,
 ) -> Option<Duration> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    drip_header_on(s, head, drip, every, give_up)
+}
+
+/// `drip_header` on a connection already open (e.g. one that has served a request).
+pub fn drip_header_on(
+    mut s: TcpStream,
+    head: &str,
+    drip: &str,
+    every: Duration,
+    give_up: Duration,
+) -> Option<Duration> {
     s.set_read_timeout(Some(Duration::from_millis(20)))
         .expect("timeout");
     let started = Instant::now();
