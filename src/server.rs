@@ -177,10 +177,6 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
     }
 }
 
-/// How long an idle HTTP/1 client connection is kept between requests (Pingora's default), unless
-/// the header deadline closes it first.
-const KEEPALIVE_SECS: u64 = 60;
-
 /// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`
 /// (one count per client connection, held across every request it carries) and keeps the
 /// request-header deadline on HTTP/1 connections.
@@ -215,10 +211,12 @@ where
         } else {
             // Pingora's own HTTP/1 loop serves every request of a kept-alive connection inside
             // one `process_new`, so the deadline would cover the first request only. This is
-            // that loop, one request per turn, with the same keep-alive settings.
+            // that loop, one request per turn. Keep-alive without Pingora's timer (0): the
+            // header deadline already bounds the idle wait for the next request, and Pingora's
+            // 60 s keep-alive timer was registered once more for every request.
             let deadline = self.store.current().limits.request_header_timeout;
             let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
+            session.set_keepalive((!*shutdown.borrow()).then_some(0));
             session.set_keepalive_reuses_remaining(
                 self.app
                     .server_options()

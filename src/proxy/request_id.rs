@@ -39,9 +39,11 @@ impl RequestId {
     pub fn generate() -> RequestId {
         let mut text = [0u8; 32];
         let encoded = hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut text);
+        // Owned by a reference-counted `Bytes` from the start: a value copied from a slice is
+        // promoted (one more allocation) by its first clone, and every request clones it.
         match encoded
             .ok()
-            .and_then(|()| HeaderValue::from_bytes(&text).ok())
+            .and_then(|()| HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).ok())
         {
             Some(id) => RequestId(id),
             None => RequestId::default(),
