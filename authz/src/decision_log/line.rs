@@ -245,7 +245,7 @@ impl Redact for RequestContext {
             m.member("ip", ip)?;
         }
         if let Some(time) = &self.time {
-            m.member("time", time)?;
+            m.member("time", &Rfc3339(time))?;
         }
         for (key, value) in &self.extra {
             m.member(key, value)?;
@@ -285,7 +285,16 @@ impl Redact for Json {
 impl Redact for str {}
 impl Redact for [String] {}
 impl Redact for std::net::IpAddr {}
-impl Redact for DateTime<FixedOffset> {}
+impl Redact for Rfc3339<'_> {}
+
+/// `context.time` as its derived `Serialize` writes it ([`crate::request::rfc3339`]).
+struct Rfc3339<'a>(&'a DateTime<FixedOffset>);
+
+impl Serialize for Rfc3339<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::request::rfc3339(self.0, s)
+    }
+}
 
 #[cfg(test)]
 mod tests {
