@@ -37,6 +37,13 @@ routes:
 
 /// A client that trusts `ca` and resolves the test names to the gateway.
 fn tls_client(ca: &TestCa, port: u16, names: &[&str]) -> reqwest::Client {
+    tls_client_builder(ca, port, names)
+        .build()
+        .expect("tls client")
+}
+
+/// `tls_client`'s settings, for a test to add its own.
+fn tls_client_builder(ca: &TestCa, port: u16, names: &[&str]) -> reqwest::ClientBuilder {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
@@ -47,7 +54,7 @@ fn tls_client(ca: &TestCa, port: u16, names: &[&str]) -> reqwest::Client {
     for name in names {
         builder = builder.resolve(name, addr);
     }
-    builder.build().expect("tls client")
+    builder
 }
 
 fn peer_cert_names(resp: &reqwest::Response) -> Vec<String> {
@@ -133,12 +140,8 @@ async fn each_sni_name_gets_its_own_certificate_and_h2_is_negotiated() {
     }
 
     // An HTTP/1.1-only client still works on the same listener.
-    let h1 = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca.reqwest_root())
+    let h1 = tls_client_builder(&ca, gw.https_port, &["one.test"])
         .http1_only()
-        .resolve("one.test", ([127, 0, 0, 1], gw.https_port).into())
         .build()
         .unwrap();
     let resp = h1
@@ -163,13 +166,8 @@ async fn an_rsa_certificate_serves_tls_1_3_and_tls_1_2_clients() {
         reqwest::tls::Version::TLS_1_3,
         reqwest::tls::Version::TLS_1_2,
     ] {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca.reqwest_root())
+        let client = tls_client_builder(&ca, gw.https_port, &["one.test"])
             .max_tls_version(max)
-            .tls_info(true)
-            .resolve("one.test", ([127, 0, 0, 1], gw.https_port).into())
             .build()
             .unwrap();
         let resp = client
