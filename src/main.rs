@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    gatehouse_service::tracing_setup::init();
+    gatehouse_service::tracing_setup::init("gatehouse");
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Validate) => return validate(&cli.config),

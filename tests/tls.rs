@@ -340,3 +340,59 @@ async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_failing_before_a_request_are_counted_and_logged_once_per_kind() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const CLIENTS: usize = 40;
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let gw = start_with_two_certs(&echo, &ca);
+    for _ in 0..CLIENTS {
+        // Plain text on the TLS listener: the handshake fails.
+        let mut tls = TcpStream::connect(("127.0.0.1", gw.https_port))
+            .await
+            .expect("connect tls");
+        tls.write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("send");
+        let _ = tls.read(&mut [0; 64]).await;
+        // One byte of a request header, then gone.
+        let mut plain = TcpStream::connect(("127.0.0.1", gw.http_port))
+            .await
+            .expect("connect plain");
+        plain.write_all(b"G").await.expect("send");
+    }
+
+    for kind in ["tls_handshake", "request_header_read"] {
+        let series = format!("gatehouse_downstream_connection_errors_total{{kind=\"{kind}\"}}");
+        // At least: the harness's readiness probe is one more failed handshake.
+        support::eventually(
+            &format!("{series} >= {CLIENTS}"),
+            support::READY_TIMEOUT,
+            || async { gw.metric(&series).await >= CLIENTS as f64 },
+        )
+        .await;
+    }
+    // One example of each, not one line per connection.
+    let stderr = gw.stderr();
+    assert_eq!(
+        stderr.matches("Downstream handshake error").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("while reading request headers").count(),
+        1,
+        "{stderr}"
+    );
+
+    let resp = tls_client(&ca, gw.https_port, &["one.test"])
+        .get(format!("https://one.test:{}/", gw.https_port))
+        .send()
+        .await
+        .expect("a good client after the bad ones");
+    assert_eq!(resp.status(), 200);
+}

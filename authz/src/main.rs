@@ -35,7 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    gatehouse_service::tracing_setup::init();
+    gatehouse_service::tracing_setup::init("gatehouse_authz");
     let cli = Cli::parse();
     let result = match cli.command {
         None | Some(Command::Serve) => server::run(&cli.config),

@@ -47,7 +47,7 @@ enum UserAction {
 }
 
 fn main() -> ExitCode {
-    gatehouse_service::tracing_setup::init();
+    gatehouse_service::tracing_setup::init("gatehouse_identity");
     let cli = Cli::parse();
     let result = match cli.command {
         None | Some(Command::Serve) => server::run(&cli.config),

@@ -10,10 +10,12 @@
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `POST /reload`, plus a service's own);
 //! - [`line_writer`]: a bounded queue drained by a writer thread, for access, audit and decision
 //!   logs, that never blocks the caller;
-//! - [`tracing_setup`]: the log subscriber every binary installs.
+//! - [`tracing_setup`]: the log subscriber every binary installs;
+//! - [`client_error_lines`]: Pingora's per-connection client error lines, counted and thinned out.
 
 pub mod admin;
 pub mod buffered;
+pub mod client_error_lines;
 pub mod line_writer;
 pub mod located;
 pub mod reload;
