@@ -13,9 +13,10 @@ use support::{free_port, server_section, Gateway, Ports};
 const BASIC: &str = "Basic c3ZjOnN2Yy1zZWNyZXQtZG8tbm90LWxvZw==";
 const BEARER: &str = "Bearer eyJ.do-not-log-this-token.sig";
 
-/// The three unparseable requests, each carrying both credentials, and the status a listener
-/// that reads requests itself gives each.
-fn unparseable() -> Vec<(&'static str, Vec<u8>, u16)> {
+/// The refused requests, each carrying both credentials, with the status a listener that reads
+/// requests itself gives each and the proxy listener's (Pingora's plain 400 for what does not
+/// parse).
+fn unparseable() -> Vec<(&'static str, Vec<u8>, u16, u16)> {
     let credentials =
         format!("Authorization: {BASIC}\r\nX-Token: {BEARER}\r\nCookie: sid={BEARER}\r\n");
     let many = format!(
@@ -28,14 +29,20 @@ fn unparseable() -> Vec<(&'static str, Vec<u8>, u16)> {
         "GET /{}?access_token={BEARER} HTTP/1.1\r\nHost: a\r\n{credentials}\r\n",
         "a".repeat(70_000)
     );
+    // Parses, but over every listener's 64 KiB limit.
+    let large = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{credentials}Cookie: big={}\r\n\r\n",
+        "c".repeat(70_000)
+    );
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: a\r\n{credentials}X-Big: {}\r\n\r\n",
         "b".repeat(1_100_000)
     );
     vec![
-        ("too many header fields", many.into_bytes(), 431),
-        ("a URI over 64 KiB", long_uri.into_bytes(), 414),
-        ("a header over 1 MiB", huge.into_bytes(), 431),
+        ("too many header fields", many.into_bytes(), 431, 400),
+        ("a URI over 64 KiB", long_uri.into_bytes(), 414, 400),
+        ("header fields over 64 KiB", large.into_bytes(), 431, 431),
+        ("a header over 1 MiB", huge.into_bytes(), 431, 400),
     ]
 }
 
@@ -85,12 +92,11 @@ fn unparseable_requests_get_clear_errors_and_never_reach_the_log() {
     ];
     for (listener, port) in listeners {
         support::wait_for_listener(port, listener);
-        for (what, request, status) in unparseable() {
+        for (what, request, status, proxy_status) in unparseable() {
             let got = exchange(port, &request, Duration::from_secs(10));
             let answered = final_status(&got.answer);
-            // The proxy listener's answer is Pingora's own, a plain 400 for every parse error.
             let expected = if listener == "gateway proxy" {
-                400
+                proxy_status
             } else {
                 status
             };
@@ -109,9 +115,10 @@ fn unparseable_requests_get_clear_errors_and_never_reach_the_log() {
         "X-H299",
         "bbbbbbbbbbbbbbbb",
         "aaaaaaaaaaaaaaaa",
+        "cccccccccccccccc",
     ] {
         assert!(!log.contains(secret), "the log holds {secret:?}");
     }
-    // Eighteen refused requests write at most a line or two each, not their bytes.
+    // Twenty-four refused requests write at most a line or two each, not their bytes.
     assert!(log.len() < 64 * 1024, "{} bytes of log", log.len());
 }

@@ -6,6 +6,8 @@
 //! - the header must be complete within `timeouts.header` of the connection being ready for a
 //!   request (keep-alive idle time included, as HAProxy's `timeout http-request`): a client
 //!   sending a byte now and then (slowloris) is cut off instead of holding a task for ever;
+//! - header fields over [`MAX_HEADER_BYTES`] in total get 431 (Pingora itself only stops at
+//!   1 MiB): these services never need more, and a handler never sees a huge cookie;
 //! - the body must arrive within `timeouts.body` of the header, else 408;
 //! - a declared `Content-Length` over the limit is refused with 413 before any body is read,
 //!   and `Expect: 100-continue` gets `100 Continue` only when the body will be read (RFC 9110
@@ -28,6 +30,10 @@ use serde::Deserialize;
 
 /// How long a connection may stay open between requests when the header deadline allows it.
 const KEEPALIVE_SECS: u64 = 60;
+
+/// Header names and values, summed, that a request may carry (the gateway's default
+/// `limits.max_request_header_bytes`).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Deadlines for receiving a request; a `timeouts:` section in each service's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -206,6 +212,11 @@ impl<H: Handler> HttpServerApp for BufferedApp<H> {
         if !read_header(&mut session, limits.timeouts.header).await {
             return None;
         }
+        if header_bytes(&session.req_header().headers) > MAX_HEADER_BYTES {
+            tracing::debug!(limit = MAX_HEADER_BYTES, "request header fields too large");
+            let _ = session.respond_error(431).await;
+            return None;
+        }
         session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
         let answer = match read_body(&mut session, &limits).await {
             Ok(body) => {
@@ -286,6 +297,14 @@ async fn read_header(session: &mut ServerSession, deadline: Duration) -> bool {
             false
         }
     }
+}
+
+/// What [`MAX_HEADER_BYTES`] counts.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
 }
 
 /// The longest URI the `http` crate accepts.

@@ -177,7 +177,7 @@ impl Default for LimitsSpec {
     fn default() -> Self {
         let service = gatehouse_service::Timeouts::default();
         Self {
-            max_request_header_bytes: 64 * 1024,
+            max_request_header_bytes: gatehouse_service::buffered::MAX_HEADER_BYTES,
             max_request_body_bytes: None,
             request_header_timeout: service.header,
             request_body_timeout: service.body,

@@ -132,12 +132,9 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = snapshot
             .trusted_proxies
             .client_ip(peer_ip(session), &req.headers);
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        if header_bytes > snapshot.limits.max_request_header_bytes {
+        if gatehouse_service::buffered::header_bytes(&req.headers)
+            > snapshot.limits.max_request_header_bytes
+        {
             let message = format!(
                 "request headers exceed {} bytes",
                 snapshot.limits.max_request_header_bytes
