@@ -181,9 +181,10 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
 /// (one count per client connection, held across every request it carries) and keeps the
 /// request-header deadline on HTTP/1 connections.
 ///
-/// HTTP/2 connections (negotiated by ALPN, or any connection of an h2c listener) are left to
-/// Pingora's own timeouts: their streams are served on other tasks, so this loop cannot see when
-/// a header arrives.
+/// HTTP/2 connections (negotiated by ALPN, or opening with the preface on an h2c listener) are
+/// left to Pingora's own timeouts: their streams are served on other tasks, so this loop cannot
+/// see when a header arrives. On an h2c listener the preface itself must come within the
+/// deadline.
 struct GuardConnections<A> {
     app: Arc<A>,
     store: Arc<ConfigStore>,
@@ -202,8 +203,23 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = metrics::OpenConnection::open();
-        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
-        if h2 || self.h2c {
+        let mut stream = stream;
+        let deadline = self.store.current().limits.request_header_timeout;
+        let first_until = tokio::time::Instant::now() + deadline;
+        let mut h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        if self.h2c && !h2 && stream.get_ssl_digest().is_none() {
+            let peek = client_limits::opens_with_h2_preface(&mut stream);
+            h2 = match tokio::time::timeout_at(first_until, peek).await {
+                Ok(Ok(h2)) => h2,
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    tracing::debug!(?deadline, "no request in time; closing");
+                    metrics::HEADER_TIMEOUTS.inc();
+                    return None;
+                }
+            };
+        }
+        if h2 {
             let mut next = self.app.process_new(stream, shutdown).await;
             while let Some(stream) = next {
                 next = self.app.process_new(stream, shutdown).await;
@@ -214,7 +230,6 @@ where
             // that loop, one request per turn. Keep-alive without Pingora's timer (0): the
             // header deadline already bounds the idle wait for the next request, and Pingora's
             // 60 s keep-alive timer was registered once more for every request.
-            let deadline = self.store.current().limits.request_header_timeout;
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive((!*shutdown.borrow()).then_some(0));
             session.set_keepalive_reuses_remaining(
@@ -222,18 +237,23 @@ where
                     .server_options()
                     .and_then(|o| o.keepalive_request_limit),
             );
-            client_limits::with_header_deadline(deadline, session, |session| async move {
-                let (stream, persistent) = self
-                    .app
-                    .process_new_http(session, shutdown)
-                    .await?
-                    .consume();
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent) = persistent {
-                    persistent.apply_to_session(&mut session);
-                }
-                Some(session)
-            })
+            client_limits::with_header_deadline(
+                deadline,
+                first_until,
+                session,
+                |session| async move {
+                    let (stream, persistent) = self
+                        .app
+                        .process_new_http(session, shutdown)
+                        .await?
+                        .consume();
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent) = persistent {
+                        persistent.apply_to_session(&mut session);
+                    }
+                    Some(session)
+                },
+            )
             .await;
         }
         None

@@ -14,10 +14,27 @@ use std::task::Poll;
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
+use pingora::protocols::Stream;
 
 tokio::task_local! {
     /// Set by the connection loop around each HTTP/1 connection; `new_ctx` marks it.
     static HEADER_READ: Arc<AtomicBool>;
+}
+
+/// The first bytes of every cleartext HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a connection of an `h2c` listener opens with the HTTP/2 preface; the bytes looked at
+/// stay in the stream. `Err` if it closes first. Pingora's own check waits for the preface's
+/// 24 bytes, for ever; here an HTTP/1 request is told apart by its first three (no method is
+/// `PRI`), so a short one is not kept waiting, and the caller bounds the wait.
+pub async fn opens_with_h2_preface(stream: &mut Stream) -> std::io::Result<bool> {
+    let mut method = [0u8; 3];
+    if !stream.try_peek(&mut method).await? || method != H2_PREFACE[..3] {
+        return Ok(false);
+    }
+    let mut preface = [0u8; H2_PREFACE.len()];
+    Ok(stream.try_peek(&mut preface).await? && preface == H2_PREFACE)
 }
 
 /// Called once a request header has been read (from `new_ctx`).
@@ -26,9 +43,12 @@ pub fn header_read() {
 }
 
 /// Runs `connection` (one HTTP/1 connection's request loop) with the header deadline in force.
-/// `next_request` serves one request and returns what to do next (`Some` to continue).
+/// `next_request` serves one request and returns what to do next (`Some` to continue). The
+/// first header must be read by `first_until` (the connection may have been waited on already);
+/// each later one within `deadline` of the previous request's end.
 pub async fn with_header_deadline<S, F, Fut>(
     deadline: Duration,
+    first_until: tokio::time::Instant,
     mut state: S,
     mut next_request: F,
 ) -> Option<S>
@@ -43,11 +63,12 @@ where
             // only until the header is read: a request's task is woken several times (client,
             // upstream, client again), and polling the timer on each wake-up registered its
             // waker again every time.
-            let timer = tokio::time::sleep(deadline);
+            let timer = tokio::time::sleep_until(first_until);
             tokio::pin!(timer);
+            let mut until = first_until;
             loop {
                 read.store(false, Ordering::Relaxed);
-                timer.as_mut().reset(tokio::time::Instant::now() + deadline);
+                timer.as_mut().reset(until);
                 let request = next_request(state);
                 tokio::pin!(request);
                 let next = std::future::poll_fn(|cx| {
@@ -66,6 +87,7 @@ where
                     return None;
                 };
                 state = next?;
+                until = tokio::time::Instant::now() + deadline;
             }
         })
         .await
