@@ -1,8 +1,10 @@
 //! Client authentication at the back-channel endpoints (token, introspection, revocation).
 //!
-//! A secret that verified before is recognised from the [`SecretCache`] without argon2. Any
-//! other secret is a possible guess: it goes through the lockout (per client id, known or not,
-//! and per address) and then waits for one of the bounded argon2 checks (`hash_gate`).
+//! A secret that verified before is recognised from the [`SecretCache`] without argon2 and
+//! without the lockout: a lock caused by someone else's wrong secrets does not stop a client
+//! that already proved its own. Any other secret is a possible guess: it goes through the
+//! lockout (per client id, known or not, and per address) and then waits for one of the bounded
+//! argon2 checks (`hash_gate`).
 
 use std::sync::Arc;
 
@@ -90,6 +92,15 @@ async fn check_secret(
     secret: &str,
     phc: Option<String>,
 ) -> Result<(), OAuthError> {
+    // Verified before: no guess, so no argon2 and no lockout. The lock is there to stop
+    // guessing; refusing a known secret too let anyone who knows a client id (the gateway's feed
+    // client's is in its config) lock that client out with wrong secrets. Nor does it clear
+    // the failures: they were not this client's.
+    if let Some(phc) = &phc {
+        if issuer.secrets.cached(id, secret, phc) {
+            return Ok(());
+        }
+    }
     let policy = (&settings.lockout).into();
     let account = Account::Client(id);
     // Locked by any instance, or before a restart: refused before anything is checked.
@@ -97,18 +108,6 @@ async fn check_secret(
         .shared_lock(account)
         .await?
         .map_err(OAuthError::too_many_client_failures)?;
-    if let Some(phc) = &phc {
-        if issuer.secrets.cached(id, secret, phc) {
-            // Verified before: no guess and no argon2, but a locked client stays locked.
-            let attempt = issuer
-                .lockout
-                .begin(account, req.peer_ip, policy)
-                .map_err(OAuthError::too_many_client_failures)?;
-            attempt.succeeded();
-            issuer.record_shared(account, shared, true, policy).await?;
-            return Ok(());
-        }
-    }
     let check = || async {
         let mut attempt = issuer
             .lockout

@@ -7,7 +7,8 @@
 //! *before* the secret is checked: `failures + in_flight` may never exceed `max_failures`, so
 //! however many guesses arrive at once, at most `max_failures` are ever evaluated before the
 //! lock. Each lock lasts `base_delay × 2^(locks − 1)`, capped at `max_delay`, and refuses even
-//! the right secret; a success clears the account.
+//! the right secret (except a client secret that verified before this lock: it is no guess, see
+//! `client_auth`); a success clears the account.
 //!
 //! **Addresses.** One IP may be a NAT or the gateway, with many people behind it, so its
 //! failures must not lock anyone else out. Each IP has a budget of `ip_max_failures` failures

@@ -1196,6 +1196,39 @@ async fn repeated_wrong_secrets_lock_the_client_id_for_a_doubling_delay() {
 }
 
 #[tokio::test]
+async fn a_client_that_proved_its_secret_is_not_locked_out_by_someone_elses_wrong_secrets() {
+    // Given a lock after 3 failures, and `reports`, which has got a token with its secret,
+    let identity = Identity::start(
+        "lockout:\n  max_failures: 3\n  base_delay: 1m\n  max_delay: 1m\n",
+        &standard_directory(),
+    );
+    let attempt = |secret: &'static str| {
+        basic_token_attempt(identity.url("/token"), "reports".into(), secret)
+    };
+    assert_eq!(attempt("reports-secret").await.0, 200);
+
+    // when someone else sends its client id three wrong secrets,
+    for _ in 0..3 {
+        assert_eq!(attempt("wrong-secret").await.0, 401);
+    }
+    // then their guesses are locked out,
+    let (status, retry, body) = attempt("another-wrong-secret").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("invalid_client"))
+    );
+    assert!(retry.is_some(), "Retry-After on a 429");
+    // but `reports` keeps getting tokens with the secret it proved,
+    for _ in 0..3 {
+        let (status, _, body) = attempt("reports-secret").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["access_token"].is_string(), "{body}");
+    }
+    // and that does not lift the lock for guesses.
+    assert_eq!(attempt("wrong-secret").await.0, 429);
+}
+
+#[tokio::test]
 async fn wrong_passwords_for_other_accounts_from_the_same_address_do_not_lock_out_alice() {
     // Given the default lockout (5 failures),
     let identity = Identity::start("", &standard_directory());
