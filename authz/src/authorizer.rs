@@ -102,11 +102,7 @@ impl Authorizer {
         input: Input<'_>,
     ) {
         metrics::EVALUATION.observe(elapsed.as_secs_f64());
-        let result = if decision.allow { "allow" } else { "deny" };
-        let policy = decision.policy_id.as_deref().unwrap_or("none");
-        metrics::DECISIONS
-            .with_label_values(&[result, policy])
-            .inc();
+        metrics::count_decision(decision.allow, decision.policy_id.as_ref());
         if decision.condition_error {
             metrics::CONDITION_ERRORS.inc();
         }
