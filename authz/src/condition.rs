@@ -547,7 +547,9 @@ pub struct SharedInput<'r> {
     time_val: OnceLock<CelTimestamp>,
     /// `context.ip` in its canonical text form.
     ip_val: OnceLock<Option<CelString<'static>>>,
-    sub_val: OnceLock<CelString<'r>>,
+    /// Strings are lent as they are (a CEL string borrowing the request's): made up front, since
+    /// that costs less than a `OnceLock`'s first `get_or_init`.
+    sub_val: CelString<'r>,
 }
 
 impl<'r> SharedInput<'r> {
@@ -567,7 +569,7 @@ impl<'r> SharedInput<'r> {
             time: OnceLock::new(),
             time_val: OnceLock::new(),
             ip_val: OnceLock::new(),
-            sub_val: OnceLock::new(),
+            sub_val: CelString::from(principal.sub.as_str()),
         }
     }
 
@@ -597,9 +599,7 @@ impl<'r> SharedInput<'r> {
         let p = self.principal;
         match split_dot(path) {
             None => match path {
-                "sub" => Some(CowVal::Borrowed(
-                    self.sub_val.get_or_init(|| CelString::from(p.sub.as_str())),
-                )),
+                "sub" => Some(CowVal::Borrowed(&self.sub_val)),
                 "roles" => Some(CowVal::Borrowed(
                     self.roles_val.get_or_init(|| roles_val(&p.roles)).as_ref(),
                 )),
@@ -657,9 +657,10 @@ pub struct Input<'s, 'r> {
     resource_val: OnceLock<CelVal<'s>>,
     action_val: OnceLock<CelVal<'s>>,
     attributes_val: OnceLock<CelVal<'s>>,
-    kind_val: OnceLock<CelString<'s>>,
-    id_val: OnceLock<CelString<'s>>,
-    owner_val: OnceLock<CelString<'s>>,
+    // Borrowing strings, made up front (see `SharedInput::sub_val`).
+    kind_val: CelString<'s>,
+    id_val: CelString<'s>,
+    owner_val: Option<CelString<'s>>,
 }
 
 impl<'s, 'r> Input<'s, 'r> {
@@ -671,9 +672,9 @@ impl<'s, 'r> Input<'s, 'r> {
             resource_val: OnceLock::new(),
             action_val: OnceLock::new(),
             attributes_val: OnceLock::new(),
-            kind_val: OnceLock::new(),
-            id_val: OnceLock::new(),
-            owner_val: OnceLock::new(),
+            kind_val: CelString::from(resource.kind.as_str()),
+            id_val: CelString::from(resource.id.as_str()),
+            owner_val: resource.owner.as_deref().map(CelString::from),
         }
     }
 
@@ -692,15 +693,10 @@ impl<'s, 'r> Input<'s, 'r> {
         let r = self.resource;
         match split_dot(path) {
             None => match path {
-                "type" => Some(CowVal::Borrowed(
-                    self.kind_val
-                        .get_or_init(|| CelString::from(r.kind.as_str())),
-                )),
-                "id" => Some(CowVal::Borrowed(
-                    self.id_val.get_or_init(|| CelString::from(r.id.as_str())),
-                )),
-                "owner" => Some(CowVal::Borrowed(match r.owner.as_deref() {
-                    Some(owner) => self.owner_val.get_or_init(|| CelString::from(owner)),
+                "type" => Some(CowVal::Borrowed(&self.kind_val)),
+                "id" => Some(CowVal::Borrowed(&self.id_val)),
+                "owner" => Some(CowVal::Borrowed(match &self.owner_val {
+                    Some(owner) => owner,
                     None => &NULL,
                 })),
                 "attributes" => Some(CowVal::Borrowed(

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse_authz::{config, policy, policy_test, server};
 
+// The gateway's allocator: glibc malloc/free were about a tenth of a decision with the decision
+// log on; benches/authz_eval.rs uses the same, so it measures what this binary runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// gatehouse-authz: the policy decision service behind Gatehouse.
 #[derive(Parser)]
 #[command(version)]

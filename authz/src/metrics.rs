@@ -1,7 +1,8 @@
 //! Prometheus metrics, registered in the default registry (the admin listener's `/metrics`, or the
 //! gateway's when authz runs inside it).
 
-use std::sync::LazyLock;
+use std::cell::RefCell;
+use std::sync::{Arc, LazyLock};
 
 use prometheus::{
     register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
@@ -19,6 +20,57 @@ pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result", "policy"]
     ))
 });
+
+/// Counts one decision in [`DECISIONS`]: `allow` or `deny`, by the deciding policy (`None`: no
+/// rule matched).
+///
+/// `with_label_values` hashes the labels and takes the vector's lock at every call; the series
+/// this thread used last are kept instead, keyed by the policy's `Arc` (the address of the
+/// policy set's own string). The entry holds that `Arc`, so after a reload the address cannot
+/// come back under another policy's name; a few old sets' names stay alive until the entries
+/// are cleared (at most [`KEPT_SERIES`] per thread).
+pub fn count_decision(allow: bool, policy: Option<&Arc<str>>) {
+    type Series = (bool, Option<Arc<str>>, IntCounter);
+    thread_local! {
+        static SERIES: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
+    }
+    let resolve = || {
+        let result = if allow { "allow" } else { "deny" };
+        DECISIONS.with_label_values(&[result, policy.map_or("none", |p| &**p)])
+    };
+    let same = |(a, p, _): &&Series| {
+        *a == allow
+            && match (p, policy) {
+                (None, None) => true,
+                (Some(kept), Some(policy)) => Arc::ptr_eq(kept, policy),
+                _ => false,
+            }
+    };
+    let counted = SERIES.try_with(|series| {
+        let Ok(mut series) = series.try_borrow_mut() else {
+            return false;
+        };
+        match series.iter().find(same) {
+            Some((_, _, counter)) => counter.inc(),
+            None => {
+                if series.len() >= KEPT_SERIES {
+                    series.clear();
+                }
+                let counter = resolve();
+                counter.inc();
+                series.push((allow, policy.cloned(), counter));
+            }
+        }
+        true
+    });
+    // Thread-local storage being torn down.
+    if counted != Ok(true) {
+        resolve().inc();
+    }
+}
+
+/// Series of [`DECISIONS`] kept per thread by [`count_decision`].
+const KEPT_SERIES: usize = 16;
 
 pub static EVALUATION: LazyLock<Histogram> = LazyLock::new(|| {
     registered(register_histogram!(

@@ -62,10 +62,18 @@ impl DecisionLog {
         })
     }
 
-    pub fn record(&self, decision: &Decision, input: Input<'_>, policy_set: &str, latency_us: f64) {
+    /// Logs `decision`, made at `time` (the caller's clock read, shared with its latency metric).
+    pub fn record(
+        &self,
+        decision: &Decision,
+        input: Input<'_>,
+        policy_set: &str,
+        time: SystemTime,
+        latency_us: f64,
+    ) {
         let line = Line {
             decision_id: &decision.decision_id,
-            time: SystemTime::now(),
+            time,
             result: if decision.allow { "allow" } else { "deny" },
             reason: &decision.reason,
             policy_id: decision.policy_id.as_deref(),
@@ -138,8 +146,8 @@ mod tests {
             explanation: None,
             condition_error: false,
         };
-        log.record(&decision, input(&r), "set-1", 1.5);
-        log.record(&decision, input(&r), "set-1", 2.5);
+        log.record(&decision, input(&r), "set-1", SystemTime::now(), 1.5);
+        log.record(&decision, input(&r), "set-1", SystemTime::now(), 2.5);
         // Dropping the log writes what is queued.
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
