@@ -39,7 +39,10 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 
 /// How long a busy writer sleeps between batches: the bound on how late a queued line is written.
-pub const TICK: Duration = Duration::from_millis(1);
+/// 10 ms, not 1: with the gateway's JSON access log on, 1000 wake-ups a second on the other core
+/// cost 4.6 µs of CPU per request at 30k req/s (36 against 31 µs, interleaved), far more than
+/// the wake-ups themselves. nginx's buffered access log waits seconds.
+pub const TICK: Duration = Duration::from_millis(10);
 
 /// After this long without a line the writer parks until the next line wakes it.
 pub const PARK_AFTER: Duration = Duration::from_millis(10);
