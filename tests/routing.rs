@@ -165,6 +165,26 @@ async fn rewrites_path_and_host_and_sets_forwarded_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_request_without_host_reaches_the_upstream_with_the_targets_address() {
+    let (a, b) = (Echo::start("a"), Echo::start("b"));
+    let gw = Gateway::start(&[("gatehouse.yaml", &config(&a, &b))]);
+    let port = gw.http_port;
+    let got = tokio::task::spawn_blocking(move || {
+        support::slow_clients::exchange(
+            port,
+            b"GET /plain HTTP/1.0\r\n\r\n",
+            std::time::Duration::from_secs(10),
+        )
+    })
+    .await
+    .expect("exchange");
+    let (_, body) = got.answer.split_once("\r\n\r\n").expect("a whole answer");
+    let v: Value = serde_json::from_str(body).expect("echo json");
+    // Upstream it is HTTP/1.1, which requires a Host.
+    assert_eq!(v["headers"]["host"], serde_json::json!([a.addr()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn request_ids_are_kept_when_well_formed_and_generated_otherwise() {
     let (a, b) = (Echo::start("a"), Echo::start("b"));
     let gw = Gateway::start(&[("gatehouse.yaml", &config(&a, &b))]);

@@ -314,6 +314,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(host) = &route.host_override {
             upstream.insert_header(http::header::HOST, host.as_str())?;
+        } else if !upstream.headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 request may come without one; it goes upstream as HTTP/1.1, which
+            // must have one (RFC 9112 §3.2). The target's address, as nginx sends by default.
+            if let Some(target) = ctx.target {
+                upstream.insert_header(http::header::HOST, target.to_string())?;
+            }
         }
         // An edge gateway is the first hop it can trust: whatever the client wrote in these
         // headers is replaced, never appended to.
