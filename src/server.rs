@@ -199,11 +199,10 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = metrics::OpenConnection::open();
-        let mut stream = stream;
         let deadline = self.store.current().limits.request_header_timeout;
         let first_until = tokio::time::Instant::now() + deadline;
         let mut h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
@@ -213,8 +212,7 @@ where
                 Ok(Ok(h2)) => h2,
                 Ok(Err(_)) => return None,
                 Err(_) => {
-                    tracing::debug!(?deadline, "no request in time; closing");
-                    metrics::HEADER_TIMEOUTS.inc();
+                    client_limits::deadline_passed(deadline);
                     return None;
                 }
             };

@@ -37,6 +37,13 @@ pub async fn opens_with_h2_preface(stream: &mut Stream) -> std::io::Result<bool>
     Ok(stream.try_peek(&mut preface).await? && preface == H2_PREFACE)
 }
 
+/// Logs and counts a connection closed because its request (or HTTP/2 preface) did not come
+/// within `deadline`.
+pub fn deadline_passed(deadline: Duration) {
+    tracing::debug!(?deadline, "request header not complete in time; closing");
+    crate::metrics::HEADER_TIMEOUTS.inc();
+}
+
 /// Called once a request header has been read (from `new_ctx`).
 pub fn header_read() {
     let _ = HEADER_READ.try_with(|read| read.store(true, Ordering::Relaxed));
@@ -82,8 +89,7 @@ where
                 })
                 .await;
                 let Some(next) = next else {
-                    tracing::debug!(?deadline, "request header not complete in time; closing");
-                    crate::metrics::HEADER_TIMEOUTS.inc();
+                    deadline_passed(deadline);
                     return None;
                 };
                 state = next?;
