@@ -8,6 +8,9 @@
 //! once per batch). A field named with a dot (`resource.owner`, `context.ip`) is answered by
 //! itself, without building the maps around it: the interpreter asks for the dotted name before
 //! its prefix, and most conditions only read a few strings (see the resolver's comment).
+//!
+//! The commonest shapes of condition are answered without the interpreter at all ([`native`]);
+//! the interpreter answers the rest, and whatever would be an error there.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -27,6 +30,9 @@ use serde_json::Value as Json;
 
 use crate::request::{Ipv4Text, Principal, RequestContext, Resource};
 
+mod native;
+use native::Native;
+
 /// The variables a condition may name.
 pub const VARIABLES: [&str; 4] = ["principal", "resource", "action", "context"];
 
@@ -38,6 +44,8 @@ pub const HELPERS: [&str; 3] = ["ipInRange", "timeBetween", "isWeekday"];
 pub struct Expression {
     pub source: Arc<str>,
     program: Arc<Program>,
+    /// The same condition answered without the interpreter, when its shape allows.
+    native: Option<Arc<Native>>,
 }
 
 impl Expression {
@@ -81,14 +89,18 @@ impl Expression {
         check_literal_arguments(program.expression())?;
         Ok(Self {
             source: source.into(),
+            native: Native::of(program.expression()).map(Arc::new),
             program: Arc::new(program),
         })
     }
 
     /// `Ok(true|false)` for a boolean result; an error for anything else, so that a condition
     /// returning a string or failing on a missing key is never read as "true".
-    pub fn evaluate(&self, scope: &Context) -> Result<bool, String> {
-        match self.program.execute(scope) {
+    pub fn evaluate(&self, scope: &Scope<'_, '_, '_>) -> Result<bool, String> {
+        if let Some(answer) = self.native.as_ref().and_then(|n| n.evaluate(scope.input)) {
+            return Ok(answer);
+        }
+        match self.program.execute(&scope.cel) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!(
                 "condition returned {}, not a bool",
@@ -444,19 +456,26 @@ fn local_time(
             "the first argument must be a timestamp, such as context.time",
         ));
     };
-    let t = t.inner();
-    match zone {
-        None => Ok(t.naive_utc()),
+    let zone = match zone {
+        None => None,
         Some(zone) => match zone.downcast_ref::<CelString>() {
-            Some(z) => {
-                let tz = parse_zone(z.inner()).map_err(|m| helper_error(name, m))?;
-                Ok(in_zone(t, tz))
+            Some(z) => Some(parse_zone(z.inner()).map_err(|m| helper_error(name, m))?),
+            None => {
+                return Err(helper_error(
+                    name,
+                    format!("the time zone is a {}, not a string", type_name(zone)),
+                ))
             }
-            None => Err(helper_error(
-                name,
-                format!("the time zone is a {}, not a string", type_name(zone)),
-            )),
         },
+    };
+    Ok(local_time_in(t.inner(), zone))
+}
+
+/// The wall-clock time of `t` in `zone`, UTC when none is named.
+fn local_time_in(t: &DateTime<FixedOffset>, zone: Option<chrono_tz::Tz>) -> chrono::NaiveDateTime {
+    match zone {
+        None => t.naive_utc(),
+        Some(tz) => in_zone(t, tz),
     }
 }
 
@@ -504,13 +523,18 @@ fn time_between(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
     };
     let (from, to) = (clock(from.as_ref())?, clock(to.as_ref())?);
     let now = local_time(NAME, at.as_ref(), zone)?.time();
+    Ok(Value::Bool(in_window(now, from, to)))
+}
+
+/// Whether `now` (to the second) is in `[from, to)`; a window whose end is before its start
+/// spans midnight.
+fn in_window(now: NaiveTime, from: NaiveTime, to: NaiveTime) -> bool {
     let now = NaiveTime::from_hms_opt(now.hour(), now.minute(), now.second()).unwrap_or(now);
-    let inside = if from <= to {
+    if from <= to {
         from <= now && now < to
     } else {
         now >= from || now < to
-    };
-    Ok(Value::Bool(inside))
+    }
 }
 
 /// `isWeekday(context.time[, "Europe/Paris"])`: Monday to Friday.
@@ -521,8 +545,15 @@ fn is_weekday(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
         [at, zone] => (at, Some(zone.as_ref())),
         _ => return Err(helper_error(NAME, "takes (time[, zone])")),
     };
-    let day = local_time(NAME, at.as_ref(), zone)?.weekday();
-    Ok(Value::Bool(day.number_from_monday() <= 5))
+    Ok(Value::Bool(is_weekday_at(local_time(
+        NAME,
+        at.as_ref(),
+        zone,
+    )?)))
+}
+
+fn is_weekday_at(local: chrono::NaiveDateTime) -> bool {
+    local.weekday().number_from_monday() <= 5
 }
 
 /// A request value as CEL sees it. It borrows the request's strings: converting copies no
@@ -682,10 +713,10 @@ impl<'s, 'r> Input<'s, 'r> {
     /// with these variables. Building it allocates nothing.
     ///
     /// `root` is the policy set's `Context<'static, 'static>`; it coerces to any shorter lifetime.
-    pub fn scope<'x>(&'x self, root: &'x Context<'x, 'x>) -> Context<'x, 'x> {
-        let mut scope = root.new_inner_scope();
-        scope.set_variable_resolver(self);
-        scope
+    pub fn scope<'x>(&'x self, root: &'x Context<'x, 'x>) -> Scope<'x, 's, 'r> {
+        let mut cel = root.new_inner_scope();
+        cel.set_variable_resolver(self);
+        Scope { input: self, cel }
     }
 
     /// `resource.<path>`, without converting the rest of the resource.
@@ -710,6 +741,13 @@ impl<'s, 'r> Input<'s, 'r> {
             Some(_) => None,
         }
     }
+}
+
+/// Where a check's conditions are evaluated: its variables, and the interpreter's scope over
+/// them.
+pub struct Scope<'x, 's, 'r> {
+    input: &'x Input<'s, 'r>,
+    cel: Context<'x, 'x>,
 }
 
 /// The interpreter asks for a dotted name whole first (`context.ip`), then for shorter and
@@ -1239,7 +1277,7 @@ mod tests {
                 let program = Program::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
                 let shared = SharedInput::new(&r.principal, &r.context, frozen);
                 let input = Input::new(&shared, &r.resource, &r.action);
-                let by_name = program.execute(&input.scope(&root));
+                let by_name = program.execute(&input.scope(&root).cel);
                 let shared = SharedInput::new(&r.principal, &r.context, frozen);
                 let input = Input::new(&shared, &r.resource, &r.action);
                 let whole = WholeVariablesOnly(&input);

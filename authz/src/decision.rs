@@ -8,11 +8,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use cel::Context;
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::condition::{Input, SharedInput};
+use crate::condition::{Input, Scope, SharedInput};
 use crate::policy::{Condition, Effect, PolicySet, Rule};
 use crate::request::{BatchRequest, Principal, Request, RequestContext, Resource};
 
@@ -288,18 +287,18 @@ enum Via<'r> {
 }
 
 /// One resource/action check: its CEL scope and derived roles are computed on first need.
-struct Check<'s, 'a> {
+struct Check<'s, 'i, 'a> {
     shared: &'s Shared<'a>,
     action: &'s str,
     /// Conditions' variables: converted when a condition first names them.
-    scope: &'s Context<'s, 's>,
+    scope: &'s Scope<'s, 'i, 'a>,
     derived: Vec<Option<(Truth, Option<ConditionTrace>)>>,
     explain: bool,
     /// The first condition that could not be evaluated, for the reason and the metrics.
     first_error: Option<String>,
 }
 
-impl Check<'_, '_> {
+impl Check<'_, '_, '_> {
     /// Whether `rule` applies: `False` settles it; `Error` counts as applying for deny rules only.
     fn applies(&mut self, rule: &Rule) -> (Truth, Option<RuleTrace>) {
         let action = self.action;
@@ -426,7 +425,11 @@ impl Check<'_, '_> {
 
 /// Evaluates a condition; with `explain`, also how each part evaluated. Without it, `all`/`any`/
 /// `none` stop at the first part that settles the answer.
-fn evaluate(c: &Condition, scope: &Context, explain: bool) -> (Truth, Option<ConditionTrace>) {
+fn evaluate(
+    c: &Condition,
+    scope: &Scope<'_, '_, '_>,
+    explain: bool,
+) -> (Truth, Option<ConditionTrace>) {
     let (op, parts) = match c {
         Condition::Expr(e) => {
             let truth = match e.evaluate(scope) {

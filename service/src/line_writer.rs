@@ -50,7 +50,9 @@ pub const PARK_AFTER: Duration = Duration::from_millis(10);
 /// How long dropping the last handle waits for the queued lines to be written.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// Queue buffers above this capacity (after a burst) are shrunk once written.
+/// Queue buffers keep this capacity once written, or twice what their batch used if more, so a
+/// steady rate does not grow them again from the same size at every batch; a burst's capacity is
+/// given back after the next, smaller batch.
 const RETAINED_QUEUE_BYTES: usize = 256 * 1024;
 
 /// A thread's scratch buffer above this capacity (after an unusually long line) is given back.
@@ -151,12 +153,12 @@ impl Lines {
     }
 
     fn clear(&mut self) {
+        let keep_bytes = RETAINED_QUEUE_BYTES.max(2 * self.bytes.len());
+        let keep_lines = (RETAINED_QUEUE_BYTES / 64).max(2 * self.ends.len());
         self.bytes.clear();
         self.ends.clear();
-        if self.bytes.capacity() > RETAINED_QUEUE_BYTES {
-            self.bytes.shrink_to(RETAINED_QUEUE_BYTES);
-            self.ends.shrink_to(RETAINED_QUEUE_BYTES / 64);
-        }
+        self.bytes.shrink_to(keep_bytes);
+        self.ends.shrink_to(keep_lines);
     }
 }
 
