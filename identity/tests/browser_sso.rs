@@ -431,6 +431,65 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family_access_tokens_inc
     ok_json(refresh_web(&id, s(&third, "refresh_token")).await).await;
 }
 
+#[tokio::test]
+async fn a_refused_refresh_leaves_the_token_usable_and_the_family_live() {
+    // Given a signed-in `web` client (scope "openid email documents:read"),
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let first = web_tokens(&id, &browser).await;
+    let r1 = s(&first, "refresh_token").to_string();
+    let web = ("web", "web-secret");
+
+    // when it asks a refresh for a scope it was never granted (RFC 6749 §6),
+    let wider = Some("openid documents:read documents:write");
+    let body = oauth_error(refresh_as(&id, web, &r1, wider).await, 400, "invalid_scope").await;
+    assert!(body.get("refresh_token").is_none());
+
+    // then nothing was spent: the token is still live and refreshes (narrowing is allowed),
+    assert_eq!(
+        introspect_web(&id, &r1).await["active"],
+        true,
+        "a refused refresh leaves the token usable"
+    );
+    let narrower = Some("openid documents:read");
+    let second = ok_json(refresh_as(&id, web, &r1, narrower).await).await;
+    assert_eq!(second["scope"], "openid documents:read");
+    let r2 = s(&second, "refresh_token");
+    assert_ne!(r1, r2, "a refresh rotates the refresh token");
+    assert_eq!(
+        introspect_web(&id, &r1).await["active"],
+        false,
+        "R1 is spent"
+    );
+    // and the family was not revoked: its access tokens and the new refresh token live on.
+    for access in [s(&first, "access_token"), s(&second, "access_token")] {
+        assert_eq!(introspect_web(&id, access).await["active"], true);
+    }
+    let third = ok_json(refresh_web(&id, r2).await).await;
+    assert_eq!(
+        third["scope"], "openid documents:read",
+        "the narrowed grant"
+    );
+    assert!(!id.audit_text().contains("refresh_token_reuse"));
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_by_another_client_revokes_its_family() {
+    // Given `web`'s refresh token in the hands of `cli` (which may refresh too),
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let first = web_tokens(&id, &browser).await;
+    let r1 = s(&first, "refresh_token");
+    let stolen = refresh_as(&id, ("cli", "cli-secret"), r1, None).await;
+    // then `cli` is refused, and the family is revoked for `web` too: the token may be stolen.
+    oauth_error(stolen, 400, "invalid_grant").await;
+    oauth_error(refresh_web(&id, r1).await, 400, "invalid_grant").await;
+    assert_eq!(
+        introspect_web(&id, s(&first, "access_token")).await["active"],
+        false
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Authorization-code abuse
 // ---------------------------------------------------------------------------------------------

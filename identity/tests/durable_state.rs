@@ -285,6 +285,48 @@ async fn a_database_outage_refuses_what_needs_it_issues_nothing_and_heals() {
     );
 }
 
+#[tokio::test]
+async fn a_store_failure_mid_rotation_leaves_the_refresh_token_usable() {
+    let pg = Postgres::start();
+    let url = pg.create_database("rotation_fault");
+    let id = issuer_on(Some(&url));
+    let browser = browser();
+    let tokens = web_tokens(&id, &browser).await;
+    let refresh = s(&tokens, "refresh_token").to_string();
+
+    // The fault: storing the new refresh token fails, after the old one was marked used and
+    // the new access token recorded in the same transaction.
+    pg.psql(
+        &url,
+        "CREATE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+         CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         FOR EACH ROW EXECUTE FUNCTION injected_fault()",
+    )
+    .expect("install the fault");
+    let body = oauth_error(
+        refresh_web(&id, &refresh).await,
+        503,
+        "temporarily_unavailable",
+    )
+    .await;
+    assert!(body.get("refresh_token").is_none());
+    pg.psql(&url, "DROP TRIGGER fault ON refresh_tokens")
+        .expect("remove the fault");
+
+    // The client retries with the same token: it was never spent, so this is no replay.
+    let rotated = ok_json(refresh_web(&id, &refresh).await).await;
+    let next = s(&rotated, "refresh_token");
+    assert_ne!(next, refresh);
+    ok_json(refresh_web(&id, next).await).await;
+    assert_eq!(
+        introspect_as(&id, ("web", "web-secret"), s(&tokens, "access_token")).await["active"],
+        true,
+        "the family lives"
+    );
+    assert!(!id.audit_text().contains("refresh_token_reuse"));
+}
+
 /// `gatehouse-identity users <action> <name>`: the admin commands from the command line.
 fn users_cli(id: &Identity, action: &str, name: &str) -> (bool, String, String) {
     let out = std::process::Command::new(BIN)

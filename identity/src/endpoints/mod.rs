@@ -12,6 +12,7 @@ mod resource;
 mod revocations;
 mod token;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
@@ -50,7 +51,7 @@ impl Issuer {
 /// label for the request metrics.
 async fn route(
     issuer: &Issuer,
-    settings: &Settings,
+    settings: &Arc<Settings>,
     path: &str,
     req: &Request,
 ) -> (&'static str, Reply) {

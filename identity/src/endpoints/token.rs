@@ -20,10 +20,10 @@ use crate::login::{self, LoginFailure};
 use crate::metrics;
 use crate::reply::{json, OAuthError, Reply};
 use crate::request::{Params, Request};
-use crate::state::{FamilyAccess, Redemption};
+use crate::state::{FamilyAccess, Redemption, Refusal, Renewal, Rotation};
 use crate::tokens::{Minter, PlannedAccess, Subject};
 
-pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Reply {
+pub async fn handle(issuer: &Issuer, settings: &Arc<Settings>, req: &Request) -> Reply {
     match grant(issuer, settings, req).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -33,7 +33,11 @@ pub async fn handle(issuer: &Issuer, settings: &Settings, req: &Request) -> Repl
     }
 }
 
-async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Reply, OAuthError> {
+async fn grant(
+    issuer: &Issuer,
+    settings: &Arc<Settings>,
+    req: &Request,
+) -> Result<Reply, OAuthError> {
     let params = req.form()?;
     let grant_type = params.require("grant_type")?;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
@@ -62,7 +66,8 @@ async fn grant(issuer: &Issuer, settings: &Settings, req: &Request) -> Result<Re
 
 struct Grant<'a> {
     issuer: &'a Issuer,
-    settings: &'a Settings,
+    /// The request's snapshot; an `Arc`, as a refresh checks its user inside the store.
+    settings: &'a Arc<Settings>,
     req: &'a Request,
     params: &'a Params,
     client: &'a Arc<Client>,
@@ -82,8 +87,71 @@ struct Issue<'a> {
     /// its family already; a new family (the password grant) is started with it.
     access: PlannedAccess,
     new_family: bool,
-    /// Issues a refresh token in `family`, valid until this absolute expiry.
-    refresh_until: Option<u64>,
+    refresh: Refresh,
+}
+
+/// The refresh token a grant hands out.
+enum Refresh {
+    /// None: a service's own token, or a client that may not refresh.
+    None,
+    /// A new one in `family`, valid until this absolute expiry, stored once the tokens are signed.
+    Store { until: u64 },
+    /// This value, stored already, in the transaction that spent the token it replaces.
+    Rotated(String),
+}
+
+impl Refresh {
+    fn until(until: Option<u64>) -> Refresh {
+        until.map_or(Refresh::None, |until| Refresh::Store { until })
+    }
+}
+
+/// What a refresh request asks for, checked against the redeemed grant inside the rotation's
+/// transaction (on the store's runtime, hence owned).
+struct RefreshRequest {
+    client_id: String,
+    /// The `scope` parameter, split; `None` keeps the granted scope.
+    scope: Option<Vec<String>>,
+    settings: Arc<Settings>,
+}
+
+impl RefreshRequest {
+    /// The grant of the token that replaces `redeemed`, and the user it speaks for.
+    fn renew(self, redeemed: &RefreshGrant) -> Result<Renewal<Arc<User>>, Refusal<OAuthError>> {
+        if redeemed.client_id != self.client_id {
+            return Err(Refusal::RevokeFamily(OAuthError::invalid_grant(
+                "refresh token was issued to another client",
+            )));
+        }
+        // A refresh may narrow the scope, never widen it (RFC 6749 §6).
+        let scope = match self.scope {
+            None => redeemed.scope.clone(),
+            Some(asked) => {
+                if let Some(extra) = asked.iter().find(|s| !redeemed.scope.contains(s)) {
+                    return Err(Refusal::KeepToken(OAuthError::invalid_scope(format!(
+                        "scope `{extra}` was not granted originally"
+                    ))));
+                }
+                asked
+            }
+        };
+        // The user may have been removed from identity.yaml since logging in.
+        let user = self
+            .settings
+            .users
+            .get(&redeemed.username)
+            .cloned()
+            .ok_or_else(|| {
+                Refusal::KeepToken(OAuthError::invalid_grant("the user no longer exists"))
+            })?;
+        Ok(Renewal {
+            grant: RefreshGrant {
+                scope,
+                ..redeemed.clone()
+            },
+            found: user,
+        })
+    }
 }
 
 impl Grant<'_> {
@@ -106,7 +174,7 @@ impl Grant<'_> {
             family: None,
             access: self.plan_access(),
             new_family: false,
-            refresh_until: None,
+            refresh: Refresh::None,
         })
         .await
     }
@@ -176,69 +244,60 @@ impl Grant<'_> {
             family: Some(family),
             access,
             new_family: false,
-            refresh_until,
+            refresh: Refresh::until(refresh_until),
         })
         .await
     }
 
+    /// Rotates the refresh token in one store transaction (see [`Store::rotate_refresh`]):
+    /// every check that can refuse the request runs inside it, so a refusal or a store failure
+    /// leaves the presented token as it was, and a client that retries is not taken for a thief.
+    ///
+    /// [`Store::rotate_refresh`]: crate::state::Store::rotate_refresh
     async fn refresh_token(&self) -> Result<Reply, OAuthError> {
         let value = self.params.require("refresh_token")?;
         let access = self.plan_access();
-        let redemption = self
+        let request = RefreshRequest {
+            client_id: self.client.id.clone(),
+            scope: self.params.get("scope").map(|asked| {
+                asked
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }),
+            settings: Arc::clone(self.settings),
+        };
+        let rotation = self
             .issuer
             .state
-            .use_refresh(
+            .rotate_refresh(
                 value,
                 now(),
                 FamilyAccess {
                     jti: access.jti.clone(),
                     expires_at: access.expires_at,
                 },
+                move |redeemed| request.renew(redeemed),
             )
             .await?;
-        let grant = match redemption {
-            Redemption::Ok(g) => g,
-            Redemption::Reused => {
+        let (refresh, Renewal { grant, found: user }) = match rotation {
+            Rotation::Rotated { value, renewal } => (value, renewal),
+            Rotation::Refused(Refusal::KeepToken(e) | Refusal::RevokeFamily(e)) => return Err(e),
+            Rotation::Reused => {
                 self.audit_reuse(
                     "refresh_token_reuse",
                     "refresh token used twice; its family is revoked",
                 );
                 return Err(OAuthError::invalid_grant("refresh token already used"));
             }
-            Redemption::Expired => return Err(OAuthError::invalid_grant("refresh token expired")),
-            Redemption::Unknown => {
+            Rotation::Expired => return Err(OAuthError::invalid_grant("refresh token expired")),
+            Rotation::Unknown => {
                 return Err(OAuthError::invalid_grant(
                     "unknown or revoked refresh token",
                 ))
             }
         };
-        if grant.client_id != self.client.id {
-            self.issuer
-                .state
-                .revoke_family(&grant.family, now())
-                .await?;
-            return Err(OAuthError::invalid_grant(
-                "refresh token was issued to another client",
-            ));
-        }
-        // A refresh may narrow the scope, never widen it (RFC 6749 §6).
-        let scope = match self.params.get("scope") {
-            None => grant.scope.clone(),
-            Some(requested) => {
-                let asked: Vec<String> = requested
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect();
-                if let Some(extra) = asked.iter().find(|s| !grant.scope.contains(s)) {
-                    return Err(OAuthError::invalid_scope(format!(
-                        "scope `{extra}` was not granted originally"
-                    )));
-                }
-                asked
-            }
-        };
-        let user = self.user(&grant.username)?;
         self.issue(Issue {
             grant: GrantType::RefreshToken,
             subject: Subject::User {
@@ -246,12 +305,12 @@ impl Grant<'_> {
                 auth_time: grant.auth_time,
             },
             audience: grant.audience,
-            scope,
+            scope: grant.scope,
             nonce: None,
             family: Some(grant.family),
             access,
             new_family: false,
-            refresh_until: Some(grant.expires_at),
+            refresh: Refresh::Rotated(refresh),
         })
         .await
     }
@@ -293,7 +352,7 @@ impl Grant<'_> {
             family: refresh_until.map(|_| random_value()),
             access: self.plan_access(),
             new_family: true,
-            refresh_until,
+            refresh: Refresh::until(refresh_until),
         })
         .await
     }
@@ -356,7 +415,10 @@ impl Grant<'_> {
                 body.insert("id_token".into(), id.into());
             }
             if let (Some(family), true) = (&issue.family, issue.new_family) {
-                let until = issue.refresh_until.unwrap_or(access.expires_at);
+                let until = match issue.refresh {
+                    Refresh::Store { until } => until,
+                    Refresh::None | Refresh::Rotated(_) => access.expires_at,
+                };
                 let access = FamilyAccess {
                     jti: access.jti.clone(),
                     expires_at: access.expires_at,
@@ -366,21 +428,27 @@ impl Grant<'_> {
                     .start_family(family, &user.username, until, access)
                     .await?;
             }
-            if let (Some(family), Some(expires_at)) = (&issue.family, issue.refresh_until) {
-                let refresh = self
-                    .issuer
-                    .state
-                    .put_refresh(&RefreshGrant {
-                        family: family.clone(),
-                        client_id: self.client.id.clone(),
-                        username: user.username.clone(),
-                        scope: issue.scope.clone(),
-                        audience: issue.audience.clone(),
-                        auth_time: *auth_time,
-                        expires_at,
-                    })
-                    .await?;
-                body.insert("refresh_token".into(), refresh.into());
+            match (&issue.family, issue.refresh) {
+                (Some(family), Refresh::Store { until }) => {
+                    let refresh = self
+                        .issuer
+                        .state
+                        .put_refresh(&RefreshGrant {
+                            family: family.clone(),
+                            client_id: self.client.id.clone(),
+                            username: user.username.clone(),
+                            scope: issue.scope.clone(),
+                            audience: issue.audience.clone(),
+                            auth_time: *auth_time,
+                            expires_at: until,
+                        })
+                        .await?;
+                    body.insert("refresh_token".into(), refresh.into());
+                }
+                (_, Refresh::Rotated(refresh)) => {
+                    body.insert("refresh_token".into(), refresh.into());
+                }
+                (None, Refresh::Store { .. }) | (_, Refresh::None) => {}
             }
         }
         let grant = issue.grant.as_str();

@@ -22,6 +22,42 @@ pub enum Redemption<T> {
     Reused,
 }
 
+/// Why a rotation's check refused the redeemed refresh token, and what the store does then.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal<E> {
+    /// Roll back: nothing is written and the token stays usable. For a request at fault while
+    /// the token is not (a widened scope, RFC 6749 §6): a client error must not end a session.
+    KeepToken(E),
+    /// Revoke the token's family, committed: the token was presented by a party it was not
+    /// issued to, so it may have been stolen.
+    RevokeFamily(E),
+}
+
+/// What a rotation's check hands back when it accepts the redeemed token: the grant of the
+/// token that replaces it, and what the check found on the way (the endpoint: the user).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Renewal<T> {
+    pub grant: RefreshGrant,
+    pub found: T,
+}
+
+/// The outcome of [`Store::rotate_refresh`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation<T, E> {
+    /// Committed: the old token is used, the access token is in the family and `value` is the
+    /// new refresh token, stored for `renewal.grant`.
+    Rotated {
+        value: String,
+        renewal: Renewal<T>,
+    },
+    /// The check refused; its [`Refusal`] says what was written.
+    Refused(Refusal<E>),
+    Unknown,
+    Expired,
+    /// Presented a second time: the family it belonged to is now revoked.
+    Reused,
+}
+
 /// The access token a redemption issues, recorded in the family in the same transaction: a
 /// replay racing the redemption then revokes it too, and never finds a family without it.
 #[derive(Debug, Clone)]
@@ -118,36 +154,26 @@ impl Store {
         .await
     }
 
+    /// Stores the first refresh token of a family (a code redeemed, a password login).
+    /// Rotation stores the next ones ([`Store::rotate_refresh`]).
     pub async fn put_refresh(&self, grant: &RefreshGrant) -> Result<String, StoreError> {
         const OP: &str = "put_refresh";
         let value = random_value();
         let key = digest(&value);
-        let body = serde_json::to_string(grant).map_err(corrupt(OP))?;
-        let family = grant.family.clone();
-        let username = grant.username.clone();
-        let expires = to_i64(grant.expires_at);
+        let grant = grant.clone();
         self.run(OP, move |pool| async move {
             let mut tx = pool.begin().await.map_err(unavailable(OP))?;
             sqlx::query(
                 "INSERT INTO families (family, username, revoked, expires_at) VALUES ($1, $2, 0, $3) \
                  ON CONFLICT (family) DO NOTHING",
             )
-            .bind(&family)
-            .bind(&username)
-            .bind(expires)
+            .bind(&grant.family)
+            .bind(&grant.username)
+            .bind(to_i64(grant.expires_at))
             .execute(&mut *tx)
             .await
             .map_err(unavailable(OP))?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (digest, family, body, expires_at, used) VALUES ($1, $2, $3, $4, 0)",
-            )
-            .bind(&key)
-            .bind(&family)
-            .bind(body)
-            .bind(expires)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable(OP))?;
+            insert_refresh(&mut tx, &key, &grant).await?;
             tx.commit().await.map_err(unavailable(OP))?;
             Ok(())
         })
@@ -155,18 +181,36 @@ impl Store {
         Ok(value)
     }
 
-    /// Uses a refresh token once and records `access` in its family. A second use, from any
-    /// instance, revokes the whole family (RFC 9700 §4.14.2).
-    pub async fn use_refresh(
+    /// Rotates a refresh token (RFC 9700 §4.14.2) in one transaction: marks `value` used,
+    /// records `access` in its family and stores the new token `check` asks for, all committed
+    /// together or not at all. A transient failure anywhere therefore leaves `value` usable, so
+    /// a client that retries is not taken for a thief.
+    ///
+    /// `check` runs inside the transaction, on the redeemed grant, before anything is written;
+    /// its [`Refusal`] says whether the refusal rolls back (the token stays usable) or revokes
+    /// the family (committed). It is called at most once, on the store's runtime: keep it
+    /// short and free of I/O. The new token always joins the family of the one it replaces,
+    /// whatever family `check` names: reuse detection depends on it.
+    ///
+    /// A second use of `value`, from any instance, revokes the whole family.
+    pub async fn rotate_refresh<T, E, C>(
         &self,
         value: &str,
         now: u64,
         access: FamilyAccess,
-    ) -> Result<Redemption<RefreshGrant>, StoreError> {
-        const OP: &str = "use_refresh";
+        check: C,
+    ) -> Result<Rotation<T, E>, StoreError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        C: FnOnce(&RefreshGrant) -> Result<Renewal<T>, Refusal<E>> + Send + 'static,
+    {
+        const OP: &str = "rotate_refresh";
         let key = digest(value);
         self.run(OP, move |pool| async move {
             let mut tx = pool.begin().await.map_err(unavailable(OP))?;
+            // The compare-and-set that makes a refresh token single use across instances; on
+            // PostgreSQL a concurrent rotation of the same token waits here for this one's end.
             let won = sqlx::query(
                 "UPDATE refresh_tokens SET used = 1 WHERE digest = $1 AND used = 0 AND expires_at > $2 \
                  AND family IN (SELECT family FROM families WHERE revoked = 0) RETURNING body",
@@ -176,39 +220,36 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable(OP))?;
-            if let Some(row) = won {
-                let body: String = row.try_get(0).map_err(unavailable(OP))?;
-                let grant: RefreshGrant = serde_json::from_str(&body).map_err(corrupt(OP))?;
-                record_access(&mut tx, &grant.family, &access).await?;
+            let Some(row) = won else {
+                let outcome = refresh_not_won(&mut tx, &key, now).await?;
                 tx.commit().await.map_err(unavailable(OP))?;
-                return Ok(Redemption::Ok(grant));
-            }
-            let row = sqlx::query(
-                "SELECT r.family, r.used, r.expires_at FROM refresh_tokens r WHERE r.digest = $1",
-            )
-            .bind(&key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable(OP))?;
-            let outcome = match row {
-                None => Redemption::Unknown,
-                Some(row) => {
-                    let family: String = row.try_get(0).map_err(unavailable(OP))?;
-                    let used: i64 = row.try_get(1).map_err(unavailable(OP))?;
-                    let expires: i64 = row.try_get(2).map_err(unavailable(OP))?;
-                    if used != 0 {
-                        revoke_family_in(&mut tx, &family, now).await?;
-                        Redemption::Reused
-                    } else if to_u64(expires) <= now {
-                        Redemption::Expired
-                    } else {
-                        // Unused and live, yet not won: its family is revoked.
-                        Redemption::Unknown
-                    }
+                return Ok(outcome);
+            };
+            let body: String = row.try_get(0).map_err(unavailable(OP))?;
+            let redeemed: RefreshGrant = serde_json::from_str(&body).map_err(corrupt(OP))?;
+            let Renewal { mut grant, found } = match check(&redeemed) {
+                Ok(renewal) => renewal,
+                Err(Refusal::KeepToken(e)) => {
+                    tx.rollback().await.map_err(unavailable(OP))?;
+                    return Ok(Rotation::Refused(Refusal::KeepToken(e)));
+                }
+                Err(Refusal::RevokeFamily(e)) => {
+                    revoke_family_in(&mut tx, &redeemed.family, now).await?;
+                    tx.commit().await.map_err(unavailable(OP))?;
+                    return Ok(Rotation::Refused(Refusal::RevokeFamily(e)));
                 }
             };
+            grant.family = redeemed.family;
+            record_access(&mut tx, &grant.family, &access).await?;
+            // Drawn inside the transaction: an attempt that fails commits nothing, so a retry
+            // (by the client; `run` makes none) draws a value of its own.
+            let value = random_value();
+            insert_refresh(&mut tx, &digest(&value), &grant).await?;
             tx.commit().await.map_err(unavailable(OP))?;
-            Ok(outcome)
+            Ok(Rotation::Rotated {
+                value,
+                renewal: Renewal { grant, found },
+            })
         })
         .await
     }
@@ -475,14 +516,70 @@ async fn record_access(
         .execute(&mut **tx)
         .await
         .map_err(unavailable(OP))?;
-    // A family lives as long as the tokens in it.
+    extend_family(tx, family, access.expires_at).await
+}
+
+/// A family lives as long as the tokens in it: the sweep keeps it until `until` at least.
+async fn extend_family(tx: &mut Tx<'_>, family: &str, until: u64) -> Result<(), StoreError> {
+    const OP: &str = "extend_family";
     sqlx::query("UPDATE families SET expires_at = $2 WHERE family = $1 AND expires_at < $2")
         .bind(family)
-        .bind(to_i64(access.expires_at))
+        .bind(to_i64(until))
         .execute(&mut **tx)
         .await
         .map_err(unavailable(OP))?;
     Ok(())
+}
+
+/// Stores a refresh token (its digest `key`) in its family, unused.
+async fn insert_refresh(
+    tx: &mut Tx<'_>,
+    key: &str,
+    grant: &RefreshGrant,
+) -> Result<(), StoreError> {
+    const OP: &str = "put_refresh";
+    let body = serde_json::to_string(grant).map_err(corrupt(OP))?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (digest, family, body, expires_at, used) VALUES ($1, $2, $3, $4, 0)",
+    )
+    .bind(key)
+    .bind(&grant.family)
+    .bind(body)
+    .bind(to_i64(grant.expires_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable(OP))?;
+    extend_family(tx, &grant.family, grant.expires_at).await
+}
+
+/// Why the refresh token with digest `key` was not won: never issued, expired, or used before
+/// (which revokes its family, in `tx`).
+async fn refresh_not_won<T, E>(
+    tx: &mut Tx<'_>,
+    key: &str,
+    now: u64,
+) -> Result<Rotation<T, E>, StoreError> {
+    const OP: &str = "rotate_refresh";
+    let row = sqlx::query("SELECT family, used, expires_at FROM refresh_tokens WHERE digest = $1")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    let Some(row) = row else {
+        return Ok(Rotation::Unknown);
+    };
+    let family: String = row.try_get(0).map_err(unavailable(OP))?;
+    let used: i64 = row.try_get(1).map_err(unavailable(OP))?;
+    let expires: i64 = row.try_get(2).map_err(unavailable(OP))?;
+    Ok(if used != 0 {
+        revoke_family_in(tx, &family, now).await?;
+        Rotation::Reused
+    } else if to_u64(expires) <= now {
+        Rotation::Expired
+    } else {
+        // Unused and live, yet not won: its family is revoked.
+        Rotation::Unknown
+    })
 }
 
 /// Marks the family revoked and moves its access tokens to the revocation feed.

@@ -127,43 +127,194 @@ async fn one_code_redeemed_at_once_many_times_wins_exactly_once() {
     assert_eq!(won, 1);
 }
 
+/// A rotation check that renews the redeemed grant as it is.
+fn as_is(redeemed: &RefreshGrant) -> Result<Renewal<()>, Refusal<&'static str>> {
+    Ok(Renewal {
+        grant: redeemed.clone(),
+        found: (),
+    })
+}
+
+/// Rotates `value` at `now`, recording access token `jti`, with [`as_is`].
+async fn rotate(store: &Store, value: &str, now: u64, jti: &str) -> Rotation<(), &'static str> {
+    store
+        .rotate_refresh(value, now, access(jti, 50), as_is)
+        .await
+        .unwrap()
+}
+
+/// The new refresh token of a rotation that committed.
+fn rotated(rotation: Rotation<(), &'static str>) -> String {
+    match rotation {
+        Rotation::Rotated { value, .. } => value,
+        other => panic!("not rotated: {other:?}"),
+    }
+}
+
+/// Runs `sql` on the store's pool (the tests' fault hook).
+async fn exec(store: &Store, sql: &'static str) {
+    store
+        .run("test", move |pool| async move {
+            sqlx::query(sql)
+                .execute(&pool)
+                .await
+                .map_err(unavailable("test"))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_reused_refresh_token_revokes_its_family() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let first = store.put_refresh(&grant("f", 100)).await.unwrap();
-    assert!(matches!(
-        store
-            .use_refresh(&first, 1, access("a1", 50))
-            .await
-            .unwrap(),
-        Redemption::Ok(_)
-    ));
-    let second = store.put_refresh(&grant("f", 100)).await.unwrap();
-    assert!(store.peek_refresh(&second, 1).await.unwrap().is_some());
+    let second = rotated(rotate(&store, &first, 1, "a1").await);
     assert_eq!(
-        store
-            .use_refresh(&first, 2, access("a2", 50))
-            .await
-            .unwrap(),
-        Redemption::Reused
+        store.peek_refresh(&second, 1).await.unwrap(),
+        Some(grant("f", 100))
     );
+    assert_eq!(rotate(&store, &first, 2, "a2").await, Rotation::Reused);
     assert!(store.peek_refresh(&second, 2).await.unwrap().is_none());
-    assert_eq!(
-        store
-            .use_refresh(&second, 2, access("a3", 50))
-            .await
-            .unwrap(),
-        Redemption::Unknown
-    );
+    assert_eq!(rotate(&store, &second, 2, "a3").await, Rotation::Unknown);
     assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
     let expired = store.put_refresh(&grant("g", 10)).await.unwrap();
+    assert_eq!(rotate(&store, &expired, 10, "a4").await, Rotation::Expired);
     assert_eq!(
-        store
-            .use_refresh(&expired, 10, access("a4", 50))
-            .await
-            .unwrap(),
-        Redemption::Expired
+        rotate(&store, "nonsense", 10, "a5").await,
+        Rotation::Unknown
+    );
+}
+
+#[tokio::test]
+async fn a_committed_rotation_spends_the_old_token_and_stores_the_checked_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let wide = RefreshGrant {
+        scope: vec!["openid".into(), "documents:read".into()],
+        ..grant("f", 100)
+    };
+    let first = store.put_refresh(&wide).await.unwrap();
+    let rotation = store
+        .rotate_refresh(&first, 1, access("a1", 50), |redeemed: &RefreshGrant| {
+            Ok::<_, Refusal<()>>(Renewal {
+                grant: RefreshGrant {
+                    scope: vec!["openid".into()],
+                    // Ignored: a new token always joins the family of the one it replaces.
+                    family: "elsewhere".into(),
+                    ..redeemed.clone()
+                },
+                found: redeemed.username.clone(),
+            })
+        })
+        .await
+        .unwrap();
+    let narrow = RefreshGrant {
+        scope: vec!["openid".into()],
+        ..wide
+    };
+    let Rotation::Rotated { value, renewal } = rotation else {
+        panic!("not rotated: {rotation:?}");
+    };
+    assert_eq!(renewal.grant, narrow);
+    assert_eq!(renewal.found, "alice");
+    assert!(
+        store.peek_refresh(&first, 1).await.unwrap().is_none(),
+        "used"
+    );
+    assert_eq!(store.peek_refresh(&value, 1).await.unwrap(), Some(narrow));
+    // The access token went into the family: revoking the family revokes it.
+    store.revoke_family("f", 2).await.unwrap();
+    assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_rotation_its_check_refuses_writes_nothing_and_the_token_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store.put_refresh(&grant("f", 100)).await.unwrap();
+    let refused = store
+        .rotate_refresh(&first, 1, access("a1", 50), |_: &RefreshGrant| {
+            Err::<Renewal<()>, _>(Refusal::KeepToken("invalid_scope"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Rotation::Refused(Refusal::KeepToken("invalid_scope"))
+    );
+    assert!(
+        store.peek_refresh(&first, 1).await.unwrap().is_some(),
+        "still usable"
+    );
+    // It rotates once, as if the refused request never happened,
+    let second = rotated(rotate(&store, &first, 2, "a2").await);
+    assert!(
+        store.peek_refresh(&first, 2).await.unwrap().is_none(),
+        "now used"
+    );
+    assert!(store.peek_refresh(&second, 2).await.unwrap().is_some());
+    // and the refused request's access token was never recorded in the family.
+    store.revoke_family("f", 3).await.unwrap();
+    assert_eq!(jtis(&store.feed_page(0, 10, 3).await.unwrap()), ["a2"]);
+}
+
+#[tokio::test]
+async fn a_rotation_refused_as_stolen_revokes_the_family_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .start_family("f", "alice", 100, access("a0", 50))
+        .await
+        .unwrap();
+    let first = store.put_refresh(&grant("f", 100)).await.unwrap();
+    let refused = store
+        .rotate_refresh(&first, 1, access("a1", 50), |_: &RefreshGrant| {
+            Err::<Renewal<()>, _>(Refusal::RevokeFamily("another client"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Rotation::Refused(Refusal::RevokeFamily("another client"))
+    );
+    // Committed: the family's access token is revoked and its refresh token is dead.
+    assert!(store.is_revoked("a0", "alice", 1, 2).await.unwrap());
+    assert!(store.peek_refresh(&first, 2).await.unwrap().is_none());
+    // Spent as well (as before rotations were one transaction): presenting it again is a replay.
+    assert_eq!(rotate(&store, &first, 2, "a2").await, Rotation::Reused);
+    assert_eq!(jtis(&store.feed_page(0, 10, 2).await.unwrap()), ["a0"]);
+}
+
+#[tokio::test]
+async fn a_store_failure_mid_rotation_leaves_the_old_token_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store.put_refresh(&grant("f", 100)).await.unwrap();
+    // The fault: storing the new token fails, after the old one was marked used and the
+    // access token recorded in the same transaction.
+    exec(
+        &store,
+        "CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let failed = store
+        .rotate_refresh(&first, 1, access("a1", 50), as_is)
+        .await
+        .unwrap_err();
+    assert!(matches!(failed, StoreError::Unavailable { .. }), "{failed}");
+    exec(&store, "DROP TRIGGER fault").await;
+    // The client's retry with the same token is no replay: it rotates, and the family lives.
+    let second = rotated(rotate(&store, &first, 2, "a2").await);
+    assert!(store.peek_refresh(&second, 2).await.unwrap().is_some());
+    assert!(!store.is_revoked("a2", "alice", 1, 2).await.unwrap());
+    store.revoke_family("f", 3).await.unwrap();
+    assert_eq!(
+        jtis(&store.feed_page(0, 10, 3).await.unwrap()),
+        ["a2"],
+        "a1 never recorded"
     );
 }
 

@@ -238,13 +238,27 @@ pub async fn redeem_web(
 
 /// `POST /token` for `web`, grant refresh_token.
 pub async fn refresh_web(id: &Identity, refresh_token: &str) -> reqwest::Response {
+    refresh_as(id, ("web", "web-secret"), refresh_token, None).await
+}
+
+/// `POST /token` as `client` (HTTP Basic), grant refresh_token, asking for `scope` if given.
+pub async fn refresh_as(
+    id: &Identity,
+    (client_id, secret): (&str, &str),
+    refresh_token: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
     client()
         .post(id.url("/token"))
-        .basic_auth("web", Some("web-secret"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ])
+        .basic_auth(client_id, Some(secret))
+        .form(&form)
         .send()
         .await
         .expect("refresh request")
