@@ -630,6 +630,120 @@ async fn authorization_codes_are_single_use_and_bound_to_client_redirect_and_ver
 }
 
 #[tokio::test]
+async fn a_code_refused_for_its_client_redirect_or_verifier_gets_no_second_try() {
+    // A code presented by another client, to another redirect_uri or with a wrong verifier may
+    // be stolen or injected (RFC 9700 §4.5): it is spent, so the next try, even with the right
+    // values, is refused.
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    // (what, client_id, its secret, redirect_uri, whether the verifier is the right one)
+    let wrong_tries = [
+        (
+            "a wrong verifier",
+            "web",
+            Some("web-secret"),
+            WEB_CALLBACK,
+            false,
+        ),
+        ("another client", "spa", None, WEB_CALLBACK, true),
+        (
+            "another redirect_uri",
+            "web",
+            Some("web-secret"),
+            "http://127.0.0.1:1/callback/evil",
+            true,
+        ),
+    ];
+    for (what, client_id, secret, redirect_uri, right_verifier) in wrong_tries {
+        let (verifier, challenge) = pkce();
+        let code = web_code(&id, &browser, Some(&challenge)).await;
+        let presented = if right_verifier {
+            verifier.clone()
+        } else {
+            pkce().0
+        };
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", presented.as_str()),
+        ];
+        if let Some(secret) = secret {
+            form.push(("client_secret", secret));
+        }
+        let resp = client()
+            .post(id.url("/token"))
+            .form(&form)
+            .send()
+            .await
+            .expect("token request");
+        oauth_error(resp, 400, "invalid_grant").await;
+        let body = oauth_error(
+            redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+            400,
+            "invalid_grant",
+        )
+        .await;
+        assert_eq!(
+            body["error_description"], "authorization code already used",
+            "after {what}"
+        );
+    }
+}
+
+/// Rewrites identity.yaml with `directory` and reloads it: applied when this returns.
+async fn reload_directory(id: &Identity, directory: &str) {
+    id.write_config("", directory);
+    let resp = client()
+        .post(id.admin("/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status().as_u16(), 200);
+    let answer: Value = resp.json().await.expect("reload JSON");
+    // "unchanged" if the file watcher applied it first.
+    assert!(
+        ["applied", "unchanged"].contains(&answer["result"].as_str().unwrap_or_default()),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_whose_user_is_gone_is_refused_and_left_redeemable() {
+    // Given a code for alice,
+    let id = Identity::start("", &standard_directory());
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+
+    // when alice is removed from identity.yaml, the code is refused,
+    let directory = standard_directory();
+    let (from, to) = (
+        directory.find("  - username: alice").expect("alice"),
+        directory.find("  - username: bob").expect("bob"),
+    );
+    let without_alice = format!("{}{}", &directory[..from], &directory[to..]);
+    reload_directory(&id, &without_alice).await;
+    let body = oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(body["error_description"], "the user no longer exists");
+
+    // but not spent: the client's request was not at fault, so once she is back it redeems.
+    reload_directory(&id, &directory).await;
+    let tokens = ok_json(redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await).await;
+    assert_eq!(
+        introspect_web(&id, s(&tokens, "access_token")).await["active"],
+        true
+    );
+    assert!(!id.audit_text().contains("code_reuse"));
+}
+
+#[tokio::test]
 async fn a_replayed_code_revokes_every_access_token_and_refresh_token_issued_from_it() {
     // Given a completed code flow whose refresh token was used once,
     let id = Identity::start("", &standard_directory());

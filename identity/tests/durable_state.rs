@@ -327,6 +327,118 @@ async fn a_store_failure_mid_rotation_leaves_the_refresh_token_usable() {
     assert!(!id.audit_text().contains("refresh_token_reuse"));
 }
 
+#[tokio::test]
+async fn a_store_failure_mid_code_exchange_leaves_the_code_redeemable() {
+    let pg = Postgres::start();
+    let url = pg.create_database("code_fault");
+    let id = issuer_on(Some(&url));
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+
+    // The fault: storing the family's first refresh token fails, after the code was redeemed
+    // and the family started with the access token.
+    pg.psql(
+        &url,
+        "CREATE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+         CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         FOR EACH ROW EXECUTE FUNCTION injected_fault()",
+    )
+    .expect("install the fault");
+    let body = oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        503,
+        "temporarily_unavailable",
+    )
+    .await;
+    assert!(body.get("access_token").is_none());
+    assert_eq!(
+        family_rows(&pg, &url),
+        "0|0",
+        "the failed exchange left no family"
+    );
+    pg.psql(&url, "DROP TRIGGER fault ON refresh_tokens")
+        .expect("remove the fault");
+
+    // The client retries with the same code: it was never spent, so this is no replay
+    // (RFC 6749 §4.1.2 would revoke everything issued from it).
+    let tokens = ok_json(redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await).await;
+    let web = ("web", "web-secret");
+    assert_eq!(
+        introspect_as(&id, web, s(&tokens, "access_token")).await["active"],
+        true
+    );
+    let refreshed = ok_json(refresh_web(&id, s(&tokens, "refresh_token")).await).await;
+    assert_eq!(
+        introspect_as(&id, web, s(&tokens, "access_token")).await["active"],
+        true,
+        "the family lives"
+    );
+    assert_eq!(
+        introspect_as(&id, web, s(&refreshed, "access_token")).await["active"],
+        true
+    );
+    assert!(!id.audit_text().contains("code_reuse"));
+    // Still single use: a third redemption is a replay, and revokes the family.
+    oauth_error(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        introspect_as(&id, web, s(&refreshed, "access_token")).await["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_mid_password_grant_leaves_no_family() {
+    let pg = Postgres::start();
+    let url = pg.create_database("password_fault");
+    let id = issuer_on(Some(&url));
+    pg.psql(
+        &url,
+        "CREATE FUNCTION injected_fault() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+         CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         FOR EACH ROW EXECUTE FUNCTION injected_fault()",
+    )
+    .expect("install the fault");
+    oauth_error(
+        password_grant(&id, "alice", "alice-password").await,
+        503,
+        "temporarily_unavailable",
+    )
+    .await;
+    // The family, its access token and its first refresh token are one transaction.
+    assert_eq!(family_rows(&pg, &url), "0|0");
+    pg.psql(&url, "DROP TRIGGER fault ON refresh_tokens")
+        .expect("remove the fault");
+    let tokens = ok_json(password_grant(&id, "alice", "alice-password").await).await;
+    assert_eq!(family_rows(&pg, &url), "1|1");
+    ok_json(
+        refresh_as(
+            &id,
+            ("cli", "cli-secret"),
+            s(&tokens, "refresh_token"),
+            None,
+        )
+        .await,
+    )
+    .await;
+}
+
+/// How many families and recorded access tokens the database holds: `families|access`.
+fn family_rows(pg: &Postgres, url: &str) -> String {
+    pg.psql(
+        url,
+        "SELECT (SELECT count(*) FROM families) || '|' || (SELECT count(*) FROM family_access)",
+    )
+    .expect("count the families")
+}
+
 /// `gatehouse-identity users <action> <name>`: the admin commands from the command line.
 fn users_cli(id: &Identity, action: &str, name: &str) -> (bool, String, String) {
     let out = std::process::Command::new(BIN)

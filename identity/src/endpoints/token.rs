@@ -14,13 +14,13 @@ use crate::audit::Event;
 use crate::client_auth::{self, ClientAuth};
 use crate::clock::now;
 use crate::config::{Client, GrantType, Settings, User};
-use crate::grants::{random_value, RefreshGrant};
+use crate::grants::{random_value, AuthorizationCode, RefreshGrant};
 use crate::issuer::Issuer;
 use crate::login::{self, LoginFailure};
 use crate::metrics;
 use crate::reply::{json, OAuthError, Reply};
 use crate::request::{Params, Request};
-use crate::state::{FamilyAccess, Redemption, Refusal, Renewal, Rotation};
+use crate::state::{Admission, FamilyAccess, Redemption, Refusal, Renewal, Rotation};
 use crate::tokens::{Minter, PlannedAccess, Subject};
 
 pub async fn handle(issuer: &Issuer, settings: &Arc<Settings>, req: &Request) -> Reply {
@@ -80,30 +80,24 @@ struct Issue<'a> {
     audience: String,
     scope: Vec<String>,
     nonce: Option<String>,
-    /// The family (one authorization grant) the tokens join, so that revoking it revokes them
-    /// all; `None` for tokens no code or refresh token stands behind.
-    family: Option<String>,
     /// The access token's id and expiry. A redemption (code, refresh token) has recorded it in
     /// its family already; a new family (the password grant) is started with it.
     access: PlannedAccess,
-    new_family: bool,
-    refresh: Refresh,
+    family: Family,
 }
 
-/// The refresh token a grant hands out.
-enum Refresh {
-    /// None: a service's own token, or a client that may not refresh.
+/// The family (one authorization grant) the tokens join, so that revoking it revokes them all,
+/// and the refresh token the grant hands out.
+enum Family {
+    /// None, and no refresh token: a service's own token, or a password login by a client
+    /// that may not refresh (nothing could revoke its tokens as a family).
     None,
-    /// A new one in `family`, valid until this absolute expiry, stored once the tokens are signed.
-    Store { until: u64 },
-    /// This value, stored already, in the transaction that spent the token it replaces.
-    Rotated(String),
-}
-
-impl Refresh {
-    fn until(until: Option<u64>) -> Refresh {
-        until.map_or(Refresh::None, |until| Refresh::Store { until })
-    }
+    /// Recorded already, with the access token, in the transaction that redeemed the code or
+    /// refresh token behind the grant; `refresh` was stored there too, if there is one.
+    Recorded { refresh: Option<String> },
+    /// A new family, started once the tokens are signed, with the access token and its first
+    /// refresh token (valid until this absolute expiry) in one transaction: the password grant.
+    Start { family: String, refresh_until: u64 },
 }
 
 /// What a refresh request asks for, checked against the redeemed grant inside the rotation's
@@ -135,15 +129,7 @@ impl RefreshRequest {
                 asked
             }
         };
-        // The user may have been removed from identity.yaml since logging in.
-        let user = self
-            .settings
-            .users
-            .get(&redeemed.username)
-            .cloned()
-            .ok_or_else(|| {
-                Refusal::KeepToken(OAuthError::invalid_grant("the user no longer exists"))
-            })?;
+        let user = known_user(&self.settings, &redeemed.username).map_err(Refusal::KeepToken)?;
         Ok(Renewal {
             grant: RefreshGrant {
                 scope,
@@ -152,6 +138,68 @@ impl RefreshRequest {
             found: user,
         })
     }
+}
+
+/// What a code exchange presents, checked against the redeemed code inside the redemption's
+/// transaction (on the store's runtime, hence owned).
+struct CodeRequest {
+    client_id: String,
+    redirect_uri: String,
+    code_verifier: Option<String>,
+    /// The family the redemption starts, which the first refresh token joins.
+    family: String,
+    /// When that refresh token expires; `None` if the client may not refresh.
+    refresh_until: Option<u64>,
+    settings: Arc<Settings>,
+}
+
+impl CodeRequest {
+    /// The family's first refresh token (if any) and the user the code speaks for.
+    ///
+    /// A code presented by another client (RFC 6749 §4.1.3), with another `redirect_uri` or
+    /// without its PKCE verifier (RFC 7636 §4.6) may have been stolen or injected (RFC 9700
+    /// §4.5): it is spent, so that no second try can use it. A code whose user is gone is no
+    /// fault of the client: it is left as it was.
+    fn admit(self, code: &AuthorizationCode) -> Result<Admission<Arc<User>>, Refusal<OAuthError>> {
+        if code.client_id != self.client_id {
+            return Err(Refusal::RevokeFamily(OAuthError::invalid_grant(
+                "authorization code was issued to another client",
+            )));
+        }
+        if code.redirect_uri != self.redirect_uri {
+            return Err(Refusal::RevokeFamily(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            )));
+        }
+        verify_pkce(
+            code.code_challenge.as_deref(),
+            self.code_verifier.as_deref(),
+        )
+        .map_err(Refusal::RevokeFamily)?;
+        let user = known_user(&self.settings, &code.username).map_err(Refusal::KeepToken)?;
+        Ok(Admission {
+            refresh: self.refresh_until.map(|until| RefreshGrant {
+                family: self.family,
+                client_id: self.client_id,
+                username: code.username.clone(),
+                scope: code.scope.clone(),
+                audience: code.audience.clone(),
+                auth_time: code.auth_time,
+                expires_at: until,
+            }),
+            found: user,
+        })
+    }
+}
+
+/// The user `username` of a code or refresh token: they may have been removed from
+/// identity.yaml since logging in.
+fn known_user(settings: &Settings, username: &str) -> Result<Arc<User>, OAuthError> {
+    settings
+        .users
+        .get(username)
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))
 }
 
 impl Grant<'_> {
@@ -171,20 +219,32 @@ impl Grant<'_> {
             audience,
             scope,
             nonce: None,
-            family: None,
             access: self.plan_access(),
-            new_family: false,
-            refresh: Refresh::None,
+            family: Family::None,
         })
         .await
     }
 
+    /// Redeems the code in one store transaction (see [`Store::redeem_code`]): the checks that
+    /// can refuse it run inside, and the family with its access token and first refresh token is
+    /// written with the redemption, so a store failure leaves the code redeemable and a client
+    /// that retries is not taken for a replay.
+    ///
+    /// [`Store::redeem_code`]: crate::state::Store::redeem_code
     async fn authorization_code(&self) -> Result<Reply, OAuthError> {
         let code_value = self.params.require("code")?;
-        let redirect_uri = self.params.require("redirect_uri")?;
-        let family = random_value();
+        let request = CodeRequest {
+            client_id: self.client.id.clone(),
+            redirect_uri: self.params.require("redirect_uri")?.to_string(),
+            code_verifier: self.params.get("code_verifier").map(String::from),
+            family: random_value(),
+            refresh_until: self.refresh_until(),
+            settings: Arc::clone(self.settings),
+        };
+        let family = request.family.clone();
         let access = self.plan_access();
-        let refresh_until = self.refresh_until();
+        // The family is recorded even without a refresh token: a replay of the code must
+        // revoke the access token (RFC 6749 §4.1.2).
         let redemption = self
             .issuer
             .state
@@ -192,15 +252,20 @@ impl Grant<'_> {
                 code_value,
                 now(),
                 &family,
-                refresh_until.unwrap_or(access.expires_at),
                 FamilyAccess {
                     jti: access.jti.clone(),
                     expires_at: access.expires_at,
                 },
+                move |code| request.admit(code),
             )
             .await?;
-        let code = match redemption {
-            Redemption::Ok(code) => code,
+        let (code, refresh, user) = match redemption {
+            Redemption::Redeemed {
+                code,
+                refresh,
+                found,
+            } => (*code, refresh, found),
+            Redemption::Refused(Refusal::KeepToken(e) | Refusal::RevokeFamily(e)) => return Err(e),
             Redemption::Reused => {
                 self.audit_reuse(
                     "code_reuse",
@@ -215,23 +280,6 @@ impl Grant<'_> {
                 return Err(OAuthError::invalid_grant("unknown authorization code"))
             }
         };
-        if code.client_id != self.client.id {
-            return Err(OAuthError::invalid_grant(
-                "authorization code was issued to another client",
-            ));
-        }
-        if code.redirect_uri != redirect_uri {
-            return Err(OAuthError::invalid_grant(
-                "redirect_uri does not match the authorization request",
-            ));
-        }
-        verify_pkce(
-            code.code_challenge.as_deref(),
-            self.params.get("code_verifier"),
-        )?;
-        let user = self.user(&code.username)?;
-        // The family is recorded even without a refresh token: a replay of the code must
-        // revoke the access token (RFC 6749 §4.1.2).
         self.issue(Issue {
             grant: GrantType::AuthorizationCode,
             subject: Subject::User {
@@ -241,10 +289,8 @@ impl Grant<'_> {
             audience: code.audience,
             scope: code.scope,
             nonce: code.nonce,
-            family: Some(family),
             access,
-            new_family: false,
-            refresh: Refresh::until(refresh_until),
+            family: Family::Recorded { refresh },
         })
         .await
     }
@@ -307,10 +353,10 @@ impl Grant<'_> {
             audience: grant.audience,
             scope: grant.scope,
             nonce: None,
-            family: Some(grant.family),
             access,
-            new_family: false,
-            refresh: Refresh::Rotated(refresh),
+            family: Family::Recorded {
+                refresh: Some(refresh),
+            },
         })
         .await
     }
@@ -339,7 +385,13 @@ impl Grant<'_> {
             }
         };
         // Without a refresh token nothing can revoke these tokens as a family.
-        let refresh_until = self.refresh_until();
+        let family = match self.refresh_until() {
+            Some(refresh_until) => Family::Start {
+                family: random_value(),
+                refresh_until,
+            },
+            None => Family::None,
+        };
         self.issue(Issue {
             grant: GrantType::Password,
             subject: Subject::User {
@@ -349,10 +401,8 @@ impl Grant<'_> {
             audience,
             scope,
             nonce: None,
-            family: refresh_until.map(|_| random_value()),
             access: self.plan_access(),
-            new_family: true,
-            refresh: Refresh::until(refresh_until),
+            family,
         })
         .await
     }
@@ -363,15 +413,6 @@ impl Grant<'_> {
             .grant_types
             .contains(&GrantType::RefreshToken)
             .then(|| now() + self.settings.tokens.refresh_token_ttl.as_secs())
-    }
-
-    fn user(&self, username: &str) -> Result<Arc<User>, OAuthError> {
-        // The user may have been removed from identity.yaml since logging in.
-        self.settings
-            .users
-            .get(username)
-            .cloned()
-            .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))
     }
 
     async fn issue(&self, issue: Issue<'_>) -> Result<Reply, OAuthError> {
@@ -414,41 +455,31 @@ impl Grant<'_> {
                     .map_err(failed)?;
                 body.insert("id_token".into(), id.into());
             }
-            if let (Some(family), true) = (&issue.family, issue.new_family) {
-                let until = match issue.refresh {
-                    Refresh::Store { until } => until,
-                    Refresh::None | Refresh::Rotated(_) => access.expires_at,
-                };
-                let access = FamilyAccess {
-                    jti: access.jti.clone(),
-                    expires_at: access.expires_at,
-                };
-                self.issuer
-                    .state
-                    .start_family(family, &user.username, until, access)
-                    .await?;
-            }
-            match (&issue.family, issue.refresh) {
-                (Some(family), Refresh::Store { until }) => {
-                    let refresh = self
-                        .issuer
-                        .state
-                        .put_refresh(&RefreshGrant {
-                            family: family.clone(),
-                            client_id: self.client.id.clone(),
-                            username: user.username.clone(),
-                            scope: issue.scope.clone(),
-                            audience: issue.audience.clone(),
-                            auth_time: *auth_time,
-                            expires_at: until,
-                        })
-                        .await?;
-                    body.insert("refresh_token".into(), refresh.into());
+            let refresh = match issue.family {
+                Family::None => None,
+                Family::Recorded { refresh } => refresh,
+                Family::Start {
+                    family,
+                    refresh_until,
+                } => {
+                    let first = RefreshGrant {
+                        family,
+                        client_id: self.client.id.clone(),
+                        username: user.username.clone(),
+                        scope: issue.scope.clone(),
+                        audience: issue.audience.clone(),
+                        auth_time: *auth_time,
+                        expires_at: refresh_until,
+                    };
+                    let access = FamilyAccess {
+                        jti: access.jti.clone(),
+                        expires_at: access.expires_at,
+                    };
+                    Some(self.issuer.state.start_family(&first, access).await?)
                 }
-                (_, Refresh::Rotated(refresh)) => {
-                    body.insert("refresh_token".into(), refresh.into());
-                }
-                (None, Refresh::Store { .. }) | (_, Refresh::None) => {}
+            };
+            if let Some(refresh) = refresh {
+                body.insert("refresh_token".into(), refresh.into());
             }
         }
         let grant = issue.grant.as_str();

@@ -13,23 +13,46 @@ const MAX_PENDING: i64 = 100_000;
 /// How often (in inserts) the pending table's size is checked.
 const PENDING_CHECK_EVERY: u64 = 256;
 
+/// What a code redemption's check hands back when it accepts the code: the first refresh token
+/// of the family it starts, if the client may have one, and what the check found on the way
+/// (the endpoint: the user).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Redemption<T> {
-    Ok(T),
+pub struct Admission<T> {
+    pub refresh: Option<RefreshGrant>,
+    pub found: T,
+}
+
+/// The outcome of [`Store::redeem_code`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redemption<T, E> {
+    /// Committed: the code is spent, its family started with the access token in it and, if
+    /// the check asked for one, the family's first refresh token stored: `refresh` is its value.
+    /// (The code is boxed: the other outcomes are small.)
+    Redeemed {
+        code: Box<AuthorizationCode>,
+        refresh: Option<String>,
+        found: T,
+    },
+    /// The check refused; its [`Refusal`] says what was written.
+    Refused(Refusal<E>),
     Unknown,
     Expired,
     /// Presented a second time: the family it belonged to is now revoked.
     Reused,
 }
 
-/// Why a rotation's check refused the redeemed refresh token, and what the store does then.
+/// Why a redemption's check refused the code or refresh token it redeemed, and what the store
+/// does then.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal<E> {
-    /// Roll back: nothing is written and the token stays usable. For a request at fault while
-    /// the token is not (a widened scope, RFC 6749 §6): a client error must not end a session.
+    /// Roll back: nothing is written and the code or token stays usable. For a request at fault
+    /// while the grant is not (a widened scope, RFC 6749 §6), or a grant that cannot be honoured
+    /// now (its user is gone): refusing must not end a session.
     KeepToken(E),
-    /// Revoke the token's family, committed: the token was presented by a party it was not
-    /// issued to, so it may have been stolen.
+    /// Spend it for good, committed: it was presented by a party it was not issued to (another
+    /// client, or without its PKCE verifier), so it may have been stolen, and a second try must
+    /// find it used (RFC 9700 §4.5). A refresh token's family is revoked; a code's family holds
+    /// nothing yet, so the code alone is spent and a later redemption of it is a replay.
     RevokeFamily(E),
 }
 
@@ -96,22 +119,40 @@ impl Store {
         Ok(value)
     }
 
-    /// Redeems a code once and starts `family` (kept until `family_until`) with `access` in
-    /// it. A second redemption, from any instance, revokes that family.
-    pub async fn redeem_code(
+    /// Redeems a code (RFC 6749 §4.1.3) in one transaction: spends `value`, starts `family` with
+    /// `access` in it and stores the family's first refresh token if `check` asks for one, all
+    /// committed together or not at all. A transient failure anywhere therefore leaves the code
+    /// redeemable, so a client that retries is not taken for a replay (RFC 6749 §4.1.2: a replay
+    /// revokes everything issued from the code).
+    ///
+    /// `check` runs inside the transaction, on the redeemed code, before anything else is
+    /// written; its [`Refusal`] says whether the refusal rolls back (the code stays usable) or
+    /// spends the code (committed). It is called at most once, on the store's runtime: keep it
+    /// short and free of I/O. The refresh token always joins `family`, whatever family `check`
+    /// names: a replay of the code revokes that family.
+    ///
+    /// A second redemption, from any instance, revokes the family the first one started.
+    pub async fn redeem_code<T, E, C>(
         &self,
         value: &str,
         now: u64,
         family: &str,
-        family_until: u64,
         access: FamilyAccess,
-    ) -> Result<Redemption<AuthorizationCode>, StoreError> {
+        check: C,
+    ) -> Result<Redemption<T, E>, StoreError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        C: FnOnce(&AuthorizationCode) -> Result<Admission<T>, Refusal<E>> + Send + 'static,
+    {
         const OP: &str = "redeem_code";
         let key = digest(value);
         let family = family.to_string();
         self.run(OP, move |pool| async move {
             let mut tx = pool.begin().await.map_err(unavailable(OP))?;
-            // The compare-and-set that makes a code single use across instances.
+            // The compare-and-set that makes a code single use across instances; on PostgreSQL
+            // a concurrent redemption of the same code waits here for this one's end. The code
+            // is kept while the family may hold a live token, so a late replay still revokes it.
             let won = sqlx::query(
                 "UPDATE codes SET redeemed_family = $2, keep_until = $4 \
                  WHERE digest = $1 AND redeemed_family IS NULL AND expires_at > $3 RETURNING body",
@@ -119,43 +160,57 @@ impl Store {
             .bind(&key)
             .bind(&family)
             .bind(to_i64(now))
-            .bind(to_i64(family_until.max(access.expires_at)))
+            .bind(to_i64(access.expires_at))
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable(OP))?;
-            if let Some(row) = won {
-                let body: String = row.try_get(0).map_err(unavailable(OP))?;
-                let code: AuthorizationCode = serde_json::from_str(&body).map_err(corrupt(OP))?;
-                start_family(&mut tx, &family, &code.username, family_until, &access).await?;
+            let Some(row) = won else {
+                let outcome = code_not_won(&mut tx, &key, now).await?;
                 tx.commit().await.map_err(unavailable(OP))?;
-                return Ok(Redemption::Ok(code));
-            }
-            let row = sqlx::query("SELECT redeemed_family FROM codes WHERE digest = $1")
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable(OP))?;
-            let outcome = match row {
-                None => Redemption::Unknown,
-                Some(row) => match row
-                    .try_get::<Option<String>, _>(0)
-                    .map_err(unavailable(OP))?
-                {
-                    Some(previous) => {
-                        revoke_family_in(&mut tx, &previous, now).await?;
-                        Redemption::Reused
-                    }
-                    None => Redemption::Expired,
-                },
+                return Ok(outcome);
+            };
+            let body: String = row.try_get(0).map_err(unavailable(OP))?;
+            let code: AuthorizationCode = serde_json::from_str(&body).map_err(corrupt(OP))?;
+            let Admission { refresh, found } = match check(&code) {
+                Ok(admission) => admission,
+                Err(Refusal::KeepToken(e)) => {
+                    tx.rollback().await.map_err(unavailable(OP))?;
+                    return Ok(Redemption::Refused(Refusal::KeepToken(e)));
+                }
+                Err(Refusal::RevokeFamily(e)) => {
+                    // Nothing was issued from the code: spending it is all there is to commit.
+                    tx.commit().await.map_err(unavailable(OP))?;
+                    return Ok(Redemption::Refused(Refusal::RevokeFamily(e)));
+                }
+            };
+            start_family(&mut tx, &family, &code.username, access.expires_at, &access).await?;
+            let refresh = match refresh {
+                None => None,
+                Some(mut grant) => {
+                    grant.family = family;
+                    // Drawn inside the transaction: an attempt that fails commits nothing, so
+                    // a retry (by the client; `run` makes none) draws a value of its own.
+                    let value = random_value();
+                    insert_refresh(&mut tx, &digest(&value), &grant).await?;
+                    keep_code_until(&mut tx, &key, grant.expires_at).await?;
+                    Some(value)
+                }
             };
             tx.commit().await.map_err(unavailable(OP))?;
-            Ok(outcome)
+            Ok(Redemption::Redeemed {
+                code: Box::new(code),
+                refresh,
+                found,
+            })
         })
         .await
     }
 
-    /// Stores the first refresh token of a family (a code redeemed, a password login).
-    /// Rotation stores the next ones ([`Store::rotate_refresh`]).
+    /// Stores a refresh token on its own, starting its family if needed: a test fixture. The
+    /// issuer stores a family's first token in the transaction that starts the family
+    /// ([`Store::redeem_code`], [`Store::start_family`]) and the next ones by rotation
+    /// ([`Store::rotate_refresh`]).
+    #[cfg(test)]
     pub async fn put_refresh(&self, grant: &RefreshGrant) -> Result<String, StoreError> {
         const OP: &str = "put_refresh";
         let value = random_value();
@@ -295,20 +350,31 @@ impl Store {
         .await
     }
 
-    /// Starts a new family (the password grant) holding `access`.
+    /// Starts the family `first.family` (the password grant) for `first.username`, holding
+    /// `access` and its first refresh token, stored for `first`, in one transaction: a failure
+    /// leaves no family behind. Returns the refresh token.
     pub async fn start_family(
         &self,
-        family: &str,
-        username: &str,
-        until: u64,
+        first: &RefreshGrant,
         access: FamilyAccess,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
         const OP: &str = "start_family";
-        let (family, username) = (family.to_string(), username.to_string());
+        let first = first.clone();
         self.run(OP, move |pool| async move {
             let mut tx = pool.begin().await.map_err(unavailable(OP))?;
-            start_family(&mut tx, &family, &username, until, &access).await?;
-            tx.commit().await.map_err(unavailable(OP))
+            start_family(
+                &mut tx,
+                &first.family,
+                &first.username,
+                first.expires_at,
+                &access,
+            )
+            .await?;
+            // Drawn inside the transaction, as in a rotation.
+            let value = random_value();
+            insert_refresh(&mut tx, &digest(&value), &first).await?;
+            tx.commit().await.map_err(unavailable(OP))?;
+            Ok(value)
         })
         .await
     }
@@ -550,6 +616,49 @@ async fn insert_refresh(
     .await
     .map_err(unavailable(OP))?;
     extend_family(tx, &grant.family, grant.expires_at).await
+}
+
+/// A redeemed code (its digest `key`) is kept until `until` at least: while its family may
+/// hold a live token, a replay must still find it and revoke them.
+async fn keep_code_until(tx: &mut Tx<'_>, key: &str, until: u64) -> Result<(), StoreError> {
+    const OP: &str = "redeem_code";
+    sqlx::query("UPDATE codes SET keep_until = $2 WHERE digest = $1 AND keep_until < $2")
+        .bind(key)
+        .bind(to_i64(until))
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    Ok(())
+}
+
+/// Why the code with digest `key` was not won: never issued, expired, or redeemed before
+/// (which revokes the family that redemption started, in `tx`).
+async fn code_not_won<T, E>(
+    tx: &mut Tx<'_>,
+    key: &str,
+    now: u64,
+) -> Result<Redemption<T, E>, StoreError> {
+    const OP: &str = "redeem_code";
+    let row = sqlx::query("SELECT redeemed_family FROM codes WHERE digest = $1")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    let Some(row) = row else {
+        return Ok(Redemption::Unknown);
+    };
+    Ok(
+        match row
+            .try_get::<Option<String>, _>(0)
+            .map_err(unavailable(OP))?
+        {
+            Some(previous) => {
+                revoke_family_in(tx, &previous, now).await?;
+                Redemption::Reused
+            }
+            None => Redemption::Expired,
+        },
+    )
 }
 
 /// Why the refresh token with digest `key` was not won: never issued, expired, or used before

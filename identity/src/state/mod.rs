@@ -30,7 +30,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::AnyPool;
 
 pub use feed::{FeedEntry, FeedPage, Revocation};
-pub use grants::{FamilyAccess, Redemption, Refusal, Renewal, Rotation};
+pub use grants::{Admission, FamilyAccess, Redemption, Refusal, Renewal, Rotation};
 pub use lockout::AccountLock;
 pub use signing_keys::{KeyRow, KeyRows, KeysWritten};
 

@@ -54,25 +54,79 @@ fn jtis(page: &FeedPage) -> Vec<String> {
         .collect()
 }
 
+/// A code check that admits the code with a first refresh token valid until `until`.
+fn admit_until(
+    until: u64,
+) -> impl FnOnce(&AuthorizationCode) -> Result<Admission<()>, Refusal<&'static str>> {
+    move |code: &AuthorizationCode| {
+        Ok(Admission {
+            refresh: Some(RefreshGrant {
+                // Ignored: the refresh token always joins the family the redemption starts.
+                family: "elsewhere".into(),
+                client_id: code.client_id.clone(),
+                username: code.username.clone(),
+                scope: code.scope.clone(),
+                audience: code.audience.clone(),
+                auth_time: code.auth_time,
+                expires_at: until,
+            }),
+            found: (),
+        })
+    }
+}
+
+/// Redeems `value` at `now` into family `family`, recording access token `jti`, with a first
+/// refresh token (see [`admit_until`]).
+async fn redeem(
+    store: &Store,
+    value: &str,
+    now: u64,
+    family: &str,
+    jti: &str,
+) -> Redemption<(), &'static str> {
+    store
+        .redeem_code(value, now, family, access(jti, 100), admit_until(500))
+        .await
+        .unwrap()
+}
+
+/// The refresh token of a redemption that committed.
+fn redeemed(redemption: Redemption<(), &'static str>) -> String {
+    match redemption {
+        Redemption::Redeemed {
+            refresh: Some(value),
+            ..
+        } => value,
+        other => panic!("not redeemed with a refresh token: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_replayed_code_revokes_its_family_and_the_feed_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let value = store.put_code(&code(60)).await.unwrap();
-    let first = store
-        .redeem_code(&value, 1, "f", 500, access("a1", 100))
-        .await
-        .unwrap();
-    assert!(matches!(first, Redemption::Ok(c) if c.username == "alice"));
-    let refresh = store.put_refresh(&grant("f", 500)).await.unwrap();
-    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_some());
+    let first = redeem(&store, &value, 1, "f", "a1").await;
+    let Redemption::Redeemed {
+        code: redeemed_code,
+        refresh: Some(refresh),
+        found: (),
+    } = first
+    else {
+        panic!("not redeemed: {first:?}");
+    };
+    assert_eq!(*redeemed_code, code(60));
+    // The refresh token the check asked for, in the redemption's family.
+    assert_eq!(
+        store.peek_refresh(&refresh, 2).await.unwrap(),
+        Some(grant("f", 500))
+    );
     assert!(!store.is_revoked("a1", "alice", 1, 2).await.unwrap());
 
-    let again = store
-        .redeem_code(&value, 2, "f2", 500, access("a2", 100))
-        .await
-        .unwrap();
-    assert_eq!(again, Redemption::Reused);
+    assert_eq!(
+        redeem(&store, &value, 2, "f2", "a2").await,
+        Redemption::Reused
+    );
     assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
     assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_none());
     let page = store.feed_page(0, 100, 2).await.unwrap();
@@ -80,20 +134,185 @@ async fn a_replayed_code_revokes_its_family_and_the_feed_says_so() {
     assert_eq!(page.cursor, 1);
     // Unknown and expired codes.
     assert_eq!(
-        store
-            .redeem_code("nonsense", 2, "f3", 500, access("x", 100))
-            .await
-            .unwrap(),
+        redeem(&store, "nonsense", 2, "f3", "x").await,
         Redemption::Unknown
     );
     let late = store.put_code(&code(60)).await.unwrap();
     assert_eq!(
-        store
-            .redeem_code(&late, 60, "f4", 500, access("y", 100))
-            .await
-            .unwrap(),
+        redeem(&store, &late, 60, "f4", "y").await,
         Redemption::Expired
     );
+}
+
+#[tokio::test]
+async fn a_redeemed_code_is_kept_while_its_refresh_token_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    redeemed(redeem(&store, &value, 1, "f", "a1").await);
+    // The access token expires at 100, the refresh token at 500: a sweep in between keeps the
+    // code, so a replay still finds it and revokes the family.
+    store.sweep(200, Duration::from_secs(0)).await.unwrap();
+    assert_eq!(
+        redeem(&store, &value, 200, "f2", "a2").await,
+        Redemption::Reused
+    );
+}
+
+#[tokio::test]
+async fn a_code_without_a_refresh_token_still_starts_a_family_a_replay_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    let first = store
+        .redeem_code(
+            &value,
+            1,
+            "f",
+            access("a1", 100),
+            |_: &AuthorizationCode| {
+                Ok::<_, Refusal<()>>(Admission {
+                    refresh: None,
+                    found: (),
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Redemption::Redeemed { refresh: None, .. }),
+        "{first:?}"
+    );
+    assert_eq!(
+        redeem(&store, &value, 2, "f2", "a2").await,
+        Redemption::Reused
+    );
+    assert!(store.is_revoked("a1", "alice", 1, 2).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_code_its_check_keeps_writes_nothing_and_stays_redeemable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    let refused = store
+        .redeem_code(
+            &value,
+            1,
+            "f",
+            access("a1", 100),
+            |_: &AuthorizationCode| {
+                Err::<Admission<()>, _>(Refusal::KeepToken("the user no longer exists"))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Redemption::Refused(Refusal::KeepToken("the user no longer exists"))
+    );
+    // Redeemed once, as if the refused request never happened,
+    let refresh = redeemed(redeem(&store, &value, 2, "f2", "a2").await);
+    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_some());
+    // and the refused request started no family: "f" holds nothing to revoke.
+    store.revoke_family("f", 3).await.unwrap();
+    assert!(jtis(&store.feed_page(0, 10, 3).await.unwrap()).is_empty());
+    assert!(!store.is_revoked("a1", "alice", 1, 3).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_code_refused_as_stolen_is_spent_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    let refused = store
+        .redeem_code(
+            &value,
+            1,
+            "f",
+            access("a1", 100),
+            |_: &AuthorizationCode| {
+                Err::<Admission<()>, _>(Refusal::RevokeFamily("PKCE verification failed"))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Redemption::Refused(Refusal::RevokeFamily("PKCE verification failed"))
+    );
+    // Spent: a second try, even a right one, is a replay,
+    assert_eq!(
+        redeem(&store, &value, 2, "f2", "a2").await,
+        Redemption::Reused
+    );
+    // and nothing was issued from it: the refused request's access token was never recorded.
+    assert!(jtis(&store.feed_page(0, 10, 2).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn a_store_failure_mid_code_redemption_leaves_the_code_redeemable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let value = store.put_code(&code(60)).await.unwrap();
+    // The fault: storing the family's first refresh token fails, after the code was marked
+    // redeemed and the family started with its access token, in the same transaction.
+    exec(
+        &store,
+        "CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let failed = store
+        .redeem_code(&value, 1, "f", access("a1", 100), admit_until(500))
+        .await
+        .unwrap_err();
+    assert!(matches!(failed, StoreError::Unavailable { .. }), "{failed}");
+    exec(&store, "DROP TRIGGER fault").await;
+    // The client's retry with the same code is no replay: it is redeemed, and the family lives.
+    let refresh = redeemed(redeem(&store, &value, 2, "f2", "a2").await);
+    assert!(store.peek_refresh(&refresh, 2).await.unwrap().is_some());
+    assert!(!store.is_revoked("a2", "alice", 1, 2).await.unwrap());
+    // The failed attempt left nothing: its family "f" holds no access token.
+    store.revoke_family("f", 3).await.unwrap();
+    assert!(jtis(&store.feed_page(0, 10, 3).await.unwrap()).is_empty());
+    // Single use holds: a replay now revokes the retry's family.
+    assert_eq!(
+        redeem(&store, &value, 3, "f3", "a3").await,
+        Redemption::Reused
+    );
+    assert_eq!(jtis(&store.feed_page(0, 10, 3).await.unwrap()), ["a2"]);
+}
+
+#[tokio::test]
+async fn a_store_failure_while_starting_a_family_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    exec(
+        &store,
+        "CREATE TRIGGER fault BEFORE INSERT ON refresh_tokens \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let failed = store
+        .start_family(&grant("f", 100), access("a0", 50))
+        .await
+        .unwrap_err();
+    assert!(matches!(failed, StoreError::Unavailable { .. }), "{failed}");
+    // No family "f" with a0 in it was left behind.
+    store.revoke_family("f", 1).await.unwrap();
+    assert!(jtis(&store.feed_page(0, 10, 1).await.unwrap()).is_empty());
+    exec(&store, "DROP TRIGGER fault").await;
+    let first = store
+        .start_family(&grant("g", 100), access("b0", 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.peek_refresh(&first, 1).await.unwrap(),
+        Some(grant("g", 100))
+    );
+    store.revoke_family("g", 2).await.unwrap();
+    assert_eq!(jtis(&store.feed_page(0, 10, 2).await.unwrap()), ["b0"]);
 }
 
 #[tokio::test]
@@ -105,22 +324,13 @@ async fn one_code_redeemed_at_once_many_times_wins_exactly_once() {
         .map(|i| {
             let (store, value) = (store.clone(), value.clone());
             tokio::spawn(async move {
-                store
-                    .redeem_code(
-                        &value,
-                        1,
-                        &format!("f{i}"),
-                        500,
-                        access(&format!("a{i}"), 100),
-                    )
-                    .await
-                    .unwrap()
+                redeem(&store, &value, 1, &format!("f{i}"), &format!("a{i}")).await
             })
         })
         .collect();
     let mut won = 0;
     for r in racers {
-        if matches!(r.await.unwrap(), Redemption::Ok(_)) {
+        if matches!(r.await.unwrap(), Redemption::Redeemed { .. }) {
             won += 1;
         }
     }
@@ -264,11 +474,10 @@ async fn a_rotation_its_check_refuses_writes_nothing_and_the_token_stays_usable(
 async fn a_rotation_refused_as_stolen_revokes_the_family_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store
-        .start_family("f", "alice", 100, access("a0", 50))
+    let first = store
+        .start_family(&grant("f", 100), access("a0", 50))
         .await
         .unwrap();
-    let first = store.put_refresh(&grant("f", 100)).await.unwrap();
     let refused = store
         .rotate_refresh(&first, 1, access("a1", 50), |_: &RefreshGrant| {
             Err::<Renewal<()>, _>(Refusal::RevokeFamily("another client"))
