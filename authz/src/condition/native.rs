@@ -3,7 +3,8 @@
 //! A condition comparing two request strings (`resource.owner == principal.sub`), testing a role
 //! (`"admin" in principal.roles`) or calling a helper on `context.ip` or `context.time` with
 //! literal arguments cost 0.3 to 0.7 µs in the interpreter, mostly its name lookups and function
-//! dispatch; the same work done here costs a few nanoseconds. Shapes are recognised once, when
+//! dispatch; done here, a decision on the shipped policies (whose three conditions all have such
+//! shapes) went from 1.30 to 0.32 µs (`benches/authz_eval.rs`). Shapes are recognised once, when
 //! the policy loads, and only from plain parts (no comprehension, so no variable can be
 //! shadowed); `&&`, `||` and `!` combine them.
 //!
