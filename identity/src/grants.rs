@@ -36,7 +36,20 @@ pub struct AuthorizationCode {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub auth_time: u64,
+    /// When the code was issued: a "logout everywhere" at or after it revokes the code. `None`
+    /// in a code stored before this field existed (see [`AuthorizationCode::issued_not_before`]).
+    #[serde(default)]
+    pub issued_at: Option<u64>,
     pub expires_at: u64,
+}
+
+impl AuthorizationCode {
+    /// A time the code was issued at or after: `issued_at`, or for an older code its
+    /// `auth_time` (the login always comes before the code). Erring early is erring safe: a
+    /// revocation at or after this time refuses the code.
+    pub fn issued_not_before(&self) -> u64 {
+        self.issued_at.unwrap_or(self.auth_time)
+    }
 }
 
 /// Who a refresh token speaks for and what it may renew.

@@ -743,6 +743,93 @@ async fn a_code_whose_user_is_gone_is_refused_and_left_redeemable() {
     assert!(!id.audit_text().contains("code_reuse"));
 }
 
+/// `POST /users/<name>/<action>` on the admin listener: the answer's `revoked_issued_before`.
+async fn admin_user_command(id: &Identity, name: &str, action: &str) -> u64 {
+    let answer = ok_json(
+        client()
+            .post(id.admin(&format!("/users/{name}/{action}")))
+            .send()
+            .await
+            .expect("admin command"),
+    )
+    .await;
+    answer["revoked_issued_before"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no revoked_issued_before in {answer}"))
+}
+
+/// Bob signs in through the login form of a fresh browser: a code for `web`, not redeemed.
+async fn bob_code(id: &Identity, challenge: &str) -> String {
+    let resp = sign_in(
+        id,
+        &browser(),
+        &web_request(id, "bob-state", challenge),
+        "bob",
+        "bob-password",
+    )
+    .await;
+    callback(id, &resp, WEB_CALLBACK, "bob-state")["code"].clone()
+}
+
+/// Alice and bob each hold a code not yet redeemed when the admin runs `action` for alice: hers
+/// is refused and spent, his still redeems. Returns when her logout happened (unix seconds).
+async fn a_code_from_before(id: &Identity, action: &str) -> u64 {
+    let (verifier, challenge) = pkce();
+    let code = web_code(id, &browser(), Some(&challenge)).await;
+    let (bob_verifier, bob_challenge) = pkce();
+    let bob = bob_code(id, &bob_challenge).await;
+
+    let revoked_before = admin_user_command(id, "alice", action).await;
+
+    // Tokens from her code would postdate the revocation, which would not cover them.
+    for attempt in ["first", "second"] {
+        let body = oauth_error(
+            redeem_web(id, &code, WEB_CALLBACK, Some(&verifier)).await,
+            400,
+            "invalid_grant",
+        )
+        .await;
+        assert_eq!(
+            body["error_description"], "authorization code revoked",
+            "{action}, {attempt} try"
+        );
+        assert!(body.get("access_token").is_none(), "{body}");
+    }
+    // Nothing was issued from it, so nothing was replayed either.
+    assert!(!id.audit_text().contains("code_reuse"), "{action}");
+
+    let tokens = ok_json(redeem_web(id, &bob, WEB_CALLBACK, Some(&bob_verifier)).await).await;
+    assert_eq!(
+        introspect_web(id, s(&tokens, "access_token")).await["active"],
+        true,
+        "{action}: another user's code redeems"
+    );
+    revoked_before
+}
+
+#[tokio::test]
+async fn a_code_issued_before_logout_everywhere_is_refused() {
+    let id = Identity::start("", &standard_directory());
+    let revoked_before = a_code_from_before(&id, "logout").await;
+
+    // A login after the logout is hers again: its code is issued after `revoked_issued_before`
+    // (a revocation covers what was issued in its own second too, as it does tokens).
+    while unix_now() <= i64::try_from(revoked_before).expect("a unix time") {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tokens = web_tokens(&id, &browser()).await;
+    assert_eq!(
+        introspect_web(&id, s(&tokens, "access_token")).await["active"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn a_code_issued_before_its_user_was_disabled_is_refused() {
+    let id = Identity::start("", &standard_directory());
+    a_code_from_before(&id, "disable").await;
+}
+
 #[tokio::test]
 async fn a_replayed_code_revokes_every_access_token_and_refresh_token_issued_from_it() {
     // Given a completed code flow whose refresh token was used once,

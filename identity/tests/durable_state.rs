@@ -393,6 +393,67 @@ async fn a_store_failure_mid_code_exchange_leaves_the_code_redeemable() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_during_a_code_exchange_revokes_what_the_exchange_issued() {
+    let pg = Postgres::start();
+    let url = pg.create_database("code_race");
+    let id = issuer_on(Some(&url));
+    let browser = browser();
+    // The client's secret is verified (and cached) once before: the exchange below is quick.
+    web_tokens(&id, &browser).await;
+    let (verifier, challenge) = pkce();
+    let code = web_code(&id, &browser, Some(&challenge)).await;
+
+    // A slow write: the exchange, having won the code and passed every check, waits a second
+    // when it starts the family, in its still open transaction.
+    pg.psql(
+        &url,
+        "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON families \
+         FOR EACH ROW EXECUTE FUNCTION slow_write()",
+    )
+    .expect("install the slow write");
+    // The logout everywhere comes exactly then. (Were it not to wait for the exchange, its scan
+    // of alice's families would miss the one still uncommitted, and that family's refresh token
+    // would outlive the logout.)
+    let logout = async {
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'";
+        let mut polls = 0;
+        while tokio::task::block_in_place(|| pg.psql(&url, sleeping)).expect("poll") != "1" {
+            polls += 1;
+            assert!(polls < 500, "the exchange never reached the slow write");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        client()
+            .post(id.admin("/users/alice/logout"))
+            .send()
+            .await
+            .expect("logout everywhere")
+    };
+    let (exchange, logout) = tokio::join!(
+        redeem_web(&id, &code, WEB_CALLBACK, Some(&verifier)),
+        logout
+    );
+    assert_eq!(logout.status().as_u16(), 200);
+    pg.psql(&url, "DROP TRIGGER slow ON families")
+        .expect("remove the slow write");
+
+    // The exchange won, and committed after the logout had begun: what it issued is revoked all
+    // the same (the logout waited for it).
+    let tokens = ok_json(exchange).await;
+    oauth_error(
+        refresh_web(&id, s(&tokens, "refresh_token")).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        introspect_as(&id, ("web", "web-secret"), s(&tokens, "access_token")).await["active"],
+        false
+    );
+}
+
 #[tokio::test]
 async fn a_store_failure_mid_password_grant_leaves_no_family() {
     let pg = Postgres::start();

@@ -455,6 +455,7 @@ async fn issue_code(
     username: &str,
     auth_time: u64,
 ) -> Reply {
+    let now = now();
     let code = AuthorizationCode {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -464,7 +465,8 @@ async fn issue_code(
         nonce: pending.nonce,
         code_challenge: pending.code_challenge,
         auth_time,
-        expires_at: now() + settings.tokens.authorization_code_ttl.as_secs(),
+        issued_at: Some(now),
+        expires_at: now + settings.tokens.authorization_code_ttl.as_secs(),
     };
     let Ok(code) = issuer.state.put_code(&code).await else {
         return unavailable();

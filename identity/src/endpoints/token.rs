@@ -273,6 +273,11 @@ impl Grant<'_> {
                 );
                 return Err(OAuthError::invalid_grant("authorization code already used"));
             }
+            // Its user was logged out everywhere or disabled since it was issued: the tokens
+            // would postdate the revocation, so it would not cover them.
+            Redemption::Revoked => {
+                return Err(OAuthError::invalid_grant("authorization code revoked"))
+            }
             Redemption::Expired => {
                 return Err(OAuthError::invalid_grant("authorization code expired"))
             }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::grants::revoke_family_in;
+use super::grants::{revoke_family_in, REVOKED_CODE};
 use super::{to_i64, to_u64, unavailable, Store, StoreError};
 
 /// What one revocation names.
@@ -97,7 +97,8 @@ impl Store {
     }
 
     /// Logout everywhere: every token of `sub` issued up to `now` is revoked (for `horizon`
-    /// seconds, the longest token lifetime), its refresh families are revoked and its SSO
+    /// seconds, the longest token lifetime), its refresh families are revoked, its codes not yet
+    /// redeemed are spent (see [`Redemption::Revoked`](super::Redemption::Revoked)) and its SSO
     /// sessions end. With `disable`, the user also may not log in again until enabled.
     pub async fn revoke_subject(
         &self,
@@ -120,6 +121,18 @@ impl Store {
                 .await
                 .map_err(unavailable(OP))?;
             }
+            // The user's codes not yet redeemed are spent: tokens from them would postdate
+            // `now`. This comes before the family scan on purpose: on PostgreSQL it waits for a
+            // redemption of one of them already under way, and the scan (a new statement, a new
+            // snapshot) then sees the family that redemption started.
+            sqlx::query(
+                "UPDATE codes SET redeemed_family = $2 WHERE username = $1 AND redeemed_family IS NULL",
+            )
+            .bind(&sub)
+            .bind(REVOKED_CODE)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable(OP))?;
             let families: Vec<String> =
                 sqlx::query_scalar("SELECT family FROM families WHERE username = $1 AND revoked = 0")
                     .bind(&sub)

@@ -8,6 +8,10 @@ use crate::grants::{
     random_value, AuthorizationCode, PendingAuthorization, PendingRefusal, RefreshGrant, Session,
 };
 
+/// `codes.redeemed_family` of a code spent without a family: its user was logged out everywhere
+/// or disabled (see [`Redemption::Revoked`]). No family is ever named so.
+pub(super) const REVOKED_CODE: &str = "";
+
 /// Pending requests kept at most; beyond, the oldest go (anyone may open `/authorize`).
 const MAX_PENDING: i64 = 100_000;
 /// How often (in inserts) the pending table's size is checked.
@@ -39,6 +43,10 @@ pub enum Redemption<T, E> {
     Expired,
     /// Presented a second time: the family it belonged to is now revoked.
     Reused,
+    /// Its user was disabled, or logged out everywhere at or after it was issued: the code is
+    /// spent (by the revocation, or now) and nothing was issued from it. Decided before the
+    /// check runs, whoever presents the code.
+    Revoked,
 }
 
 /// Why a redemption's check refused the code or refresh token it redeemed, and what the store
@@ -103,13 +111,16 @@ impl Store {
         let key = digest(&value);
         let body = serde_json::to_string(code).map_err(corrupt(OP))?;
         let expires = to_i64(code.expires_at);
+        let username = code.username.clone();
         self.run(OP, move |pool| async move {
             sqlx::query(
-                "INSERT INTO codes (digest, body, expires_at, keep_until) VALUES ($1, $2, $3, $3)",
+                "INSERT INTO codes (digest, body, expires_at, keep_until, username) \
+                 VALUES ($1, $2, $3, $3, $4)",
             )
             .bind(key)
             .bind(body)
             .bind(expires)
+            .bind(username)
             .execute(&pool)
             .await
             .map_err(unavailable(OP))?;
@@ -124,6 +135,10 @@ impl Store {
     /// committed together or not at all. A transient failure anywhere therefore leaves the code
     /// redeemable, so a client that retries is not taken for a replay (RFC 6749 §4.1.2: a replay
     /// revokes everything issued from the code).
+    ///
+    /// A code whose user was disabled, or logged out everywhere at or after the code was issued,
+    /// is spent without a family and answers [`Redemption::Revoked`]: the tokens it would issue
+    /// postdate the revocation, which therefore would not cover them.
     ///
     /// `check` runs inside the transaction, on the redeemed code, before anything else is
     /// written; its [`Refusal`] says whether the refusal rolls back (the code stays usable) or
@@ -171,6 +186,14 @@ impl Store {
             };
             let body: String = row.try_get(0).map_err(unavailable(OP))?;
             let code: AuthorizationCode = serde_json::from_str(&body).map_err(corrupt(OP))?;
+            // `revoke_subject` spends the user's codes, but not one written by an older issuer
+            // (no username column) or one issued from a session checked just before the revocation
+            // committed: the code's own issue time decides.
+            if user_revoked_since(&mut tx, &code.username, code.issued_not_before()).await? {
+                spend_revoked_code(&mut tx, &key).await?;
+                tx.commit().await.map_err(unavailable(OP))?;
+                return Ok(Redemption::Revoked);
+            }
             let Admission { refresh, found } = match check(&code) {
                 Ok(admission) => admission,
                 Err(Refusal::KeepToken(e)) => {
@@ -631,8 +654,42 @@ async fn keep_code_until(tx: &mut Tx<'_>, key: &str, until: u64) -> Result<(), S
     Ok(())
 }
 
-/// Why the code with digest `key` was not won: never issued, expired, or redeemed before
-/// (which revokes the family that redemption started, in `tx`).
+/// Whether `username` is disabled, or was logged out everywhere at or after `since`: the subject
+/// revocation covers every token issued up to its `issued_before`, and so the code issued then.
+async fn user_revoked_since(
+    tx: &mut Tx<'_>,
+    username: &str,
+    since: u64,
+) -> Result<bool, StoreError> {
+    const OP: &str = "redeem_code";
+    let row = sqlx::query(
+        "SELECT 1 FROM disabled_users WHERE username = $1 \
+         UNION ALL \
+         SELECT 1 FROM revocations WHERE kind = 'subject' AND subject = $1 AND issued_before >= $2 \
+         LIMIT 1",
+    )
+    .bind(username)
+    .bind(to_i64(since))
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable(OP))?;
+    Ok(row.is_some())
+}
+
+/// Spends the won code (digest `key`) without a family, kept no longer than it would have lived.
+async fn spend_revoked_code(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
+    const OP: &str = "redeem_code";
+    sqlx::query("UPDATE codes SET redeemed_family = $2, keep_until = expires_at WHERE digest = $1")
+        .bind(key)
+        .bind(REVOKED_CODE)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable(OP))?;
+    Ok(())
+}
+
+/// Why the code with digest `key` was not won: never issued, expired, spent by a revocation, or
+/// redeemed before (which revokes the family that redemption started, in `tx`).
 async fn code_not_won<T, E>(
     tx: &mut Tx<'_>,
     key: &str,
@@ -652,6 +709,7 @@ async fn code_not_won<T, E>(
             .try_get::<Option<String>, _>(0)
             .map_err(unavailable(OP))?
         {
+            Some(revoked) if revoked == REVOKED_CODE => Redemption::Revoked,
             Some(previous) => {
                 revoke_family_in(tx, &previous, now).await?;
                 Redemption::Reused

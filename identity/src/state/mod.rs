@@ -147,7 +147,14 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, OpenError> {
         .enable_all()
         .build()
         .map_err(OpenError::Runtime)?;
-    Ok(RUNTIME.get_or_init(|| rt))
+    // Two threads may get here at once (tests open stores in parallel): the loser's runtime
+    // goes without waiting for its workers, the one way async code may drop a runtime.
+    if let Err(spare) = RUNTIME.set(rt) {
+        spare.shutdown_background();
+    }
+    RUNTIME
+        .get()
+        .ok_or_else(|| OpenError::Runtime(std::io::Error::other("no state runtime")))
 }
 
 impl Store {

@@ -21,6 +21,7 @@ fn code(expires_at: u64) -> AuthorizationCode {
         nonce: None,
         code_challenge: None,
         auth_time: 0,
+        issued_at: Some(0),
         expires_at,
     }
 }
@@ -610,6 +611,122 @@ async fn logout_everywhere_revokes_by_subject_and_issue_time_and_ends_sessions()
     assert!(store.enable_user("bob").await.unwrap());
     assert!(!store.enable_user("bob").await.unwrap());
     assert!(store.session(&bob, 22).await.unwrap().is_some());
+}
+
+/// A code of `username`, who logged in at `auth_time`, issued at `issued_at` (`None`: by an
+/// issuer that did not record it).
+fn code_of(username: &str, auth_time: u64, issued_at: Option<u64>) -> AuthorizationCode {
+    AuthorizationCode {
+        username: username.into(),
+        auth_time,
+        issued_at,
+        ..code(60)
+    }
+}
+
+/// A check that must not run: the store refuses a revoked code before it.
+fn unchecked(_: &AuthorizationCode) -> Result<Admission<()>, Refusal<&'static str>> {
+    panic!("the check ran on a revoked code")
+}
+
+/// Redeems `value` at `now` as [`redeem`] does, with a check that must not run.
+async fn redeem_revoked(store: &Store, value: &str, now: u64) -> Redemption<(), &'static str> {
+    store
+        .redeem_code(value, now, "never", access("never", 100), unchecked)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn logout_everywhere_spends_the_users_codes_not_yet_redeemed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let alice = store.put_code(&code_of("alice", 5, Some(5))).await.unwrap();
+    let bob = store.put_code(&code_of("bob", 5, Some(5))).await.unwrap();
+    let earlier = store.put_code(&code_of("alice", 5, Some(5))).await.unwrap();
+    redeemed(redeem(&store, &earlier, 6, "f", "a1").await);
+
+    store.revoke_subject("alice", 10, 900, false).await.unwrap();
+    // Refused before its check, and spent: a second try is refused the same way (no replay, as
+    // nothing was issued from it).
+    assert_eq!(
+        redeem_revoked(&store, &alice, 11).await,
+        Redemption::Revoked
+    );
+    assert_eq!(
+        redeem_revoked(&store, &alice, 12).await,
+        Redemption::Revoked
+    );
+    store.revoke_family("never", 12).await.unwrap();
+    assert_eq!(
+        jtis(&store.feed_page(0, 10, 12).await.unwrap()),
+        ["a1"],
+        "the code redeemed before the logout had its family revoked; the refused one started none"
+    );
+    // Still a replay for the code redeemed before.
+    assert_eq!(
+        redeem(&store, &earlier, 12, "f2", "a2").await,
+        Redemption::Reused
+    );
+    // Another user's code is untouched.
+    redeemed(redeem(&store, &bob, 12, "fb", "b1").await);
+}
+
+#[tokio::test]
+async fn a_code_is_refused_when_its_user_was_revoked_at_or_after_its_issue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Codes the revocation does not spend. Two written by an older issuer (no `username` column
+    // value, no `issued_at` in the body): one from a login before the logout, one from after.
+    let old_before = store.put_code(&code_of("alice", 5, None)).await.unwrap();
+    let old_after = store.put_code(&code_of("alice", 11, None)).await.unwrap();
+    exec(
+        &store,
+        "UPDATE codes SET username = NULL, body = replace(body, ',\"issued_at\":null', '')",
+    )
+    .await;
+    let old_body = r#"{"client_id":"c","redirect_uri":"r","username":"alice","scope":[],
+        "audience":"a","nonce":null,"code_challenge":null,"auth_time":5,"expires_at":60}"#;
+    let old: AuthorizationCode = serde_json::from_str(old_body).unwrap();
+    assert_eq!((old.issued_at, old.issued_not_before()), (None, 5));
+
+    store.revoke_subject("alice", 10, 900, false).await.unwrap();
+    // Issued while the logout was being written (from a session checked just before): in the
+    // same second, or later.
+    let same_second = store
+        .put_code(&code_of("alice", 5, Some(10)))
+        .await
+        .unwrap();
+    let after = store
+        .put_code(&code_of("alice", 5, Some(11)))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        redeem_revoked(&store, &old_before, 11).await,
+        Redemption::Revoked
+    );
+    assert_eq!(
+        redeem_revoked(&store, &same_second, 11).await,
+        Redemption::Revoked
+    );
+    redeemed(redeem(&store, &old_after, 11, "f1", "a1").await);
+    redeemed(redeem(&store, &after, 11, "f2", "a2").await);
+
+    // A disabled user's code is refused whenever it was issued, and stays spent after enabling.
+    store.revoke_subject("bob", 20, 900, true).await.unwrap();
+    let while_disabled = store.put_code(&code_of("bob", 21, Some(30))).await.unwrap();
+    assert_eq!(
+        redeem_revoked(&store, &while_disabled, 31).await,
+        Redemption::Revoked
+    );
+    assert!(store.enable_user("bob").await.unwrap());
+    assert_eq!(
+        redeem_revoked(&store, &while_disabled, 41).await,
+        Redemption::Revoked
+    );
+    let enabled = store.put_code(&code_of("bob", 40, Some(40))).await.unwrap();
+    redeemed(redeem(&store, &enabled, 41, "fb", "b1").await);
 }
 
 #[tokio::test]
