@@ -16,7 +16,7 @@
 
 use cel::common::ast::{operators, Expr, LiteralValue};
 use cel::IdedExpr;
-use chrono::{DateTime, FixedOffset, NaiveTime};
+use chrono::NaiveTime;
 use ipnet::IpNet;
 
 use super::{in_window, is_weekday_at, local_time_in, parse_clock, parse_range, parse_zone, Input};
@@ -100,14 +100,14 @@ impl Native {
                 };
                 Some(Native::IpInRange(ranges))
             }
-            ("timeBetween", [at, from, to, zone @ ..]) if is_context_time(at)? => {
+            ("timeBetween", [at, from, to, zone @ ..]) if field_path(at)? == CONTEXT_TIME => {
                 Some(Native::TimeBetween {
                     from: parse_clock(literal(from)?).ok()?,
                     to: parse_clock(literal(to)?).ok()?,
                     zone: zone_of(zone)?,
                 })
             }
-            ("isWeekday", [at, zone @ ..]) if is_context_time(at)? => {
+            ("isWeekday", [at, zone @ ..]) if field_path(at)? == CONTEXT_TIME => {
                 Some(Native::IsWeekday(zone_of(zone)?))
             }
             _ => None,
@@ -131,10 +131,12 @@ impl Native {
                 let ip = input.shared.context.ip?.to_canonical();
                 ranges.iter().any(|range| range.contains(&ip))
             }
-            Native::TimeBetween { from, to, zone } => {
-                in_window(local_time_in(&self::time(input), *zone).time(), *from, *to)
-            }
-            Native::IsWeekday(zone) => is_weekday_at(local_time_in(&self::time(input), *zone)),
+            Native::TimeBetween { from, to, zone } => in_window(
+                local_time_in(&input.shared.time(), *zone).time(),
+                *from,
+                *to,
+            ),
+            Native::IsWeekday(zone) => is_weekday_at(local_time_in(&input.shared.time(), *zone)),
             Native::Constant(b) => *b,
             // As the interpreter: `false && x` is false and `true || x` true whatever `x` is.
             Native::And(a, b) => a.evaluate(input)? && b.evaluate(input)?,
@@ -142,10 +144,6 @@ impl Native {
             Native::Not(a) => !a.evaluate(input)?,
         })
     }
-}
-
-fn time(input: &Input<'_, '_>) -> DateTime<FixedOffset> {
-    input.shared.time()
 }
 
 impl Text {
@@ -175,6 +173,9 @@ impl Text {
     }
 }
 
+/// The first argument of the time helpers answered here.
+const CONTEXT_TIME: [&str; 2] = ["context", "time"];
+
 /// A string literal's text.
 fn literal(e: &IdedExpr) -> Option<&str> {
     match &e.expr {
@@ -194,10 +195,6 @@ fn field_path(e: &IdedExpr) -> Option<Vec<&str>> {
         }
         _ => None,
     }
-}
-
-fn is_context_time(e: &IdedExpr) -> Option<bool> {
-    Some(field_path(e)? == ["context", "time"])
 }
 
 /// No argument (UTC) or one zone literal; `None` for anything else.

@@ -211,10 +211,7 @@ impl Store {
                 None => None,
                 Some(mut grant) => {
                     grant.family = family;
-                    // Drawn inside the transaction: an attempt that fails commits nothing, so
-                    // a retry (by the client; `run` makes none) draws a value of its own.
-                    let value = random_value();
-                    insert_refresh(&mut tx, &digest(&value), &grant).await?;
+                    let value = insert_refresh(&mut tx, &grant).await?;
                     keep_code_until(&mut tx, &key, grant.expires_at).await?;
                     Some(value)
                 }
@@ -236,8 +233,6 @@ impl Store {
     #[cfg(test)]
     pub async fn put_refresh(&self, grant: &RefreshGrant) -> Result<String, StoreError> {
         const OP: &str = "put_refresh";
-        let value = random_value();
-        let key = digest(&value);
         let grant = grant.clone();
         self.run(OP, move |pool| async move {
             let mut tx = pool.begin().await.map_err(unavailable(OP))?;
@@ -251,12 +246,11 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(unavailable(OP))?;
-            insert_refresh(&mut tx, &key, &grant).await?;
+            let value = insert_refresh(&mut tx, &grant).await?;
             tx.commit().await.map_err(unavailable(OP))?;
-            Ok(())
+            Ok(value)
         })
-        .await?;
-        Ok(value)
+        .await
     }
 
     /// Rotates a refresh token (RFC 9700 §4.14.2) in one transaction: marks `value` used,
@@ -319,10 +313,7 @@ impl Store {
             };
             grant.family = redeemed.family;
             record_access(&mut tx, &grant.family, &access).await?;
-            // Drawn inside the transaction: an attempt that fails commits nothing, so a retry
-            // (by the client; `run` makes none) draws a value of its own.
-            let value = random_value();
-            insert_refresh(&mut tx, &digest(&value), &grant).await?;
+            let value = insert_refresh(&mut tx, &grant).await?;
             tx.commit().await.map_err(unavailable(OP))?;
             Ok(Rotation::Rotated {
                 value,
@@ -393,9 +384,7 @@ impl Store {
                 &access,
             )
             .await?;
-            // Drawn inside the transaction, as in a rotation.
-            let value = random_value();
-            insert_refresh(&mut tx, &digest(&value), &first).await?;
+            let value = insert_refresh(&mut tx, &first).await?;
             tx.commit().await.map_err(unavailable(OP))?;
             Ok(value)
         })
@@ -620,25 +609,25 @@ async fn extend_family(tx: &mut Tx<'_>, family: &str, until: u64) -> Result<(), 
     Ok(())
 }
 
-/// Stores a refresh token (its digest `key`) in its family, unused.
-async fn insert_refresh(
-    tx: &mut Tx<'_>,
-    key: &str,
-    grant: &RefreshGrant,
-) -> Result<(), StoreError> {
+/// Stores a new refresh token in its family, unused, and returns its value. The value is drawn
+/// inside the transaction: an attempt that fails commits nothing, so a retry (by the client;
+/// `run` makes none) draws a value of its own.
+async fn insert_refresh(tx: &mut Tx<'_>, grant: &RefreshGrant) -> Result<String, StoreError> {
     const OP: &str = "put_refresh";
+    let value = random_value();
     let body = serde_json::to_string(grant).map_err(corrupt(OP))?;
     sqlx::query(
         "INSERT INTO refresh_tokens (digest, family, body, expires_at, used) VALUES ($1, $2, $3, $4, 0)",
     )
-    .bind(key)
+    .bind(digest(&value))
     .bind(&grant.family)
     .bind(body)
     .bind(to_i64(grant.expires_at))
     .execute(&mut **tx)
     .await
     .map_err(unavailable(OP))?;
-    extend_family(tx, &grant.family, grant.expires_at).await
+    extend_family(tx, &grant.family, grant.expires_at).await?;
+    Ok(value)
 }
 
 /// A redeemed code (its digest `key`) is kept until `until` at least: while its family may
