@@ -10,7 +10,8 @@
 #            p50/p99/p99.9 from h2load's per-request log
 #   tls      TLS termination (gatehouse, bare Pingora, HAProxy; same certificate), ECDSA P-256 and
 #            RSA-2048: full handshakes/s (openssl s_time -new, one request per connection),
-#            keep-alive HTTPS (wrk) and HTTP/2 over TLS (h2load)
+#            resumed handshakes/s (s_time -reuse, ECDSA only), keep-alive HTTPS (wrk) and
+#            HTTP/2 over TLS (h2load)
 # See benches/README.md for the protocol and how to read the tables. Loopback (127.0.0.1) only.
 #
 # Knobs (environment):
@@ -694,16 +695,20 @@ PY
 # machine-wide (TCP PassiveOpens, the origin's own accepts subtracted) per completed handshake
 # should be 1.00; for HAProxy, its TLS connection counter, and mid-run its full-handshake
 # (key computation) rate against its TLS session rate, and its session reuse percentage.
-run_handshakes() { # variant round target
+# With `-reuse` (variant *-resumed), each client makes one full handshake and then offers the
+# session (TLS 1.3: the ticket) it was last given on every new connection; s_time prints `r` for
+# each connection the server resumed and `*` for each full handshake, counted into `resumed=`.
+run_handshakes() { # variant round target (s_time mode: -new, or -reuse for *-resumed)
     local variant=$1 round=$2 t=$3 port=${TLS_PORT_OF[$3]} i c0 c1 p0 p1 a0 a1 t0 t1 h0 h1 mid=""
-    local ssl_rate key_rate reuse
+    local ssl_rate key_rate reuse mode=-new
+    [[ $variant == *-resumed ]] && mode=-reuse
     local base="$WORK/wrk/tls-$variant-r$round-$t"
     a0=$(origin_accepts) p0=$(passive_opens) c0=$(cpu_ticks "$t")
     if [[ $t == haproxy ]]; then read -r h0 _ < <(haproxy_ssl_info); fi
     t0=$(now)
     local pids=()
     for i in $(seq 1 "$HS_CLIENTS"); do
-        openssl s_time -connect "127.0.0.1:$port" -new -time "$TLS_S" -www / \
+        openssl s_time -connect "127.0.0.1:$port" "$mode" -time "$TLS_S" -www / \
             -ciphersuites TLS_AES_128_GCM_SHA256 >"$base.$i" 2>&1 </dev/null &
         pids+=($!)
     done
@@ -724,7 +729,12 @@ run_handshakes() { # variant round target
     cpu=$(cpu_per_req "$c0" "$c1" "$n")
     conns=$((p1 - p0 - ${a1:-0} + ${a0:-0}))
     cpr=$(awk -v c="$conns" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", c / n; else print "NA" }')
-    record tls "$variant" "$round" "$t" "$rps" NA NA NA "$cpu" "$n" 0 0 "$cpr" "bytes/conn=${bytes:-NA}$mid"
+    local resumed=""
+    if [[ $mode == -reuse ]]; then
+        resumed=$(awk '/^[r*]+$/ { r += gsub(/r/, ""); f += gsub(/\*/, "") } END { printf "%.0f", (r + f) ? 100 * r / (r + f) : 0 }' "$base".*)
+        mid="; resumed ${resumed}%$mid"
+    fi
+    record tls "$variant" "$round" "$t" "$rps" NA NA NA "$cpu" "$n" 0 0 "$cpr" "bytes/conn=${bytes:-NA}${resumed:+;resumed=$resumed}$mid"
     say_run "$t" "$rps" "$cpu" "handshakes/s; $n handshakes, $conns connections accepted ($cpr per handshake), ${bytes:-?} bytes read per connection$mid" ""
 }
 
@@ -813,13 +823,16 @@ measure_latency() {
 
 measure_tls() { # certificate kind (ecdsa|rsa): the TLS proxies must be running with it
     local kind=$1 round mode t
-    log "tls ($kind): handshakes ($HS_CLIENTS x s_time -new), keep-alive (wrk -c$CONNECTIONS), h2 (h2load -c$H2_CLIENTS -m$H2_STREAMS); $ROUNDS round(s) of ${TLS_S}s"
+    log "tls ($kind): handshakes ($HS_CLIENTS x s_time -new$([[ $kind == ecdsa ]] && echo ", and -reuse")), keep-alive (wrk -c$CONNECTIONS), h2 (h2load -c$H2_CLIENTS -m$H2_STREAMS); $ROUNDS round(s) of ${TLS_S}s"
+    # Resumption skips the certificate's signature, so one certificate kind is enough for it.
+    local modes="handshake keepalive h2"
+    [[ $kind == ecdsa ]] && modes="handshake resumed keepalive h2"
     for round in $(seq 1 "$ROUNDS"); do
-        for mode in handshake keepalive h2; do
+        for mode in $modes; do
             log "tls round $round/$ROUNDS: $kind $mode"
             for t in "${TLS_TARGETS[@]}"; do
                 case $mode in
-                    handshake) run_handshakes "$kind-$mode" "$round" "$t" ;;
+                    handshake | resumed) run_handshakes "$kind-$mode" "$round" "$t" ;;
                     keepalive) run_wrk tls "$kind-$mode" "$round" "$t" "$TLS_S" "https://127.0.0.1:${TLS_PORT_OF[$t]}/" ;;
                     h2) run_h2 "$kind-$mode" "$round" "$t" ;;
                 esac
@@ -894,7 +907,7 @@ titles = {
     "threads": f"a. plain GET / at saturation (wrk), {w2} worker threads",
     "bodies": "b. bodies: 0 B / 4 KiB / 64 KiB responses, 64 KiB POST upload (wrk)",
     "latency": "c. latency at fixed offered rates, % of HAProxy's plain saturation rate (h2load --h1 --rps)",
-    "tls": "d. TLS termination: full handshakes/s (s_time -new), keep-alive HTTPS (wrk), HTTP/2 over TLS (h2load)",
+    "tls": "d. TLS termination: full handshakes/s (s_time -new), resumed handshakes/s (s_time -reuse), keep-alive HTTPS (wrk), HTTP/2 over TLS (h2load)",
 }
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 runs = collections.defaultdict(list)   # (measure, variant, target) -> rows
@@ -967,9 +980,13 @@ for m in ["plain", "threads", "bodies", "latency", "tls"]:
                 line = [v, label[t], f0(rps_m), span(rps_l, f0), f1(cpu_m), span(cpu_l, f1), f2(p99_m),
                         f2(ratios[t][0]), f2(ratios[t][1]), errors(rs)]
                 if m == "tls":
-                    if v.endswith("handshake"):
+                    if v.endswith("handshake") or v.endswith("resumed"):
                         c = vals(rs, "conns_per_req")
-                        line.append(f"conns/handshake {span(c, f2)}")
+                        check = f"conns/handshake {span(c, f2)}"
+                        if v.endswith("resumed"):
+                            got = [n.split("=", 1)[1] for r in rs for n in r["note"].split(";") if n.startswith("resumed=")]
+                            check += f", resumed {'/'.join(got)}%"
+                        line.append(check)
                     elif v.endswith("h2"):
                         line.append("alpn " + "/".join(sorted({r["note"].replace("alpn=", "") for r in rs})))
                     else:

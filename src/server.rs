@@ -8,7 +8,6 @@ use anyhow::Context;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -28,7 +27,7 @@ use crate::echo::EchoApp;
 use crate::metrics;
 use crate::proxy::{client_limits, Gateway, ListenerRole};
 use crate::reload::{ConfigStore, FirstSnapshotTasks};
-use crate::tls::SniResolver;
+use crate::tls::{SniResolver, TlsAccept};
 
 /// How the process was started.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +82,13 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
             options.h2c = true;
             proxy.server_options = Some(options);
         }
+        let tls = if listener.tls {
+            let certs_from = store.clone();
+            let resolver = SniResolver::new(move |name| certs_from.current().certs.find(name));
+            Some(TlsAccept::new(Arc::new(resolver)).context("building the TLS listener")?)
+        } else {
+            None
+        };
         let name = format!("gatehouse listener {i} ({})", listener.address);
         let mut service = Service::new(
             name,
@@ -90,25 +96,13 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
                 app: Arc::new(proxy),
                 store: store.clone(),
                 h2c: listener.h2c,
+                tls,
             },
         );
-        if listener.tls {
-            let mut tls = TlsSettings::intermediate("", "")?;
-            let certs_from = store.clone();
-            tls.set_cert_resolver(Arc::new(SniResolver::new(move |name| {
-                certs_from.current().certs.find(name)
-            })));
-            tls.enable_h2();
-            service.add_listener(
-                ListenerConfig::tcp(listener.address.clone())
-                    .tls(tls)
-                    .l4_buffer(downstream_buffers()),
-            );
-        } else {
-            service.add_listener(
-                ListenerConfig::tcp(listener.address.clone()).l4_buffer(downstream_buffers()),
-            );
-        }
+        // TLS listeners too accept plain TCP: `GuardConnections` runs their handshakes.
+        service.add_listener(
+            ListenerConfig::tcp(listener.address.clone()).l4_buffer(downstream_buffers()),
+        );
         server.add_service(service);
     }
 
@@ -186,8 +180,9 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
 }
 
 /// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`
-/// (one count per client connection, held across every request it carries) and keeps the
-/// request-header deadline on HTTP/1 connections.
+/// (one count per client connection, held across every request it carries), runs the TLS
+/// handshake on a TLS listener, and keeps the request-header deadline on HTTP/1 connections (the
+/// handshake and the first header share the first one).
 ///
 /// HTTP/2 connections (negotiated by ALPN, or opening with the preface on an h2c listener) are
 /// left to Pingora's own timeouts: their streams are served on other tasks, so this loop cannot
@@ -197,6 +192,7 @@ struct GuardConnections<A> {
     app: Arc<A>,
     store: Arc<ConfigStore>,
     h2c: bool,
+    tls: Option<TlsAccept>,
 }
 
 #[async_trait]
@@ -213,6 +209,9 @@ where
         let _open = metrics::OpenConnection::open();
         let deadline = self.store.current().limits.request_header_timeout;
         let first_until = tokio::time::Instant::now() + deadline;
+        if let Some(tls) = &self.tls {
+            stream = tls.handshake(stream, first_until).await?;
+        }
         let mut h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
         if self.h2c && !h2 && stream.get_ssl_digest().is_none() {
             let peek = client_limits::opens_with_h2_preface(&mut stream);

@@ -9,6 +9,8 @@ use support::{Echo, Gateway, Ports, TestCa};
 fn tls_config(echo: &Echo) -> String {
     format!(
         r#"{{SERVER}}
+limits:
+  request_header_timeout: {{HEADER_TIMEOUT}}
 listeners:
   - address: 127.0.0.1:{{HTTP}}
     redirect_https_port: {{HTTPS}}
@@ -80,14 +82,22 @@ fn peer_cert_names(resp: &reqwest::Response) -> Vec<String> {
 }
 
 fn start_with_two_certs(echo: &Echo, ca: &TestCa) -> Gateway {
+    start_with_two_certs_and_header_timeout(echo, ca, "20s")
+}
+
+fn start_with_two_certs_and_header_timeout(
+    echo: &Echo,
+    ca: &TestCa,
+    header_timeout: &str,
+) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     ca.issue(dir.path(), "one", &["one.test"]);
     ca.issue(dir.path(), "two", &["two.test", "*.two.test"]);
-    start_in(echo, dir)
+    start_in(echo, dir, header_timeout)
 }
 
 /// Starts the gateway on `tls_config` in `dir`, which holds one.{crt,key} and two.{crt,key}.
-fn start_in(echo: &Echo, dir: tempfile::TempDir) -> Gateway {
+fn start_in(echo: &Echo, dir: tempfile::TempDir, header_timeout: &str) -> Gateway {
     let ports = Ports::new();
     let cfg = tls_config(echo);
     support::write(
@@ -96,7 +106,8 @@ fn start_in(echo: &Echo, dir: tempfile::TempDir) -> Gateway {
         &cfg.replace("{SERVER}", &support::server_section(dir.path()))
             .replace("{HTTP}", &ports.http.to_string())
             .replace("{HTTPS}", &ports.https.to_string())
-            .replace("{ADMIN}", &ports.admin.to_string()),
+            .replace("{ADMIN}", &ports.admin.to_string())
+            .replace("{HEADER_TIMEOUT}", header_timeout),
     );
     Gateway::start_in(dir, ports)
 }
@@ -160,7 +171,7 @@ async fn an_rsa_certificate_serves_tls_1_3_and_tls_1_2_clients() {
     let dir = tempfile::tempdir().unwrap();
     ca.issue_rsa(dir.path(), "one", &["one.test"]);
     ca.issue(dir.path(), "two", &["two.test"]);
-    let gw = start_in(&echo, dir);
+    let gw = start_in(&echo, dir, "20s");
 
     for max in [
         reqwest::tls::Version::TLS_1_3,
@@ -379,7 +390,7 @@ async fn clients_failing_before_a_request_are_counted_and_logged_once_per_kind()
     // One example of each, not one line per connection.
     let stderr = gw.stderr();
     assert_eq!(
-        stderr.matches("Downstream handshake error").count(),
+        stderr.matches("TLS handshake failed").count(),
         1,
         "{stderr}"
     );
@@ -394,5 +405,136 @@ async fn clients_failing_before_a_request_are_counted_and_logged_once_per_kind()
         .send()
         .await
         .expect("a good client after the bad ones");
+    assert_eq!(resp.status(), 200);
+}
+
+/// One `GET /` over a new TLS connection with `config`: how the handshake went, and the status
+/// line. Reading the response also takes in the tickets the server sends after the handshake.
+fn get_over_new_connection(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    port: u16,
+) -> (rustls::HandshakeKind, String) {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("one.test").expect("name");
+    let mut conn = rustls::ClientConnection::new(config.clone(), name).expect("client");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(support::READY_TIMEOUT))
+        .expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: one.test\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let kind = conn.handshake_kind().expect("handshake done");
+    let response = String::from_utf8_lossy(&response);
+    let status = response.lines().next().unwrap_or_default().to_string();
+    (kind, status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returning_client_resumes_its_session_with_a_ticket_over_tls_1_3_and_1_2() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let gw = start_with_two_certs(&echo, &ca);
+    let port = gw.https_port;
+    let ca_pem = ca.cert_pem.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(cert.expect("ca pem")).expect("ca cert");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let config = std::sync::Arc::new(config);
+            let first = get_over_new_connection(&config, port);
+            assert_eq!(first.0, rustls::HandshakeKind::Full, "{version:?}");
+            assert_eq!(first.1, "HTTP/1.1 200 OK", "{version:?}");
+            // TLS 1.3 tickets are single-use: each resumption must bring the next one.
+            for round in 0..3 {
+                let again = get_over_new_connection(&config, port);
+                assert_eq!(
+                    again.0,
+                    rustls::HandshakeKind::Resumed,
+                    "{version:?}, resumption {round}"
+                );
+                assert_eq!(
+                    again.1, "HTTP/1.1 200 OK",
+                    "{version:?}, resumption {round}"
+                );
+            }
+            // Many other clients later (rustls' default server-side session cache holds 256
+            // sessions, two per TLS 1.3 handshake), the ticket still resumes.
+            let mut others = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            others.resumption = rustls::client::Resumption::disabled();
+            let others = std::sync::Arc::new(others);
+            for _ in 0..300 {
+                let other = get_over_new_connection(&others, port);
+                assert_eq!(
+                    other,
+                    (rustls::HandshakeKind::Full, "HTTP/1.1 200 OK".into())
+                );
+            }
+            let again = get_over_new_connection(&config, port);
+            assert_eq!(again.0, rustls::HandshakeKind::Resumed, "{version:?}");
+        }
+    })
+    .await
+    .expect("client thread");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_handshake_left_hanging_is_closed_at_the_request_header_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let gw = start_with_two_certs_and_header_timeout(&echo, &ca, "1s");
+    // Pingora alone gives a handshake 60 s; the header deadline (1 s here) now covers it.
+    for opening in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.https_port))
+            .await
+            .expect("connect");
+        tcp.write_all(opening).await.expect("send");
+        let started = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut [0; 64])).await;
+        let held = started.elapsed();
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{opening:?}: closed, not {read:?}"
+        );
+        assert!(
+            held < Duration::from_secs(5),
+            "{opening:?}: a hanging handshake held for {held:?}"
+        );
+    }
+    let series = "gatehouse_downstream_connection_errors_total{kind=\"tls_handshake_timeout\"}";
+    support::eventually(
+        &format!("{series} >= 2"),
+        support::READY_TIMEOUT,
+        || async { gw.metric(series).await >= 2.0 },
+    )
+    .await;
+    let stderr = gw.stderr();
+    assert_eq!(
+        stderr.matches("TLS handshake timed out").count(),
+        1,
+        "{stderr}"
+    );
+
+    let resp = tls_client(&ca, gw.https_port, &["one.test"])
+        .get(format!("https://one.test:{}/", gw.https_port))
+        .send()
+        .await
+        .expect("a good client after the hanging ones");
     assert_eq!(resp.status(), 200);
 }

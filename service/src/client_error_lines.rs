@@ -5,7 +5,9 @@
 //! layer recognises the lines, counts each in a metric, lets the first of each kind through (the
 //! operator sees what is happening, e.g. every client refusing the certificate) and holds back the
 //! rest until [`ClientErrorLines::report_held_back`] says how many there were and opens the next
-//! window. Pingora's other lines, `Accept() failed` among them, are untouched.
+//! window. Pingora's other lines, `Accept() failed` among them, are untouched. A server that
+//! runs TLS handshakes itself logs their failures under [`CLIENT_HANDSHAKE_TARGET`], and they are
+//! treated the same.
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +20,11 @@ use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, Layer};
 
-/// What a client did to make Pingora log an error line.
+/// The target of a server's own ERROR line about a client's failed TLS handshake: "TLS handshake
+/// failed…" or "TLS handshake timed out…".
+pub const CLIENT_HANDSHAKE_TARGET: &str = "gatehouse::client_handshake";
+
+/// What a client did to make Pingora (or the server, for TLS handshakes) log an error line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     TlsHandshake,
@@ -48,6 +54,13 @@ impl Kind {
     /// and `pingora-proxy`'s `handle_new_request` (the only line naming the session type).
     fn of(target: &str, message: &str) -> Option<Kind> {
         match target {
+            CLIENT_HANDSHAKE_TARGET => {
+                if message.starts_with("TLS handshake timed out") {
+                    Some(Kind::TlsHandshakeTimeout)
+                } else {
+                    Some(Kind::TlsHandshake)
+                }
+            }
             "pingora_core::services::listening" => {
                 if message.starts_with("Downstream handshake error") {
                     Some(Kind::TlsHandshake)
@@ -143,7 +156,9 @@ impl ClientErrorLines {
     fn admit(&self, event: &Event<'_>) -> bool {
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        if *meta.level() != Level::ERROR || !meta.target().starts_with("pingora_") {
+        if *meta.level() != Level::ERROR
+            || !(meta.target().starts_with("pingora_") || meta.target() == CLIENT_HANDSHAKE_TARGET)
+        {
             return true;
         }
         let mut message = Message::default();
@@ -221,6 +236,29 @@ mod tests {
         );
         assert_eq!(Kind::of("pingora_proxy", UPSTREAM_FAILURE), None);
         assert_eq!(Kind::of("gatehouse::proxy", RESET_HANDSHAKE), None);
+    }
+
+    #[test]
+    fn a_servers_own_handshake_lines_are_recognised_by_target() {
+        assert_eq!(
+            Kind::of(
+                CLIENT_HANDSHAKE_TARGET,
+                "TLS handshake failed from 127.0.0.1:1: peer sent no certificates"
+            ),
+            Some(Kind::TlsHandshake)
+        );
+        assert_eq!(
+            Kind::of(
+                CLIENT_HANDSHAKE_TARGET,
+                "TLS handshake timed out from 127.0.0.1:1: not complete within the \
+                 request-header timeout"
+            ),
+            Some(Kind::TlsHandshakeTimeout)
+        );
+        assert_eq!(
+            Kind::of("gatehouse::tls", "TLS handshake failed from 127.0.0.1:1"),
+            None
+        );
     }
 
     #[derive(Clone, Default)]

@@ -17,8 +17,10 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::SignatureAlgorithm;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+pub use accept::TlsAccept;
 use rsa_key::RsaSigningKey;
 
+mod accept;
 mod rsa_key;
 
 #[derive(Debug, thiserror::Error)]
