@@ -85,7 +85,8 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
         let tls = if listener.tls {
             let certs_from = store.clone();
             let resolver = SniResolver::new(move |name| certs_from.current().certs.find(name));
-            Some(TlsAccept::new(Arc::new(resolver)).context("building the TLS listener")?)
+            let tls = TlsAccept::new(Arc::new(resolver), listener.session_tickets);
+            Some(tls.context("building the TLS listener")?)
         } else {
             None
         };

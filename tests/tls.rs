@@ -98,8 +98,12 @@ fn start_with_two_certs_and_header_timeout(
 
 /// Starts the gateway on `tls_config` in `dir`, which holds one.{crt,key} and two.{crt,key}.
 fn start_in(echo: &Echo, dir: tempfile::TempDir, header_timeout: &str) -> Gateway {
+    start_in_with(tls_config(echo), dir, header_timeout)
+}
+
+/// `start_in` with the configuration `cfg` (`tls_config`, edited).
+fn start_in_with(cfg: String, dir: tempfile::TempDir, header_timeout: &str) -> Gateway {
     let ports = Ports::new();
-    let cfg = tls_config(echo);
     support::write(
         dir.path(),
         "gatehouse.yaml",
@@ -437,20 +441,19 @@ async fn a_returning_client_resumes_its_session_with_a_ticket_over_tls_1_3_and_1
     let ca = TestCa::new("test ca");
     let gw = start_with_two_certs(&echo, &ca);
     let port = gw.https_port;
-    let ca_pem = ca.cert_pem.clone();
+    let clients: Vec<_> = [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .map(|version| {
+            let config = rustls_client(&ca, version);
+            // Many other clients (rustls' default server-side session cache holds 256
+            // sessions, two per TLS 1.3 handshake), each with no session to offer.
+            let mut others = (*rustls_client(&ca, version)).clone();
+            others.resumption = rustls::client::Resumption::disabled();
+            (version, config, std::sync::Arc::new(others))
+        })
+        .collect();
     tokio::task::spawn_blocking(move || {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-            roots.add(cert.expect("ca pem")).expect("ca cert");
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&[version])
-                .expect("versions")
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            let config = std::sync::Arc::new(config);
+        for (version, config, others) in clients {
             let first = get_over_new_connection(&config, port);
             assert_eq!(first.0, rustls::HandshakeKind::Full, "{version:?}");
             assert_eq!(first.1, "HTTP/1.1 200 OK", "{version:?}");
@@ -467,15 +470,7 @@ async fn a_returning_client_resumes_its_session_with_a_ticket_over_tls_1_3_and_1
                     "{version:?}, resumption {round}"
                 );
             }
-            // Many other clients later (rustls' default server-side session cache holds 256
-            // sessions, two per TLS 1.3 handshake), the ticket still resumes.
-            let mut others = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&[version])
-                .expect("versions")
-                .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-            others.resumption = rustls::client::Resumption::disabled();
-            let others = std::sync::Arc::new(others);
+            // 300 other clients later, the ticket still resumes.
             for _ in 0..300 {
                 let other = get_over_new_connection(&others, port);
                 assert_eq!(
@@ -489,6 +484,78 @@ async fn a_returning_client_resumes_its_session_with_a_ticket_over_tls_1_3_and_1
     })
     .await
     .expect("client thread");
+}
+
+/// A client config trusting `ca`, offering only `version`.
+fn rustls_client(
+    ca: &TestCa,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.cert_pem.as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("ca cert");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_without_session_tickets_makes_every_handshake_a_full_one() {
+    let echo = Echo::start("a");
+    let ca = TestCa::new("test ca");
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue(dir.path(), "one", &["one.test"]);
+    ca.issue(dir.path(), "two", &["two.test"]);
+    let cfg = tls_config(&echo).replace(
+        "    tls: true\n",
+        "    tls: true\n    session_tickets: false\n",
+    );
+    let gw = start_in_with(cfg, dir, "20s");
+    let port = gw.https_port;
+    let configs = [
+        rustls_client(&ca, &rustls::version::TLS13),
+        rustls_client(&ca, &rustls::version::TLS12),
+    ];
+    tokio::task::spawn_blocking(move || {
+        for config in configs {
+            for round in 0..3 {
+                let got = get_over_new_connection(&config, port);
+                assert_eq!(
+                    got,
+                    (rustls::HandshakeKind::Full, "HTTP/1.1 200 OK".into()),
+                    "connection {round}"
+                );
+            }
+        }
+    })
+    .await
+    .expect("client thread");
+}
+
+#[test]
+fn session_tickets_off_on_a_plain_listener_is_refused_at_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    support::write(
+        dir.path(),
+        "gatehouse.yaml",
+        "listeners:\n  - address: 127.0.0.1:1\n    session_tickets: false\nupstreams:\n  a:\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: a\n",
+    );
+    let out = std::process::Command::new(support::BIN)
+        .args(["validate", "--config"])
+        .arg(dir.path().join("gatehouse.yaml"))
+        .output()
+        .expect("validate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("listeners[0].session_tickets: session_tickets is for TLS listeners"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

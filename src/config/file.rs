@@ -123,6 +123,13 @@ pub struct ListenerSpec {
     /// Accept cleartext HTTP/2 (prior knowledge) on a plain listener.
     #[serde(default)]
     pub h2c: bool,
+    /// TLS listeners: let returning clients resume their sessions with tickets.
+    #[serde(default = "yes")]
+    pub session_tickets: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

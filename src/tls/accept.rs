@@ -4,7 +4,7 @@
 //! resumption (a 256-entry session cache in memory, two TLS 1.3 tickets per handshake), and gives
 //! every handshake 60 s. The gateway's listeners accept plain TCP and run the handshake here, so
 //! that:
-//! - resumption uses stateless tickets, sealed with a key kept in memory and rotated by rustls
+//! - resumption (unless a listener turns it off) uses stateless tickets, sealed with a key kept in memory and rotated by rustls
 //!   every 6 hours: any number of returning clients resume, and no cache is shared between
 //!   threads;
 //! - the handshake and the first request header share one deadline, the request-header timeout,
@@ -33,16 +33,25 @@ pub struct TlsAccept {
 
 impl TlsAccept {
     /// TLS 1.2 and 1.3 with the certificates `resolver` picks by SNI; ALPN offers h2 and
-    /// HTTP/1.1.
-    pub fn new(resolver: Arc<dyn ResolvesServerCert>) -> Result<Self, rustls::Error> {
+    /// HTTP/1.1. Without `session_tickets`, every handshake is a full one: no tickets, no
+    /// session cache.
+    pub fn new(
+        resolver: Arc<dyn ResolvesServerCert>,
+        session_tickets: bool,
+    ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-        config.send_tls13_tickets = TLS13_TICKETS;
+        if session_tickets {
+            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+            config.send_tls13_tickets = TLS13_TICKETS;
+        } else {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(TlsAccept {
             acceptor: Acceptor::from_server_config(Arc::new(config)),
         })

@@ -35,6 +35,10 @@ impl Compiler {
                 let msg = "h2c is for plain listeners; TLS listeners negotiate h2 by ALPN";
                 self.error(&file, at.field("h2c"), msg, None);
             }
+            if !l.tls && !l.session_tickets {
+                let msg = "session_tickets is for TLS listeners";
+                self.error(&file, at.field("session_tickets"), msg, None);
+            }
         }
         // A zero deadline would close every connection before its first request.
         for name in main.limits.timeouts().zero() {
