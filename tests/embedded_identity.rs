@@ -106,13 +106,8 @@ fn validate_reports_problems_in_the_embedded_identity_file() {
     let broken =
         identity_yaml(1, 2).replace("grant_types: [client_credentials]", "grant_types: []");
     support::write(dir.path(), "identity.yaml", &broken);
-    let out = std::process::Command::new(support::BIN)
-        .args(["validate", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = support::validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("identity.yaml: clients[0].grant_types: name at least one grant type"),
         "{text}"

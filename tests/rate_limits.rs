@@ -331,13 +331,8 @@ routes:
       - {name: r, key: route, rate: 1/s}
 "#,
     );
-    let out = std::process::Command::new(support::BIN)
-        .args(["validate", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = support::validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     for expected in [
         "trusted_proxies[0]: \"10.0.0.1/8\" has host bits set",
         "trusted_proxies[1]: \"nowhere\" is not an IP address",

@@ -258,13 +258,8 @@ routes:
     upstream: ghost
 "#,
     );
-    let out = std::process::Command::new(support::BIN)
-        .args(["validate", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (code, text) = support::validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     for expected in [
         "gatehouse.yaml: listeners[0].address: \"nowhere\" is not an IP:port address",
         "gatehouse.yaml: listeners[1].tls: a TLS listener needs at least one certificate",

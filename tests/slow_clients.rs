@@ -273,13 +273,8 @@ fn zero_deadlines_are_refused_at_load() {
         "gatehouse.yaml",
         "listeners:\n  - address: 127.0.0.1:1\nlimits:\n  request_header_timeout: 0s\n  request_body_timeout: 0s\nupstreams:\n  a:\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: a\n",
     );
-    let out = std::process::Command::new(support::BIN)
-        .args(["validate", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .expect("validate");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = support::validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     for key in [
         "limits.request_header_timeout",
         "limits.request_body_timeout",

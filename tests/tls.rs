@@ -545,13 +545,8 @@ fn session_tickets_off_on_a_plain_listener_is_refused_at_load() {
         "gatehouse.yaml",
         "listeners:\n  - address: 127.0.0.1:1\n    session_tickets: false\nupstreams:\n  a:\n    targets: [\"127.0.0.1:2\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: a\n",
     );
-    let out = std::process::Command::new(support::BIN)
-        .args(["validate", "--config"])
-        .arg(dir.path().join("gatehouse.yaml"))
-        .output()
-        .expect("validate");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = support::validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("listeners[0].session_tickets: session_tickets is for TLS listeners"),
         "{text}"

@@ -379,6 +379,20 @@ pub fn write(dir: &Path, name: &str, contents: &str) {
     std::fs::rename(&tmp, &path).expect("rename config");
 }
 
+/// Runs `gatehouse validate --config <dir>/gatehouse.yaml`: its exit code and standard output
+/// (where the configuration's errors are listed).
+pub fn validate(dir: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir.join("gatehouse.yaml"))
+        .output()
+        .expect("run gatehouse validate");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 fn read_to_string(path: &Path) -> String {
     let mut s = String::new();
     if let Ok(mut f) = std::fs::File::open(path) {
