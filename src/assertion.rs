@@ -27,7 +27,8 @@ use crate::clock::unix_now;
 use crate::metrics;
 
 /// The request header the assertion travels in.
-pub const ASSERTION_HEADER: &str = "x-gatehouse-assertion";
+pub const ASSERTION_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-gatehouse-assertion");
 
 /// `typ` of the assertion's JOSE header (explicit typing, RFC 8725 §3.11): a backend can tell an
 /// assertion from an access token signed by a key it also trusts.

@@ -15,6 +15,7 @@
 
 pub mod challenge;
 pub mod client_limits;
+mod head_parts;
 pub mod request_id;
 pub mod request_target;
 pub mod respond;
@@ -42,6 +43,7 @@ use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
+use head_parts::{RequestParts, ResponseParts};
 use request_id::RequestId;
 use respond::{DenyReason, Rejection};
 
@@ -125,7 +127,7 @@ impl ProxyHttp for Gateway {
     /// (429, 401/403, 403/503 from authorization) and 503 when no target is up.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id =
-            RequestId::from_client(session.req_header().headers.get(request_id::HEADER));
+            RequestId::from_client(session.req_header().headers.get(&request_id::HEADER_NAME));
         let snapshot = self.store.current();
         ctx.snapshot = Some(snapshot.clone());
         let req = session.req_header();
@@ -287,52 +289,63 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.as_ref() else {
             return Ok(());
         };
-        // First, so nothing below can be overwritten by a client's copy.
         let policy = &route.policy;
-        policy.identity_headers.strip(upstream);
+        // The three forwarded headers, the request id and perhaps Host; on a verified request,
+        // the identity headers, the decision id and the assertion.
+        let verified = ctx
+            .identity
+            .as_ref()
+            .map_or(0, |_| policy.identity_headers.mappings.len() + 2);
+        let mut head = RequestParts::take(upstream, 5 + verified);
+        let headers = head.headers();
+        // First, so nothing below can be overwritten by a client's copy.
+        policy.identity_headers.strip(headers);
         if let Some(identity) = &ctx.identity {
-            policy.identity_headers.inject(upstream, identity)?;
+            policy.identity_headers.inject(headers, identity);
             if let Some(decision) = ctx.authz.as_ref().and_then(|a| a.decision_id.as_ref()) {
-                upstream.insert_header(stages::DECISION_ID_HEADER, &**decision)?;
+                headers.insert(stages::DECISION_ID_HEADER, header_value(decision)?);
             }
             if let Some(audience) = &policy.assertion_audience {
-                upstream.insert_header(
+                headers.insert(
                     crate::assertion::ASSERTION_HEADER,
                     assertion(ctx, identity, &route.name, audience)?,
-                )?;
+                );
             }
         }
         if policy.strip_authorization {
-            upstream.remove_header(&http::header::AUTHORIZATION);
-        }
-        if route.strip_prefix.is_some() {
-            let original = upstream.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let rewritten = route.upstream_path(original);
-            if let Ok(uri) = rewritten.parse::<http::Uri>() {
-                upstream.set_uri(uri);
-            }
+            headers.remove(http::header::AUTHORIZATION);
         }
         if let Some(host) = &route.host_override {
-            upstream.insert_header(http::header::HOST, host.as_str())?;
-        } else if !upstream.headers.contains_key(http::header::HOST) {
+            headers.insert(http::header::HOST, header_value(host)?);
+        } else if !headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without one; it goes upstream as HTTP/1.1, which
             // must have one (RFC 9112 §3.2). The target's address, as nginx sends by default.
             if let Some(target) = ctx.target {
-                upstream.insert_header(http::header::HOST, target.to_string())?;
+                headers.insert(http::header::HOST, header_value(&target.to_string())?);
             }
         }
         // An edge gateway is the first hop it can trust: whatever the client wrote in these
         // headers is replaced, never appended to.
         if let Some(ip) = ctx.client_ip {
-            upstream.insert_header("x-forwarded-for", ip_header_value(ip))?;
+            headers.insert(head_parts::X_FORWARDED_FOR, ip_header_value(ip));
         }
         let proto = if self.role.tls { "https" } else { "http" };
-        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+        headers.insert(
+            head_parts::X_FORWARDED_PROTO,
+            HeaderValue::from_static(proto),
+        );
         if !ctx.host.is_empty() {
-            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
+            headers.insert(head_parts::X_FORWARDED_HOST, header_value(&ctx.host)?);
         }
-        upstream.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
-        Ok(())
+        headers.insert(request_id::HEADER_NAME, ctx.request_id.header_value());
+        if route.strip_prefix.is_some() {
+            let original = head.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let rewritten = route.upstream_path(original);
+            if let Ok(uri) = rewritten.parse::<http::Uri>() {
+                head.set_uri(uri);
+            }
+        }
+        head.put(upstream)
     }
 
     async fn response_filter(
@@ -341,12 +354,19 @@ impl ProxyHttp for Gateway {
         response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header(request_id::HEADER, ctx.request_id.header_value())?;
+        let rate_limit = if ctx.rate_limit_headers.is_some() {
+            2
+        } else {
+            0
+        };
+        let mut head = ResponseParts::take(response, 1 + rate_limit);
+        let headers = head.headers();
+        headers.insert(request_id::HEADER_NAME, ctx.request_id.header_value());
         if let Some(limits) = &ctx.rate_limit_headers {
-            response.insert_header("ratelimit-policy", limits.policy.as_str())?;
-            response.insert_header("ratelimit", limits.limit.as_str())?;
+            headers.insert(head_parts::RATELIMIT_POLICY, header_value(&limits.policy)?);
+            headers.insert(head_parts::RATELIMIT, header_value(&limits.limit)?);
         }
-        Ok(())
+        head.put(response)
     }
 
     fn fail_to_connect(
@@ -607,9 +627,32 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// An address as a header value (its text is always a valid value).
+/// Text the gateway holds (a host, a decision id) as a header value; Pingora's `insert_header`
+/// refused invalid text the same way.
+fn header_value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text)
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid header value", e))
+}
+
+/// An address as a header value (its text is always a valid value). IPv4, the common case, is
+/// written without `fmt`, which took as long as inserting the header.
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static(""))
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let mut buffer = itoa::Buffer::new();
+        let digits = buffer.format(octet).as_bytes();
+        text[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
@@ -634,7 +677,10 @@ fn strip_port(host: &str) -> &str {
             .split_once(']')
             .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    match host.bytes().rposition(|b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
 }
 
 fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {

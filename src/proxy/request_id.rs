@@ -8,6 +8,7 @@ use std::fmt;
 use http::HeaderValue;
 
 pub const HEADER: &str = "x-request-id";
+pub const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(HEADER);
 
 /// Longest client-supplied id we keep; longer ones are replaced rather than truncated.
 const MAX_LEN: usize = 128;

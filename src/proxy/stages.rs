@@ -20,7 +20,8 @@ use crate::routing::Route;
 
 /// The request header carrying the allowing decision's id to the upstream (in the gateway's
 /// identity namespace, so no client can send its own).
-pub const DECISION_ID_HEADER: &str = "x-gatehouse-decision-id";
+pub const DECISION_ID_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-gatehouse-decision-id");
 
 /// What the authorization stage decided, for the upstream header and the access log.
 #[derive(Debug)]

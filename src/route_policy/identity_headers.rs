@@ -14,8 +14,7 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::VerifiedIdentity;
@@ -77,24 +76,19 @@ impl IdentityHeaders {
     }
 
     /// Removes every header in the namespace, all copies (names are stored lower case).
-    pub fn strip(&self, upstream: &mut RequestHeader) {
+    pub fn strip(&self, upstream: &mut HeaderMap) {
         let forged: Vec<HeaderName> = upstream
-            .headers
             .keys()
             .filter(|name| self.namespace.contains(name.as_str()))
             .cloned()
             .collect();
         for name in &forged {
-            upstream.remove_header(name);
+            upstream.remove(name);
         }
     }
 
     /// Injects the verified claims.
-    pub fn inject(
-        &self,
-        upstream: &mut RequestHeader,
-        identity: &VerifiedIdentity,
-    ) -> pingora::Result<()> {
+    pub fn inject(&self, upstream: &mut HeaderMap, identity: &VerifiedIdentity) {
         for (header, source) in &self.mappings {
             let value: Option<Cow<'_, str>> = match source {
                 ClaimSource::Subject => Some(Cow::Borrowed(&identity.subject)),
@@ -107,11 +101,10 @@ impl IdentityHeaders {
                 let value = percent_encoded(&value);
                 // Always valid: only visible ASCII and space remain.
                 if let Ok(value) = HeaderValue::from_str(&value) {
-                    upstream.insert_header(header.clone(), value)?;
+                    upstream.insert(header.clone(), value);
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -182,17 +175,19 @@ mod tests {
         }
     }
 
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+    fn request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut r = HeaderMap::new();
         for (n, v) in headers {
-            r.append_header(n.to_string(), *v).unwrap();
+            r.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         r
     }
 
-    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
-        r.headers
-            .get_all(name)
+    fn values(r: &HeaderMap, name: &str) -> Vec<String> {
+        r.get_all(name)
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
             .collect()
@@ -211,7 +206,7 @@ mod tests {
             ("X-Request-Color", "blue"),
         ]);
         headers.strip(&mut r);
-        let left: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        let left: Vec<&str> = r.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-request-color"]);
     }
 
@@ -227,7 +222,7 @@ mod tests {
         let mut r = request(&[("x-user-id", "forged")]);
         headers.strip(&mut r);
         let id = identity(json!({"email": "alice@example.com", "department": "eng"}));
-        headers.inject(&mut r, &id).unwrap();
+        headers.inject(&mut r, &id);
         assert_eq!(values(&r, "x-user-id"), ["alice"]);
         assert_eq!(values(&r, "x-user-roles"), ["admin,editor"]);
         assert_eq!(values(&r, "x-jwt-email"), ["alice@example.com"]);
@@ -250,8 +245,8 @@ mod tests {
     fn a_missing_claim_sends_no_header() {
         let headers = IdentityHeaders::new(&namespace(), vec![]);
         let mut r = request(&[]);
-        headers.inject(&mut r, &identity(json!({}))).unwrap();
-        assert!(r.headers.get("x-jwt-email").is_none());
+        headers.inject(&mut r, &identity(json!({})));
+        assert!(r.get("x-jwt-email").is_none());
         assert_eq!(values(&r, "x-user-id"), ["alice"]);
     }
 }

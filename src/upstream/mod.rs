@@ -5,9 +5,8 @@
 //! task that holds only a `Weak` reference: when the last snapshot naming the pool is dropped, the
 //! task ends by itself.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,8 +33,21 @@ pub enum HashKey {
 }
 
 enum Selector {
+    /// Pingora's balancer runs the health checks; the choice is made here, from `Pool::ring`.
     RoundRobin(LoadBalancer<RoundRobin>),
     ConsistentHash(LoadBalancer<Consistent>, HashKey),
+}
+
+/// One target and what selection needs to know about it, read without hashing anything:
+/// Pingora's `select_with` hashes each candidate twice (its readiness map and its seen-set).
+struct Target {
+    addr: SocketAddr,
+    backend: Backend,
+    /// Copied from Pingora's health state after each health-check round, the only writer.
+    healthy: AtomicBool,
+    /// Milliseconds since `Pool::epoch` until which the target is skipped after a refused
+    /// connection.
+    ejected_until: AtomicU64,
 }
 
 /// Upstream TLS: always verified against `sni`, with an optional private CA bundle.
@@ -61,8 +73,10 @@ pub struct Pool {
     pub name: Arc<str>,
     pub fingerprint: String,
     selector: Selector,
-    /// Milliseconds since `epoch` until which a target is skipped after a refused connection.
-    ejected_until: HashMap<SocketAddr, AtomicU64>,
+    targets: Box<[Target]>,
+    /// Weighted round robin: each target's index `weight` times, walked by `next`.
+    ring: Box<[u16]>,
+    next: AtomicUsize,
     eject_for: Duration,
     epoch: Instant,
     timeouts: TimeoutSpec,
@@ -79,15 +93,22 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     pub fn build(parts: PoolParts) -> Result<Pool, String> {
-        let backends = parts
+        let targets: Box<[Target]> = parts
             .targets
             .iter()
-            .map(|(addr, weight)| Backend {
-                addr: PingoraAddr::Inet(*addr),
-                weight: *weight,
-                ext: Default::default(),
+            .map(|(addr, weight)| Target {
+                addr: *addr,
+                backend: Backend {
+                    addr: PingoraAddr::Inet(*addr),
+                    weight: *weight,
+                    ext: Default::default(),
+                },
+                healthy: AtomicBool::new(false),
+                ejected_until: AtomicU64::new(0),
             })
             .collect();
+        let ring = ring(&parts.targets)?;
+        let backends = targets.iter().map(|t| t.backend.clone()).collect();
         let mut backends = Backends::new(discovery::Static::new(backends));
         if let Some(spec) = &parts.health_check {
             backends.set_health_check(health_check(spec, parts.tls.as_ref()));
@@ -96,22 +117,22 @@ impl Pool {
             None => Selector::RoundRobin(load_balancer(backends)?),
             Some(key) => Selector::ConsistentHash(load_balancer(backends)?, key),
         };
-        Ok(Pool {
+        let pool = Pool {
             name: parts.name.into(),
             fingerprint: parts.fingerprint,
             selector,
-            ejected_until: parts
-                .targets
-                .iter()
-                .map(|(addr, _)| (*addr, AtomicU64::new(0)))
-                .collect(),
+            targets,
+            ring,
+            next: AtomicUsize::new(0),
             eject_for: parts.eject_for,
             epoch: Instant::now(),
             timeouts: parts.timeouts,
             tls: parts.tls,
             health_interval: parts.health_check.map(|h| h.interval),
             health_started: AtomicBool::new(false),
-        })
+        };
+        pool.copy_health();
+        Ok(pool)
     }
 
     pub fn hash_key(&self) -> Option<&HashKey> {
@@ -123,12 +144,23 @@ impl Pool {
 
     /// A healthy, non-ejected target, or `None` when every target is down.
     pub fn select(&self, key: &[u8]) -> Option<SocketAddr> {
-        let accept = |b: &Backend, healthy: bool| healthy && !self.is_ejected(b);
-        let backend = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(key, 256, accept),
-            Selector::ConsistentHash(lb, _) => lb.select_with(key, 256, accept),
-        }?;
-        backend.addr.as_inet().copied()
+        match &self.selector {
+            Selector::RoundRobin(_) => {
+                // Every slot once, from the next in turn: a target down passes its turn on.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..self.ring.len())
+                    .map(|k| start.wrapping_add(k) % self.ring.len())
+                    .map(|slot| &self.targets[usize::from(self.ring[slot])])
+                    .find(|t| t.healthy.load(Ordering::Relaxed) && !self.is_ejected(t))
+                    .map(|t| t.addr)
+            }
+            Selector::ConsistentHash(lb, _) => {
+                let accept = |b: &Backend, healthy: bool| {
+                    healthy && !self.target(b).is_some_and(|t| self.is_ejected(t))
+                };
+                lb.select_with(key, 256, accept)?.addr.as_inet().copied()
+            }
+        }
     }
 
     /// The peer to connect to, carrying this pool's timeouts and TLS settings.
@@ -154,23 +186,34 @@ impl Pool {
         if self.eject_for.is_zero() {
             return;
         }
-        if let Some(until) = self.ejected_until.get(&target) {
-            let ms = self.now_ms() + self.eject_for.as_millis() as u64;
-            until.store(ms, Ordering::Relaxed);
+        let ms = self.now_ms() + self.eject_for.as_millis() as u64;
+        for t in self.targets.iter().filter(|t| t.addr == target) {
+            t.ejected_until.store(ms, Ordering::Relaxed);
         }
     }
 
     pub fn target_count(&self) -> usize {
-        self.ejected_until.len()
+        self.targets.len()
     }
 
     pub fn healthy_count(&self) -> usize {
-        let backends = self.backends();
-        backends
-            .get_backend()
+        self.targets
             .iter()
-            .filter(|b| backends.ready(b) && !self.is_ejected(b))
+            .filter(|t| t.healthy.load(Ordering::Relaxed) && !self.is_ejected(t))
             .count()
+    }
+
+    /// Copies Pingora's health state (healthy and enabled) into the targets.
+    fn copy_health(&self) {
+        let backends = self.backends();
+        for t in self.targets.iter() {
+            t.healthy
+                .store(backends.ready(&t.backend), Ordering::Relaxed);
+        }
+    }
+
+    fn target(&self, backend: &Backend) -> Option<&Target> {
+        self.targets.iter().find(|t| t.backend == *backend)
     }
 
     /// Start the active health check, once per pool, on the current runtime.
@@ -191,6 +234,7 @@ impl Pool {
                     break;
                 };
                 pool.backends().run_health_check(true).await;
+                pool.copy_health();
             }
         });
     }
@@ -203,12 +247,9 @@ impl Pool {
     }
 
     /// The clock is read only for a target that has been ejected at some time.
-    fn is_ejected(&self, b: &Backend) -> bool {
-        b.addr
-            .as_inet()
-            .and_then(|a| self.ejected_until.get(a))
-            .map(|until| until.load(Ordering::Relaxed))
-            .is_some_and(|until| until != 0 && until > self.now_ms())
+    fn is_ejected(&self, t: &Target) -> bool {
+        let until = t.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > self.now_ms()
     }
 
     fn now_ms(&self) -> u64 {
@@ -231,6 +272,19 @@ impl Pool {
             .unwrap(),
         )
     }
+}
+
+/// Each target's index, `weight` times over, as Pingora's weighted selection lays them out.
+fn ring(targets: &[(SocketAddr, usize)]) -> Result<Box<[u16]>, String> {
+    let mut ring = Vec::new();
+    for (index, (_, weight)) in targets.iter().enumerate() {
+        let index = u16::try_from(index).map_err(|_| "more than 65536 targets".to_string())?;
+        ring.extend(std::iter::repeat_n(index, *weight));
+    }
+    if ring.is_empty() {
+        return Err("the targets' weights add up to zero".into());
+    }
+    Ok(ring.into_boxed_slice())
 }
 
 fn load_balancer<S>(backends: Backends) -> Result<LoadBalancer<S>, String>
@@ -287,5 +341,54 @@ fn health_check(
             }
             Box::new(check)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(targets: &[(&str, usize)]) -> Pool {
+        Pool::build(PoolParts {
+            name: "test".into(),
+            targets: targets
+                .iter()
+                .map(|(addr, weight)| (addr.parse().unwrap(), *weight))
+                .collect(),
+            hash_key: None,
+            health_check: None,
+            eject_for: Duration::from_secs(60),
+            timeouts: TimeoutSpec::default(),
+            tls: None,
+            fingerprint: String::new(),
+        })
+        .unwrap()
+    }
+
+    fn picks(pool: &Pool, n: usize) -> Vec<u16> {
+        (0..n)
+            .map(|_| pool.select(b"").map_or(0, |a| a.port()))
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_follows_the_weights_and_skips_targets_that_are_down() {
+        let pool = pool(&[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)]);
+        let first = picks(&pool, 8);
+        assert_eq!(first.iter().filter(|p| **p == 1).count(), 6, "{first:?}");
+        assert_eq!(first.iter().filter(|p| **p == 2).count(), 2, "{first:?}");
+
+        pool.eject("127.0.0.1:1".parse().unwrap());
+        assert_eq!(picks(&pool, 5), [2; 5]);
+        assert_eq!(pool.healthy_count(), 1);
+
+        pool.targets[1].healthy.store(false, Ordering::Relaxed);
+        assert_eq!(pool.select(b""), None);
+        assert_eq!(pool.healthy_count(), 0);
+    }
+
+    #[test]
+    fn weights_must_add_up_to_something() {
+        assert!(ring(&[("127.0.0.1:1".parse().unwrap(), 0)]).is_err());
     }
 }

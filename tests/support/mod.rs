@@ -20,7 +20,7 @@ pub mod redis;
 pub mod slow_clients;
 // Not every test file uses every helper.
 #[allow(unused_imports)]
-pub use polling::{eventually, free_port, metric_value, READY_TIMEOUT};
+pub use polling::{connections_to, eventually, free_port, metric_value, READY_TIMEOUT};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 

@@ -41,3 +41,21 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Established TCP connections to `port` on this machine (IPv4, from `/proc/net/tcp`): how a
+/// test sees that the gateway has passed a request on to an upstream that is still answering.
+pub fn connections_to(port: u16) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st (01 = ESTABLISHED)
+            fields.len() > 3 && fields[2].ends_with(&port) && fields[3] == "01"
+        })
+        .count()
+}

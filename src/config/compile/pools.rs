@@ -21,6 +21,10 @@ use crate::route_policy::identity_headers::IdentityNamespace;
 use crate::tls::{self, CertError};
 use crate::upstream::{HashKey, Pool, PoolParts, UpstreamTls};
 
+/// A target's weight is how many slots it takes in the round-robin ring (and, times 160, in the
+/// consistent-hash ring), so it is bounded.
+const MAX_WEIGHT: usize = 1000;
+
 impl Compiler {
     pub(super) fn pools(
         &mut self,
@@ -106,11 +110,11 @@ impl Compiler {
                     self.error(file, at.index(i), msg, Some("use host:port".into()));
                 }
             }
-            if t.weight() == 0 {
+            if !(1..=MAX_WEIGHT).contains(&t.weight()) {
                 self.error(
                     file,
                     at.index(i).field("weight"),
-                    "must be at least 1",
+                    format!("must be from 1 to {MAX_WEIGHT}"),
                     None,
                 );
             }
