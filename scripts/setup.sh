@@ -7,8 +7,9 @@
 #                             service, if apt starts them, are never used)
 #   scripts/setup.sh bench    plus the benchmark peers (wrk, nginx-light, haproxy), h2load
 #                             (nghttp2-client: benches/run.sh's fixed-rate latency, TLS handshake
-#                             and HTTP/2 runs) and openssl (benches/auth.sh derives HAProxy's
+#                             and HTTP/2 runs), openssl (benches/auth.sh derives HAProxy's
 #                             public key file with it; benches/run.sh makes its certificates)
+#                             and valgrind (benches/instructions.sh counts instructions)
 set -euo pipefail
 
 need=()
@@ -23,6 +24,7 @@ if [ "${1:-}" = "bench" ]; then
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
   command -v openssl >/dev/null || need+=(openssl)
   command -v h2load >/dev/null || need+=(nghttp2-client)
+  command -v valgrind >/dev/null || need+=(valgrind)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
