@@ -28,7 +28,8 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Timelike};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::Value as Json;
 
-use crate::request::{Ipv4Text, Principal, RequestContext, Resource};
+use crate::request::{Principal, RequestContext, Resource};
+use gatehouse_service::ip_text::Ipv4Text;
 
 mod native;
 use native::Native;

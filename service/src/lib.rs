@@ -11,11 +11,13 @@
 //! - [`line_writer`]: a bounded queue drained by a writer thread, for access, audit and decision
 //!   logs, that never blocks the caller;
 //! - [`tracing_setup`]: the log subscriber every binary installs;
-//! - [`client_error_lines`]: Pingora's per-connection client error lines, counted and thinned out.
+//! - [`client_error_lines`]: Pingora's per-connection client error lines, counted and thinned out;
+//! - [`ip_text`]: an IPv4 address's text without `fmt`.
 
 pub mod admin;
 pub mod buffered;
 pub mod client_error_lines;
+pub mod ip_text;
 pub mod line_writer;
 pub mod located;
 pub mod reload;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use gatehouse_service::ip_text::Ipv4Text;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
@@ -637,22 +638,11 @@ fn header_value(text: &str) -> Result<HeaderValue> {
 /// An address as a header value (its text is always a valid value). IPv4, the common case, is
 /// written without `fmt`, which took as long as inserting the header.
 fn ip_header_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    let value = match ip {
+        IpAddr::V4(v4) => HeaderValue::from_str(Ipv4Text::new(v4).as_str()),
+        IpAddr::V6(_) => HeaderValue::try_from(ip.to_string()),
     };
-    let mut text = [0u8; 15];
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
-        }
-        let mut buffer = itoa::Buffer::new();
-        let digits = buffer.format(octet).as_bytes();
-        text[len..len + digits.len()].copy_from_slice(digits);
-        len += digits.len();
-    }
-    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static(""))
+    value.unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The host the client asked for, lower case, without port: the URI authority (HTTP/2 and
