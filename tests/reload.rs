@@ -251,6 +251,8 @@ include: [routes.yaml]
         r#"upstreams:
   api:
     targets: []
+  weighted:
+    targets: [{address: "127.0.0.1:1", weight: 0}, {address: "127.0.0.1:2", weight: 1001}]
 routes:
   - name: a
     match:
@@ -264,9 +266,11 @@ routes:
         "gatehouse.yaml: listeners[0].address: \"nowhere\" is not an IP:port address",
         "gatehouse.yaml: listeners[1].tls: a TLS listener needs at least one certificate",
         "routes.yaml: upstreams.api.targets: at least one target is needed",
-        "routes.yaml: routes[0].upstream: unknown upstream \"ghost\" (hint: defined upstreams: api)",
+        "routes.yaml: upstreams.weighted.targets[0].weight: must be from 1 to 1000",
+        "routes.yaml: upstreams.weighted.targets[1].weight: must be from 1 to 1000",
+        "routes.yaml: routes[0].upstream: unknown upstream \"ghost\" (hint: defined upstreams: api, weighted)",
         "routes.yaml: routes[0].match.path: segment \"x{id}\" mixes text and a {capture}",
-        "5 problem(s) found",
+        "7 problem(s) found",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
