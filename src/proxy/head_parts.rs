@@ -79,13 +79,17 @@ impl RequestParts {
 /// The response head, as [`RequestParts`] is the request's.
 pub struct ResponseParts {
     parts: response::Parts,
+    /// Only a reason phrase other than the status code's own: Pingora writes that one itself.
     reason_phrase: Option<String>,
 }
 
 impl ResponseParts {
     /// Takes the head out of `header`, with room for `added` more headers.
     pub fn take(header: &mut ResponseHeader, added: usize) -> ResponseParts {
-        let reason_phrase = header.get_reason_phrase().map(str::to_owned);
+        let reason_phrase = header
+            .get_reason_phrase()
+            .filter(|reason| Some(*reason) != header.status.canonical_reason())
+            .map(str::to_owned);
         let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
         let mut parts = response::Parts::from(std::mem::replace(header, placeholder));
         parts.headers.reserve(added);
@@ -102,7 +106,9 @@ impl ResponseParts {
     /// Puts the edited head back into `header`, for Pingora to send.
     pub fn put(self, header: &mut ResponseHeader) -> pingora::Result<()> {
         let mut rebuilt = ResponseHeader::from(self.parts);
-        rebuilt.set_reason_phrase(self.reason_phrase.as_deref())?;
+        if let Some(reason) = self.reason_phrase {
+            rebuilt.set_reason_phrase(Some(&reason))?;
+        }
         *header = rebuilt;
         Ok(())
     }

@@ -151,7 +151,7 @@ impl Pool {
                 (0..self.ring.len())
                     .map(|k| start.wrapping_add(k) % self.ring.len())
                     .map(|slot| &self.targets[usize::from(self.ring[slot])])
-                    .find(|t| t.healthy.load(Ordering::Relaxed) && !self.is_ejected(t))
+                    .find(|t| self.usable(t))
                     .map(|t| t.addr)
             }
             Selector::ConsistentHash(lb, _) => {
@@ -197,10 +197,7 @@ impl Pool {
     }
 
     pub fn healthy_count(&self) -> usize {
-        self.targets
-            .iter()
-            .filter(|t| t.healthy.load(Ordering::Relaxed) && !self.is_ejected(t))
-            .count()
+        self.targets.iter().filter(|t| self.usable(t)).count()
     }
 
     /// Copies Pingora's health state (healthy and enabled) into the targets.
@@ -244,6 +241,10 @@ impl Pool {
             Selector::RoundRobin(lb) => lb.backends(),
             Selector::ConsistentHash(lb, _) => lb.backends(),
         }
+    }
+
+    fn usable(&self, t: &Target) -> bool {
+        t.healthy.load(Ordering::Relaxed) && !self.is_ejected(t)
     }
 
     /// The clock is read only for a target that has been ejected at some time.
