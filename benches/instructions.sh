@@ -14,6 +14,8 @@
 # Usage: benches/instructions.sh
 #   REQUESTS=N (default 10000)  SMOKE=1 (200 requests: checks the runner, not the figures)
 #   GATEHOUSE_BIN=path  PINGORA_BIN=path (default: built as for benches/run.sh)  KEEP_WORKDIR=1
+#   BASE_BIN=path (an earlier gatehouse build, measured too, with the same config: a third row
+#   and the ratio gatehouse/base)
 # Needs valgrind (scripts/setup.sh bench installs it), nginx, h2load, curl.
 set -euo pipefail
 BENCH_NAME=instructions.sh
@@ -28,6 +30,7 @@ WARM_REQUESTS=$((SMOKE ? 100 : 2000))
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 PINGORA_BIN=${PINGORA_BIN:-}
+BASE_BIN=${BASE_BIN:-}
 [[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || usage_err "REQUESTS=$REQUESTS (want a positive integer)"
 require_tools " (Debian: valgrind, nginx-light, nghttp2-client)" valgrind callgrind_control \
     callgrind_annotate nginx h2load curl ss setsid
@@ -59,6 +62,7 @@ for l in sys.stdin:
         print(m["executable"])') || die "building bare_pingora failed"
 fi
 [[ -x $PINGORA_BIN ]] || die "bare Pingora binary not found at '$PINGORA_BIN'"
+[[ -z $BASE_BIN || -x $BASE_BIN ]] || die "BASE_BIN: no executable at '$BASE_BIN'"
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -73,7 +77,10 @@ http {
     server { listen 127.0.0.1:$PORT_ORIGIN; location / { return 200 "hello\n"; } }
 }
 EOF
-cat >"$WORK/gatehouse.yaml" <<EOF
+# In a directory of its own: the gateway reloads on any change in its config's directory, and the
+# runner writes its dumps and load reports into $WORK while the gateway is measured.
+mkdir -p "$WORK/gatehouse"
+cat >"$WORK/gatehouse/gatehouse.yaml" <<EOF
 server:
   threads: 1
   work_stealing: false
@@ -122,13 +129,20 @@ measure() { # name port cmd...
 }
 
 log "gatehouse under callgrind ($REQUESTS measured requests)"
-gh=$(measure gatehouse "$PORT_GATEHOUSE" "$GATEHOUSE_BIN" --config "$WORK/gatehouse.yaml")
+gh=$(measure gatehouse "$PORT_GATEHOUSE" "$GATEHOUSE_BIN" --config "$WORK/gatehouse/gatehouse.yaml")
+if [[ -n $BASE_BIN ]]; then
+    log "the base build under callgrind ($REQUESTS measured requests)"
+    base=$(measure gatehouse_base "$PORT_GATEHOUSE" "$BASE_BIN" --config "$WORK/gatehouse/gatehouse.yaml")
+fi
 log "bare Pingora under callgrind ($REQUESTS measured requests)"
 bare=$(measure bare_pingora "$PORT_PINGORA" "$PINGORA_BIN" "127.0.0.1:$PORT_PINGORA" "127.0.0.1:$PORT_ORIGIN")
 
 echo
 printf '%-14s %s\n' "proxy" "user-space instructions per request"
-printf '%-14s %d\n' gatehouse "$gh" "bare Pingora" "$bare"
+printf '%-14s %d\n' gatehouse "$gh"
+[[ -n $BASE_BIN ]] && printf '%-14s %d\n' base "$base"
+printf '%-14s %d\n' "bare Pingora" "$bare"
 awk -v g="$gh" -v b="$bare" 'BEGIN { printf "gatehouse/bare Pingora: %.3f\n", g / b }'
+[[ -n $BASE_BIN ]] && awk -v g="$gh" -v b="$base" 'BEGIN { printf "gatehouse/base: %.3f\n", g / b }'
 ((SMOKE)) && echo "(SMOKE=1: $REQUESTS requests; the figures are not meaningful)"
 exit 0
