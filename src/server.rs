@@ -247,17 +247,14 @@ where
                 deadline,
                 first_until,
                 session,
-                |session| async move {
-                    let (stream, persistent) = self
-                        .app
-                        .process_new_http(session, shutdown)
-                        .await?
-                        .consume();
+                |session| self.app.process_new_http(session, shutdown),
+                |reused| {
+                    let (stream, persistent) = reused.consume();
                     let mut session = ServerSession::new_http1(stream);
                     if let Some(persistent) = persistent {
                         persistent.apply_to_session(&mut session);
                     }
-                    Some(session)
+                    session
                 },
             )
             .await;

@@ -49,19 +49,25 @@ pub fn header_read() {
     let _ = HEADER_READ.try_with(|read| read.store(true, Ordering::Relaxed));
 }
 
-/// Runs `connection` (one HTTP/1 connection's request loop) with the header deadline in force.
-/// `next_request` serves one request and returns what to do next (`Some` to continue). The
-/// first header must be read by `first_until` (the connection may have been waited on already);
-/// each later one within `deadline` of the previous request's end.
-pub async fn with_header_deadline<S, F, Fut>(
+/// Runs one HTTP/1 connection's request loop with the header deadline in force. `serve` starts
+/// one request on `state` and resolves to what carries over to the next (`None` ends the
+/// connection); `next` turns that into the next request's state. The first header must be read
+/// by `first_until` (the connection may have been waited on already); each later one within
+/// `deadline` of the previous request's end.
+///
+/// `serve` returns the request's future itself, which the loop pins where it stands: Pingora's
+/// request future is several kilobytes, and wrapping it in a future of our own moved it once
+/// more for every request.
+pub async fn with_header_deadline<S, R, F, Fut, N>(
     deadline: Duration,
     first_until: tokio::time::Instant,
     mut state: S,
-    mut next_request: F,
-) -> Option<S>
-where
+    mut serve: F,
+    mut next: N,
+) where
     F: FnMut(S) -> Fut,
-    Fut: std::future::Future<Output = Option<S>>,
+    Fut: std::future::Future<Output = Option<R>>,
+    N: FnMut(R) -> S,
 {
     let read = Arc::new(AtomicBool::new(false));
     HEADER_READ
@@ -76,11 +82,11 @@ where
             loop {
                 read.store(false, Ordering::Relaxed);
                 timer.as_mut().reset(until);
-                let request = next_request(state);
+                let request = serve(state);
                 tokio::pin!(request);
-                let next = std::future::poll_fn(|cx| {
-                    if let Poll::Ready(next) = request.as_mut().poll(cx) {
-                        return Poll::Ready(Some(next));
+                let served = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(served) = request.as_mut().poll(cx) {
+                        return Poll::Ready(Some(served));
                     }
                     if !read.load(Ordering::Relaxed) && timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
@@ -88,11 +94,14 @@ where
                     Poll::Pending
                 })
                 .await;
-                let Some(next) = next else {
+                let Some(served) = served else {
                     deadline_passed(deadline);
-                    return None;
+                    return;
                 };
-                state = next?;
+                let Some(carried) = served else {
+                    return;
+                };
+                state = next(carried);
                 until = tokio::time::Instant::now() + deadline;
             }
         })
