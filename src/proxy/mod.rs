@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use gatehouse_service::ip_text::Ipv4Text;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
@@ -40,7 +41,7 @@ use crate::config::file::AccessLogFormat;
 use crate::config::Snapshot;
 use crate::metrics;
 use crate::reload::ConfigStore;
-use crate::route_policy::rate_limit::{Stage, SuccessHeaders};
+use crate::route_policy::rate_limit::SuccessHeaders;
 use crate::route_policy::{AuthOutcome, VerifiedIdentity};
 use crate::routing::{Route, RouteLookup};
 use crate::upstream::HashKey;
@@ -163,7 +164,13 @@ impl ProxyHttp for Gateway {
 
         if let Some(port) = self.role.redirect_https_port {
             let location = https_location(&ctx.host, port, req);
-            respond::redirect(session, &location, ctx.request_id.as_str()).await?;
+            // Boxed, as a refusal is (see `refuse`).
+            Box::pin(respond::redirect(
+                session,
+                &location,
+                ctx.request_id.as_str(),
+            ))
+            .await?;
             return Ok(true);
         }
         // Routing, strip_prefix, the upstream and the access log all read the normalised path.
@@ -203,23 +210,7 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
         ctx.captures = captures;
-        // The route's stages, in order; each answers the client itself when it refuses.
-        if self
-            .rate_limit(session, ctx, &route, Stage::BeforeAuth)
-            .await?
-        {
-            return Ok(true);
-        }
-        if self.authenticate(session, ctx, &route).await? {
-            return Ok(true);
-        }
-        if self
-            .rate_limit(session, ctx, &route, Stage::AfterAuth)
-            .await?
-        {
-            return Ok(true);
-        }
-        if self.authorize(session, ctx, &route, &snapshot).await? {
+        if route.policy.has_stages() && self.run_stages(session, ctx, &route, &snapshot).await? {
             return Ok(true);
         }
         // Chosen after the stages, so a hash on a claim uses the verified one.
@@ -553,26 +544,32 @@ impl Gateway {
     }
 
     /// As [`Gateway::reject`], naming the deciding policy and rule of a 403 in its body.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
+    ///
+    /// Boxed: writing a response is a future of its own, and awaited inline it made every
+    /// request's filter future as large as itself, to be allocated and moved for requests that
+    /// are never refused.
+    fn refuse<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut RequestCtx,
         rejection: Rejection,
-        message: &str,
-        headers: &[(&'static str, String)],
-        reason: DenyReason<'_>,
-    ) -> Result<bool> {
-        ctx.rejection = Some(rejection);
-        respond::denied(
-            session,
-            rejection,
-            message,
-            ctx.request_id.as_str(),
-            headers,
-            reason,
-        )
-        .await?;
-        Ok(true)
+        message: &'a str,
+        headers: &'a [(&'static str, String)],
+        reason: DenyReason<'a>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            ctx.rejection = Some(rejection);
+            respond::denied(
+                session,
+                rejection,
+                message,
+                ctx.request_id.as_str(),
+                headers,
+                reason,
+            )
+            .await?;
+            Ok(true)
+        })
     }
 }
 

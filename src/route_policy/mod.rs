@@ -44,6 +44,13 @@ pub struct RoutePolicy {
     pub rate_limits: rate_limit::RouteRateLimits,
 }
 
+impl RoutePolicy {
+    /// Whether a request on the route goes through any stage (rate limits, JWT, authorization).
+    pub fn has_stages(&self) -> bool {
+        self.auth.is_some() || self.authz.is_some() || !self.rate_limits.is_empty()
+    }
+}
+
 /// Who the request speaks for, as proven by a verified token. Set by the [`jwt`] stage only.
 #[derive(Debug)]
 pub struct VerifiedIdentity {
