@@ -72,26 +72,36 @@ pub async fn with_header_deadline<S, R, F, Fut, N>(
     let read = Arc::new(AtomicBool::new(false));
     HEADER_READ
         .scope(read.clone(), async move {
-            // One timer for the whole connection, moved forward for each request. It is polled
-            // only until the header is read: a request's task is woken several times (client,
-            // upstream, client again), and polling the timer on each wake-up registered its
-            // waker again every time.
+            // One timer for the whole connection. It is not moved forward for every request:
+            // it may fire at an earlier request's deadline, and is then moved to the current one
+            // (at most once per `deadline` on a busy connection). Resetting and polling it for
+            // every request cost more than the rest of this loop.
             let timer = tokio::time::sleep_until(first_until);
             tokio::pin!(timer);
             let mut until = first_until;
+            // Whether the timer has been polled, and so holds this task's waker.
+            let mut armed = false;
             loop {
                 read.store(false, Ordering::Relaxed);
-                timer.as_mut().reset(until);
                 let request = serve(state);
                 tokio::pin!(request);
                 let served = std::future::poll_fn(|cx| {
                     if let Poll::Ready(served) = request.as_mut().poll(cx) {
                         return Poll::Ready(Some(served));
                     }
-                    if !read.load(Ordering::Relaxed) && timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
+                    // Only while waiting for a header: a request's task is woken several times
+                    // (client, upstream, client again).
+                    if read.load(Ordering::Relaxed) || (armed && !timer.is_elapsed()) {
+                        return Poll::Pending;
                     }
-                    Poll::Pending
+                    if timer.deadline() < until {
+                        timer.as_mut().reset(until);
+                    }
+                    armed = true;
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    }
                 })
                 .await;
                 let Some(served) = served else {
