@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
