@@ -26,6 +26,8 @@
 #   run `cargo build --release --workspace --bins` and `cargo build --release --bench bare_pingora` first)
 #   PINGORA_BIN=path (bare Pingora proxy; default: the newest target/release/deps/bare_pingora-*,
 #   built if missing or whenever gatehouse is built; an explicit path is used as is, never built)
+#   BASE_BIN=path (an earlier gatehouse build: a sixth target, `base`, with the same config, in
+#   the plain-HTTP measures; the report adds gatehouse/base CPU per request)
 #   KEEP_WORKDIR=1 (keep configs, logs and raw load-generator output)
 #
 # Exit status: 0 on success; 1 if a component fails to start, fails the pre-check (non-200), or
@@ -62,6 +64,7 @@ BUILD=${BUILD:-0}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 PINGORA_BIN=${PINGORA_BIN:-}
+BASE_BIN=${BASE_BIN:-}
 if [[ $SMOKE == 1 ]]; then
     ROUNDS=1 LAT_ROUNDS=1 DURATION=1s BODY_DURATION=1s TLS_DURATION=1s LAT_DURATION=1s WARMUP=1s COOLDOWN=0.2
 fi
@@ -74,17 +77,20 @@ PORT_ADMIN=19090       # gatehouse admin
 PORT_NGINX=18081
 PORT_HAPROXY=18082
 PORT_PINGORA=18083     # bare Pingora proxy (benches/bare_pingora.rs)
+PORT_BASE=18084        # BASE_BIN, an earlier gatehouse build
+PORT_BASE_ADMIN=19091
 PORT_GATEHOUSE_TLS=18443
 PORT_PINGORA_TLS=18444
 PORT_HAPROXY_TLS=18445
 ALL_PORTS=("$PORT_ORIGIN" "$PORT_STATUS" "$PORT_GATEHOUSE" "$PORT_ADMIN" "$PORT_NGINX" "$PORT_HAPROXY"
-           "$PORT_PINGORA" "$PORT_GATEHOUSE_TLS" "$PORT_PINGORA_TLS" "$PORT_HAPROXY_TLS")
+           "$PORT_PINGORA" "$PORT_BASE" "$PORT_BASE_ADMIN" "$PORT_GATEHOUSE_TLS" "$PORT_PINGORA_TLS" "$PORT_HAPROXY_TLS")
 
 # Targets in the order they run within a round (interleaved).
 TARGETS=(direct gatehouse pingora nginx haproxy)
 TLS_TARGETS=(gatehouse pingora haproxy)
 declare -A PORT_OF=([direct]=$PORT_ORIGIN [gatehouse]=$PORT_GATEHOUSE [pingora]=$PORT_PINGORA
-                    [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
+                    [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY [base]=$PORT_BASE)
+[[ -n $BASE_BIN ]] && TARGETS=(direct gatehouse base pingora nginx haproxy)
 declare -A TLS_PORT_OF=([gatehouse]=$PORT_GATEHOUSE_TLS [pingora]=$PORT_PINGORA_TLS [haproxy]=$PORT_HAPROXY_TLS)
 
 # Both Pingora binaries are started through a symlink with these names in the work dir, so their
@@ -93,6 +99,7 @@ declare -A TLS_PORT_OF=([gatehouse]=$PORT_GATEHOUSE_TLS [pingora]=$PORT_PINGORA_
 # GATEHOUSE_BIN may be any saved build).
 PINGORA_PROC=bare_pingora
 GATEHOUSE_PROC=gatehouse
+BASE_PROC=gatehouse_base
 
 check_options GATEWAY_THREADS THREADS2 LAT_ROUNDS LAT_CLIENTS HS_CLIENTS H2_CLIENTS H2_STREAMS   # sets DUR_S, WARMUP_S
 for knob in BODY_DURATION TLS_DURATION LAT_DURATION; do
@@ -120,7 +127,7 @@ CURL=(curl -sS --noproxy '*' --max-time 2)
 # Work dir, stale runs, cleanup (setup_workdir, benches/lib.sh)
 WORK_PREFIX=gh-bench
 RUN_KIND="benchmark"
-SERVER_PROCS="nginx|haproxy|$GATEHOUSE_PROC|$PINGORA_PROC"
+SERVER_PROCS="nginx|haproxy|$GATEHOUSE_PROC|$PINGORA_PROC|$BASE_PROC"
 STOP_SIGNAL=TERM STOP_WAIT=30   # SIGKILL after 3 s
 setup_workdir
 COMPONENT_DIED=0
@@ -195,6 +202,10 @@ fi
 # Absolute, for the symlinks below.
 PINGORA_BIN=$(cd "$(dirname "$PINGORA_BIN")" && pwd)/$(basename "$PINGORA_BIN")
 GATEHOUSE_BIN=$(cd "$(dirname "$GATEHOUSE_BIN")" && pwd)/$(basename "$GATEHOUSE_BIN")
+if [[ -n $BASE_BIN ]]; then
+    [[ -f $BASE_BIN && -x $BASE_BIN ]] || die "BASE_BIN=$BASE_BIN is not an executable file"
+    BASE_BIN=$(cd "$(dirname "$BASE_BIN")" && pwd)/$(basename "$BASE_BIN")
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Configs (nginx_common, nginx_http_common: benches/lib.sh). The origin runs for the whole run;
@@ -203,6 +214,10 @@ mkdir -p "$WORK/origin/tmp" "$WORK/origin/www/b" "$WORK/nginx/tmp" "$WORK/haprox
     "$WORK/pingora" "$WORK/wrk" "$WORK/tls"
 ln -s "$PINGORA_BIN" "$WORK/pingora/$PINGORA_PROC"   # see PINGORA_PROC
 ln -s "$GATEHOUSE_BIN" "$WORK/gatehouse/$GATEHOUSE_PROC"   # see GATEHOUSE_PROC
+if [[ -n $BASE_BIN ]]; then
+    mkdir -p "$WORK/base"
+    ln -s "$BASE_BIN" "$WORK/base/$BASE_PROC"
+fi
 
 # Response bodies of the bodies measure (/b/0 is a `return` with an empty body).
 head -c 4096 /dev/zero | tr '\0' x >"$WORK/origin/www/b/4k"
@@ -313,6 +328,11 @@ routes:
       path_prefix: /
     upstream: origin
 EOF2
+    # The base build: the same config on its own ports and paths (plain HTTP only).
+    if [[ -n $BASE_BIN && $kind == none ]]; then
+        sed -e "s/:$PORT_GATEHOUSE\$/:$PORT_BASE/; s/:$PORT_ADMIN\$/:$PORT_BASE_ADMIN/; s#$WORK/gatehouse/#$WORK/base/#" \
+            "$WORK/gatehouse/gatehouse.yaml" >"$WORK/base/gatehouse.yaml"
+    fi
     # TLS 1.3 suites in rustls's order (AES-128-GCM first), so that HAProxy, which follows its
     # own preference, negotiates what the rustls proxies do with the same client.
     {
@@ -374,6 +394,10 @@ start_proxies() { # workers tls-kind
         start nginx "$WORK/nginx.log" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
         start pingora "$WORK/pingora.log" "$WORK/pingora/$PINGORA_PROC" "127.0.0.1:$PORT_PINGORA" \
             "127.0.0.1:$PORT_ORIGIN" --threads "$1"
+        if [[ -n $BASE_BIN ]]; then
+            start base "$WORK/base.log" "$WORK/base/$BASE_PROC" --config "$WORK/base/gatehouse.yaml"
+            wait_port base $PORT_BASE
+        fi
         wait_port gatehouse $PORT_GATEHOUSE
         wait_port pingora $PORT_PINGORA
         wait_port nginx $PORT_NGINX
@@ -390,7 +414,7 @@ start_proxies() { # workers tls-kind
 
 stop_proxies() {
     local name
-    for name in gatehouse pingora nginx haproxy; do
+    for name in gatehouse base pingora nginx haproxy; do
         [[ -n ${PID_OF[$name]:-} ]] || continue
         kill_recorded_group "$WORK/$name.pgid"
         rm -f "$WORK/$name.pgid"
@@ -473,7 +497,8 @@ REUSE="$WORK/reuse.tsv"
 printf 'measure\tvariant\tround\ttarget\trps\tp50_ms\tp99_ms\tp999_ms\tcpu_us\trequests\tnon2xx\tsocket_errors\tconns_per_req\tnote\n' >"$RESULTS"
 printf 'measure\tround\ttarget\testablished_samples\tnew_origin_conns\tmid_run_new_conns\torigin_requests\tnew_time_wait\tother_time_wait\n' >"$REUSE"
 
-declare -A PROC_OF=([direct]=wrk [gatehouse]=$GATEHOUSE_PROC [pingora]=$PINGORA_PROC [nginx]=nginx [haproxy]=haproxy)
+declare -A PROC_OF=([direct]=wrk [gatehouse]=$GATEHOUSE_PROC [pingora]=$PINGORA_PROC [nginx]=nginx [haproxy]=haproxy
+                    [base]=$BASE_PROC)
 
 # CPU ticks (user+sys) of the process under test: the proxy's process group; for direct, the origin's.
 cpu_ticks() { # target
@@ -852,6 +877,7 @@ echo "Gatehouse benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  rev $GIT_REV  $(nproc
 echo "  gatehouse: $GATEHOUSE_BIN ($(date -r "$GATEHOUSE_BIN" '+built %Y-%m-%d %H:%M'))"
 if [[ -n $STALE_NOTE ]]; then echo "$STALE_NOTE"; fi
 echo "  pingora (bare): $PINGORA_BIN ($(date -r "$PINGORA_BIN" '+built %Y-%m-%d %H:%M'))"
+[[ -z $BASE_BIN ]] || echo "  gatehouse base: $BASE_BIN ($(date -r "$BASE_BIN" '+built %Y-%m-%d %H:%M'))"
 if [[ -n $PINGORA_STALE_NOTE ]]; then echo "$PINGORA_STALE_NOTE"; fi
 echo "  $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>&1 | head -1 | awk '{print "haproxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')$(command -v h2load >/dev/null && h2load --version | awk '{print ", h2load " $2}'), $(openssl version | awk '{print "openssl " $2}')"
 echo "  measures: $MEASURES   smoke=$SMOKE"
@@ -899,8 +925,8 @@ echo
 report_py "$RESULTS" "$REUSE" "$CONNECTIONS" "$GATEWAY_THREADS" "$THREADS2" <<'PY'
 import collections
 reuse, conns, w1, w2 = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-order = ["direct", "gatehouse", "pingora", "nginx", "haproxy"]
-label = {"direct": "upstream direct", "gatehouse": "gatehouse", "pingora": "pingora (bare)",
+order = ["direct", "gatehouse", "base", "pingora", "nginx", "haproxy"]
+label = {"direct": "upstream direct", "gatehouse": "gatehouse", "base": "gatehouse base", "pingora": "pingora (bare)",
          "nginx": "nginx proxy", "haproxy": "haproxy proxy"}
 titles = {
     "plain": f"a. plain GET / at saturation (wrk), {w1} worker thread(s)",
@@ -999,10 +1025,14 @@ for m in ["plain", "threads", "bodies", "latency", "tls"]:
         p_rps = median(vals(runs.get((m, v, "pingora"), []), "rps"))
         gp_text = f"{f2(rat(g_cpu, p_cpu))} ({span(gp, f2)})"
         notes.append(f"  {v}: gatehouse/pingora CPU/req = {gp_text}, req/s = {f2(rat(g_rps, p_rps))}")
+        if runs.get((m, v, "base")):
+            gb = per_round_ratios(m, v, "gatehouse", "base", "cpu_us")
+            b_cpu = median(vals(runs[(m, v, "base")], "cpu_us"))
+            notes.append(f"  {v}: gatehouse/base CPU/req = {f2(rat(g_cpu, b_cpu))} ({span(gb, f2)})")
         summary.append([m, v] + [f2(ratios.get(t, (None, None))[i]) for t in ("gatehouse", "pingora", "nginx") for i in (0, 1)]
                        + [gp_text])
     print_table(hdr, table, left=(0, 1))
-    print("gatehouse/pingora per variant (ratio of medians; min..max of the per-round ratios):")
+    print("gatehouse/pingora (and /base) per variant (ratio of medians; min..max of the per-round ratios):")
     for n in notes:
         print(n)
     if m in ("plain", "threads"):
