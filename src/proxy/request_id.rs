@@ -31,9 +31,17 @@ impl RequestId {
     /// The client's id when it is well formed, a new one otherwise.
     pub fn from_client(header: Option<&HeaderValue>) -> RequestId {
         match header {
-            Some(id) if is_well_formed(id.as_bytes()) => RequestId(id.clone()),
+            Some(id) if is_well_formed(id.as_bytes()) => RequestId::unindexed(id.clone()),
             _ => RequestId::generate(),
         }
+    }
+
+    /// Marked so that HPACK never adds it to a connection's header table (RFC 7541 §7.1.3): a
+    /// value that differs on every response only pushed the reusable entries out, and the
+    /// encoder searched and evicted for every response over HTTP/2.
+    fn unindexed(mut value: HeaderValue) -> RequestId {
+        value.set_sensitive(true);
+        RequestId(value)
     }
 
     /// 128 random bits as 32 lowercase hex characters.
@@ -46,7 +54,7 @@ impl RequestId {
             .ok()
             .and_then(|()| HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).ok())
         {
-            Some(id) => RequestId(id),
+            Some(id) => RequestId::unindexed(id),
             None => RequestId::default(),
         }
     }
@@ -96,6 +104,12 @@ mod tests {
             assert!(is_well_formed(id.as_bytes()));
         }
         assert_eq!(RequestId::from_client(None).as_str().len(), 32);
+        // Never indexed by HPACK, whichever way the id came.
+        let kept = HeaderValue::from_static("abc-123");
+        assert!(RequestId::from_client(Some(&kept))
+            .header_value()
+            .is_sensitive());
+        assert!(RequestId::generate().header_value().is_sensitive());
         let (a, b) = (RequestId::generate(), RequestId::generate());
         assert_ne!(a.as_str(), b.as_str());
         assert!(a
