@@ -9,10 +9,13 @@
 # Each proxy runs under callgrind in front of one nginx origin ("hello\n"): 2 000 requests warm
 # it up (connections pooled, caches filled), its counters are zeroed, then REQUESTS requests are
 # sent with h2load (HTTP/1.1, 10 connections) and the counters dumped. Instructions per request
-# = all threads' instructions over the measured requests / REQUESTS.
+# = all threads' instructions over the measured requests / REQUESTS. PROTO=h2: both proxies
+# terminate TLS (one ECDSA P-256 certificate) and the requests go over HTTP/2, 10 connections
+# of 10 concurrent streams each.
 #
 # Usage: benches/instructions.sh
 #   REQUESTS=N (default 10000)  SMOKE=1 (200 requests: checks the runner, not the figures)
+#   PROTO=h1 (default: plain HTTP/1.1) | h2 (HTTP/2 over TLS)
 #   GATEHOUSE_BIN=path  PINGORA_BIN=path (default: built as for benches/run.sh)  KEEP_WORKDIR=1
 #   BASE_BIN=path (an earlier gatehouse build, measured too, with the same config: a third row
 #   and the ratio gatehouse/base)
@@ -31,9 +34,12 @@ KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 PINGORA_BIN=${PINGORA_BIN:-}
 BASE_BIN=${BASE_BIN:-}
+PROTO=${PROTO:-h1}
+[[ $PROTO == h1 || $PROTO == h2 ]] || usage_err "PROTO=$PROTO (h1 or h2)"
 [[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || usage_err "REQUESTS=$REQUESTS (want a positive integer)"
 require_tools " (Debian: valgrind, nginx-light, nghttp2-client)" valgrind callgrind_control \
     callgrind_annotate nginx h2load curl ss setsid
+[[ $PROTO == h1 ]] || require_tools "" openssl
 
 PORT_ORIGIN=18600
 PORT_GATEHOUSE=18601
@@ -77,6 +83,26 @@ http {
     server { listen 127.0.0.1:$PORT_ORIGIN; location / { return 200 "hello\n"; } }
 }
 EOF
+# The proxies' listeners, and what h2load and the readiness probe send them.
+LISTENER="  - address: 127.0.0.1:$PORT_GATEHOUSE"
+CERTS=""
+PINGORA_TLS=()
+H2LOAD_MODE=(--h1 -c 10)
+SCHEME=http
+if [[ $PROTO == h2 ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost" -keyout "$WORK/ecdsa.key" -out "$WORK/ecdsa.crt" 2>/dev/null \
+        || die "openssl could not make the test certificate"
+    LISTENER="$LISTENER
+    tls: true"
+    CERTS="tls:
+  certificates:
+    - cert: $WORK/ecdsa.crt
+      key: $WORK/ecdsa.key"
+    PINGORA_TLS=(--tls "$WORK/ecdsa.crt" "$WORK/ecdsa.key")
+    H2LOAD_MODE=(-c 10 -m 10)
+    SCHEME=https
+fi
 # In a directory of its own: the gateway reloads on any change in its config's directory, and the
 # runner writes its dumps and load reports into $WORK while the gateway is measured.
 mkdir -p "$WORK/gatehouse"
@@ -89,7 +115,8 @@ server:
   upgrade_sock: $WORK/gatehouse.upgrade.sock
   pid_file: $WORK/gatehouse.pid
 listeners:
-  - address: 127.0.0.1:$PORT_GATEHOUSE
+$LISTENER
+$CERTS
 admin:
   address: 127.0.0.1:$PORT_ADMIN
 access_log:
@@ -112,10 +139,10 @@ measure() { # name port cmd...
     shift 2
     start "$name" "$WORK/$name.log" valgrind --tool=callgrind \
         --callgrind-out-file="$WORK/$name.callgrind" "$@"
-    wait_answering "$name" "on :$port under valgrind" 120 "http://127.0.0.1:$port/"
-    h2load --h1 -n "$WARM_REQUESTS" -c 10 "http://127.0.0.1:$port/" >"$WORK/$name.warm.txt"
+    wait_answering "$name" "on :$port under valgrind" 120 -k "$SCHEME://127.0.0.1:$port/"
+    h2load "${H2LOAD_MODE[@]}" -n "$WARM_REQUESTS" "$SCHEME://127.0.0.1:$port/" >"$WORK/$name.warm.txt"
     callgrind_control -z "${PID_OF[$name]}" >/dev/null 2>&1
-    h2load --h1 -n "$REQUESTS" -c 10 "http://127.0.0.1:$port/" >"$WORK/$name.h2load.txt"
+    h2load "${H2LOAD_MODE[@]}" -n "$REQUESTS" "$SCHEME://127.0.0.1:$port/" >"$WORK/$name.h2load.txt"
     grep -q "^requests: $REQUESTS total, $REQUESTS started, $REQUESTS done, $REQUESTS succeeded" \
         "$WORK/$name.h2load.txt" || die "$name: not every request succeeded: $(grep '^requests:' "$WORK/$name.h2load.txt")"
     callgrind_control -d "${PID_OF[$name]}" >/dev/null 2>&1
@@ -135,10 +162,11 @@ if [[ -n $BASE_BIN ]]; then
     base=$(measure gatehouse_base "$PORT_GATEHOUSE" "$BASE_BIN" --config "$WORK/gatehouse/gatehouse.yaml")
 fi
 log "bare Pingora under callgrind ($REQUESTS measured requests)"
-bare=$(measure bare_pingora "$PORT_PINGORA" "$PINGORA_BIN" "127.0.0.1:$PORT_PINGORA" "127.0.0.1:$PORT_ORIGIN")
+bare=$(measure bare_pingora "$PORT_PINGORA" "$PINGORA_BIN" "127.0.0.1:$PORT_PINGORA" "127.0.0.1:$PORT_ORIGIN" \
+    "${PINGORA_TLS[@]}")
 
 echo
-printf '%-14s %s\n' "proxy" "user-space instructions per request"
+printf '%-14s %s\n' "proxy" "user-space instructions per request ($([[ $PROTO == h1 ]] && echo "HTTP/1.1" || echo "HTTP/2 over TLS"))"
 printf '%-14s %d\n' gatehouse "$gh"
 [[ -n $BASE_BIN ]] && printf '%-14s %d\n' base "$base"
 printf '%-14s %d\n' "bare Pingora" "$bare"
