@@ -90,16 +90,14 @@ PINGORA_TLS=()
 H2LOAD_MODE=(--h1 -c 10)
 SCHEME=http
 if [[ $PROTO == h2 ]]; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj "/CN=localhost" \
-        -addext "subjectAltName=DNS:localhost" -keyout "$WORK/ecdsa.key" -out "$WORK/ecdsa.crt" 2>/dev/null \
-        || die "openssl could not make the test certificate"
+    make_cert ecdsa -newkey ec -pkeyopt ec_paramgen_curve:P-256
     LISTENER="$LISTENER
     tls: true"
     CERTS="tls:
   certificates:
-    - cert: $WORK/ecdsa.crt
-      key: $WORK/ecdsa.key"
-    PINGORA_TLS=(--tls "$WORK/ecdsa.crt" "$WORK/ecdsa.key")
+    - cert: $WORK/tls/ecdsa.crt
+      key: $WORK/tls/ecdsa.key"
+    PINGORA_TLS=(--tls "$WORK/tls/ecdsa.crt" "$WORK/tls/ecdsa.key")
     H2LOAD_MODE=(-c 10 -m 10)
     SCHEME=https
 fi

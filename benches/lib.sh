@@ -301,6 +301,18 @@ start() { # name logfile cmd...
 
 # Poll every 0.1 s, for up to $3 seconds, until curl with the remaining arguments succeeds. If the
 # component exits first or never answers, show its log and die ("did not answer $2 within $3s").
+# A self-signed certificate for localhost in $WORK/tls: KIND.key, KIND.crt and KIND.pem (both, for
+# HAProxy), made with the openssl key arguments given (e.g. -newkey ec -pkeyopt ...).
+make_cert() { # kind openssl-newkey-args...
+    local kind=$1
+    shift
+    mkdir -p "$WORK/tls"
+    openssl req -x509 "$@" -nodes -days 7 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
+        -keyout "$WORK/tls/$kind.key" -out "$WORK/tls/$kind.crt" >"$WORK/tls/$kind.log" 2>&1 \
+        || { cat "$WORK/tls/$kind.log" >&2; die "openssl could not make the $kind certificate"; }
+    cat "$WORK/tls/$kind.crt" "$WORK/tls/$kind.key" >"$WORK/tls/$kind.pem"
+}
+
 wait_answering() { # name where seconds curl-args...
     local name=$1 where=$2 secs=$3
     shift 3

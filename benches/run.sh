@@ -275,14 +275,6 @@ haproxy_maxconn "$MAX_CLIENTS"   # benches/lib.sh
 
 # Certificates for the tls measure: one ECDSA P-256 and one RSA-2048 self-signed pair (SAN
 # localhost), each used by all three TLS targets. HAProxy takes certificate and key in one file.
-make_cert() { # kind openssl-newkey-args...
-    local kind=$1
-    shift
-    openssl req -x509 "$@" -nodes -days 7 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
-        -keyout "$WORK/tls/$kind.key" -out "$WORK/tls/$kind.crt" >"$WORK/tls/$kind.log" 2>&1 \
-        || { cat "$WORK/tls/$kind.log" >&2; die "openssl could not make the $kind certificate"; }
-    cat "$WORK/tls/$kind.crt" "$WORK/tls/$kind.key" >"$WORK/tls/$kind.pem"
-}
 if wants tls; then
     make_cert ecdsa -newkey ec -pkeyopt ec_paramgen_curve:P-256
     make_cert rsa -newkey rsa:2048
