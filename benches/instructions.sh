@@ -19,6 +19,8 @@
 #   GATEHOUSE_BIN=path  PINGORA_BIN=path (default: built as for benches/run.sh)  KEEP_WORKDIR=1
 #   BASE_BIN=path (an earlier gatehouse build, measured too, with the same config: a third row
 #   and the ratio gatehouse/base)
+#   CALLGRIND_ARGS="--dump-instr=yes" (more callgrind options, e.g. for costs per call site with
+#   callgrind_annotate or kcachegrind; needs KEEP_WORKDIR=1 to keep the dumps)
 # Needs valgrind (scripts/setup.sh bench installs it), nginx, h2load, curl.
 set -euo pipefail
 BENCH_NAME=instructions.sh
@@ -34,6 +36,7 @@ KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 PINGORA_BIN=${PINGORA_BIN:-}
 BASE_BIN=${BASE_BIN:-}
+CALLGRIND_ARGS=${CALLGRIND_ARGS:-}
 PROTO=${PROTO:-h1}
 [[ $PROTO == h1 || $PROTO == h2 ]] || usage_err "PROTO=$PROTO (h1 or h2)"
 [[ $REQUESTS =~ ^[1-9][0-9]*$ ]] || usage_err "REQUESTS=$REQUESTS (want a positive integer)"
@@ -135,7 +138,8 @@ wait_answering origin "on :$PORT_ORIGIN" 10 "http://127.0.0.1:$PORT_ORIGIN/"
 measure() { # name port cmd...
     local name=$1 port=$2
     shift 2
-    start "$name" "$WORK/$name.log" valgrind --tool=callgrind \
+    # shellcheck disable=SC2086 # CALLGRIND_ARGS is a list of options
+    start "$name" "$WORK/$name.log" valgrind --tool=callgrind $CALLGRIND_ARGS \
         --callgrind-out-file="$WORK/$name.callgrind" "$@"
     wait_answering "$name" "on :$port under valgrind" 120 -k "$SCHEME://127.0.0.1:$port/"
     h2load "${H2LOAD_MODE[@]}" -n "$WARM_REQUESTS" "$SCHEME://127.0.0.1:$port/" >"$WORK/$name.warm.txt"
