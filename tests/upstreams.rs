@@ -148,8 +148,24 @@ async fn a_refused_connection_is_retried_on_another_target_and_ejected() {
         a.addr()
     ));
     let c = client();
-    for _ in 0..10 {
-        assert_eq!(served_by(&c, &gw, "/", None).await, (200, "a".to_string()));
+    for i in 0..10 {
+        // Forged forwarding headers: the retried request, like every other, reaches the
+        // upstream with the gateway's own, once each.
+        let id = format!("rid-{i}");
+        let resp = c
+            .get(gw.url("/"))
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        let echo: serde_json::Value = resp.json().await.expect("the echo's JSON");
+        assert_eq!(echo["server"], "a");
+        let headers = &echo["headers"];
+        assert_eq!(headers["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+        assert_eq!(headers["x-forwarded-proto"], serde_json::json!(["http"]));
+        assert_eq!(headers["x-request-id"], serde_json::json!([id]));
     }
     let connect_errors = gw
         .metric(r#"gatehouse_upstream_errors_total{kind="connect",pool="pool"}"#)
