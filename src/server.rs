@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::listeners::ListenerConfig;
+use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::protocols::tls::ALPN;
@@ -58,6 +59,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let snapshot_identity = snapshot.embedded_identity.clone();
     let snapshot_authz = snapshot.embedded_authz.clone();
     let snapshot_timeouts = snapshot.limits.timeouts();
+    let max_request_header_bytes = snapshot.limits.max_request_header_bytes;
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
     // Started before the listeners: `authz.mode: embedded` routes ask this same authorizer, so
     // they see its policies, hot reloads and decision log.
@@ -77,6 +79,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
             authorizer: embedded_authz.as_ref().map(|s| s.authorizer.clone()),
         };
         let mut proxy = http_proxy(&server.configuration, gateway);
+        proxy.h2_options = Some(h2_options(max_request_header_bytes));
         if listener.h2c {
             let mut options = HttpServerOptions::default();
             options.h2c = true;
@@ -178,6 +181,20 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         ..ServerConf::default()
     }
+}
+
+/// HTTP/2 settings for clients: Pingora's bounds, with room in the header list for twice
+/// `limits.max_request_header_bytes` (read at start), at most 2 MiB (twice what Pingora reads of
+/// an HTTP/1 header, so one stream's block stays bounded). HTTP/2 counts 32 bytes more per field
+/// than the gateway does, and refuses a block over its own limit without the gateway seeing the
+/// request (a bare 431, or the connection closed once the block's bytes pass the limit). With
+/// equal limits a request just over the gateway's got no JSON answer, or lost its connection,
+/// where HTTP/1 got the gateway's 431.
+fn h2_options(max_request_header_bytes: usize) -> H2Options {
+    let mut options = default_h2_options();
+    let room = max_request_header_bytes.saturating_mul(2).min(2 << 20);
+    options.max_header_list_size(u32::try_from(room).unwrap_or(u32::MAX));
+    options
 }
 
 /// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`

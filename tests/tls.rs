@@ -357,6 +357,35 @@ async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http2_request_over_the_header_limit_gets_the_gateways_431_on_a_live_connection() {
+    let echo = Echo::start("a");
+    let cfg = format!(
+        "{{SERVER}}listeners:\n  - address: 127.0.0.1:{{HTTP}}\n    h2c: true\nadmin:\n  address: 127.0.0.1:{{ADMIN}}\nupstreams:\n  echo:\n    targets: [\"{}\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: echo\n",
+        echo.addr()
+    );
+    let gw = Gateway::start(&[("gatehouse.yaml", &cfg)]);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // Over `limits.max_request_header_bytes` (64 KiB) by a little: before, HTTP/2's own limit
+    // (also 64 KiB, counted with 32 bytes more per field) refused the stream or closed the
+    // connection, where HTTP/1 got the gateway's 431.
+    for size in [66 * 1024, 100 * 1024] {
+        let resp = h2
+            .get(gw.url("/big"))
+            .header("x-big", "a".repeat(size))
+            .send()
+            .await
+            .expect("an answer, not a reset");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        support::error_body(resp, 431, "request_header_too_large").await;
+    }
+    let resp = h2.get(gw.url("/after")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn clients_failing_before_a_request_are_counted_and_logged_once_per_kind() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
