@@ -336,9 +336,8 @@ fn a_broken_certificate_stops_startup_with_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
-    let echo = Echo::start("a");
+/// A gateway with one plain `h2c` listener in front of `echo`, and an HTTP/2 client for it.
+fn h2c_gateway(echo: &Echo) -> (Gateway, reqwest::Client) {
     let cfg = format!(
         "{{SERVER}}listeners:\n  - address: 127.0.0.1:{{HTTP}}\n    h2c: true\nadmin:\n  address: 127.0.0.1:{{ADMIN}}\nupstreams:\n  echo:\n    targets: [\"{}\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: echo\n",
         echo.addr()
@@ -348,6 +347,13 @@ async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
+    (gw, h2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
+    let echo = Echo::start("a");
+    let (gw, h2) = h2c_gateway(&echo);
     let resp = h2.get(gw.url("/h2c")).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
@@ -359,15 +365,7 @@ async fn a_plain_listener_with_h2c_speaks_cleartext_http2_and_http1() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_request_over_the_header_limit_gets_the_gateways_431_on_a_live_connection() {
     let echo = Echo::start("a");
-    let cfg = format!(
-        "{{SERVER}}listeners:\n  - address: 127.0.0.1:{{HTTP}}\n    h2c: true\nadmin:\n  address: 127.0.0.1:{{ADMIN}}\nupstreams:\n  echo:\n    targets: [\"{}\"]\nroutes:\n  - name: all\n    match:\n      path_prefix: /\n    upstream: echo\n",
-        echo.addr()
-    );
-    let gw = Gateway::start(&[("gatehouse.yaml", &cfg)]);
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let (gw, h2) = h2c_gateway(&echo);
     // Over `limits.max_request_header_bytes` (64 KiB) by a little: before, HTTP/2's own limit
     // (also 64 KiB, counted with 32 bytes more per field) refused the stream or closed the
     // connection, where HTTP/1 got the gateway's 431.
