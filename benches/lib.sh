@@ -299,8 +299,6 @@ start() { # name logfile cmd...
     echo "$pid" >"$WORK/$name.pgid"
 }
 
-# Poll every 0.1 s, for up to $3 seconds, until curl with the remaining arguments succeeds. If the
-# component exits first or never answers, show its log and die ("did not answer $2 within $3s").
 # A self-signed certificate for localhost in $WORK/tls: KIND.key, KIND.crt and KIND.pem (both, for
 # HAProxy), made with the openssl key arguments given (e.g. -newkey ec -pkeyopt ...).
 make_cert() { # kind openssl-newkey-args...
@@ -313,6 +311,8 @@ make_cert() { # kind openssl-newkey-args...
     cat "$WORK/tls/$kind.crt" "$WORK/tls/$kind.key" >"$WORK/tls/$kind.pem"
 }
 
+# Poll every 0.1 s, for up to $3 seconds, until curl with the remaining arguments succeeds. If the
+# component exits first or never answers, show its log and die ("did not answer $2 within $3s").
 wait_answering() { # name where seconds curl-args...
     local name=$1 where=$2 secs=$3
     shift 3

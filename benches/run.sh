@@ -211,7 +211,7 @@ fi
 # Configs (nginx_common, nginx_http_common: benches/lib.sh). The origin runs for the whole run;
 # the proxies are (re)started by start_proxies for each set of settings (worker threads, TLS).
 mkdir -p "$WORK/origin/tmp" "$WORK/origin/www/b" "$WORK/nginx/tmp" "$WORK/haproxy" "$WORK/gatehouse" \
-    "$WORK/pingora" "$WORK/wrk" "$WORK/tls"
+    "$WORK/pingora" "$WORK/wrk"
 ln -s "$PINGORA_BIN" "$WORK/pingora/$PINGORA_PROC"   # see PINGORA_PROC
 ln -s "$GATEHOUSE_BIN" "$WORK/gatehouse/$GATEHOUSE_PROC"   # see GATEHOUSE_PROC
 if [[ -n $BASE_BIN ]]; then
