@@ -23,6 +23,7 @@ use pingora::services::listening::Service;
 use gatehouse_service::{AdminApp, BufferedApp, FileWatcher};
 
 use crate::access_log::AccessLog;
+use crate::config::file::LimitsSpec;
 use crate::config::{self, LoadMode, Snapshot};
 use crate::echo::EchoApp;
 use crate::metrics;
@@ -59,7 +60,7 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let snapshot_identity = snapshot.embedded_identity.clone();
     let snapshot_authz = snapshot.embedded_authz.clone();
     let snapshot_timeouts = snapshot.limits.timeouts();
-    let max_request_header_bytes = snapshot.limits.max_request_header_bytes;
+    let start_limits = snapshot.limits.clone();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
     // Started before the listeners: `authz.mode: embedded` routes ask this same authorizer, so
     // they see its policies, hot reloads and decision log.
@@ -79,12 +80,9 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
             authorizer: embedded_authz.as_ref().map(|s| s.authorizer.clone()),
         };
         let mut proxy = http_proxy(&server.configuration, gateway);
-        proxy.h2_options = Some(h2_options(max_request_header_bytes));
-        if listener.h2c {
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            proxy.server_options = Some(options);
-        }
+        let (server_options, h2_options) = http2_settings(&start_limits, listener.h2c);
+        proxy.server_options = Some(server_options);
+        proxy.h2_options = Some(h2_options);
         let tls = if listener.tls {
             let certs_from = store.clone();
             let resolver = SniResolver::new(move |name| certs_from.current().certs.find(name));
@@ -183,18 +181,30 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
     }
 }
 
-/// HTTP/2 settings for clients: Pingora's bounds, with room in the header list for twice
-/// `limits.max_request_header_bytes` (read at start), at most 2 MiB (twice what Pingora reads of
-/// an HTTP/1 header, so one stream's block stays bounded). HTTP/2 counts 32 bytes more per field
-/// than the gateway does, and refuses a block over its own limit without the gateway seeing the
-/// request (a bare 431, or the connection closed once the block's bytes pass the limit). With
-/// equal limits a request just over the gateway's got no JSON answer, or lost its connection,
-/// where HTTP/1 got the gateway's 431.
-fn h2_options(max_request_header_bytes: usize) -> H2Options {
-    let mut options = default_h2_options();
-    let room = max_request_header_bytes.saturating_mul(2).min(2 << 20);
-    options.max_header_list_size(u32::try_from(room).unwrap_or(u32::MAX));
-    options
+/// HTTP/2 for clients, from the limits at start (`h2c`: also in clear text).
+///
+/// An HTTP/2 connection with no request in flight is closed after
+/// `limits.request_header_timeout`, as an idle HTTP/1 connection is: Pingora's default keeps it
+/// open for ever, so a client that opened one and sent nothing (or a header block a byte at a
+/// time) held it for good.
+///
+/// The header list has room for twice `limits.max_request_header_bytes`, at most 2 MiB (twice
+/// what Pingora reads of an HTTP/1 header, so one stream's block stays bounded). HTTP/2 counts
+/// 32 bytes more per field than the gateway does, and refuses a block over its own limit without
+/// the gateway seeing the request (a bare 431, or the connection closed once the block's bytes
+/// pass the limit). With equal limits a request just over the gateway's got no JSON answer, or
+/// lost its connection, where HTTP/1 got the gateway's 431.
+fn http2_settings(limits: &LimitsSpec, h2c: bool) -> (HttpServerOptions, H2Options) {
+    let mut server = HttpServerOptions::default();
+    server.h2c = h2c;
+    server.h2_idle_timeout = Some(limits.request_header_timeout);
+    let mut h2 = default_h2_options();
+    let room = limits
+        .max_request_header_bytes
+        .saturating_mul(2)
+        .min(2 << 20);
+    h2.max_header_list_size(u32::try_from(room).unwrap_or(u32::MAX));
+    (server, h2)
 }
 
 /// Wraps a proxy service's connections: counts them in `gatehouse_downstream_connections_open`
@@ -203,9 +213,10 @@ fn h2_options(max_request_header_bytes: usize) -> H2Options {
 /// handshake and the first header share the first one).
 ///
 /// HTTP/2 connections (negotiated by ALPN, or opening with the preface on an h2c listener) are
-/// left to Pingora's own timeouts: their streams are served on other tasks, so this loop cannot
-/// see when a header arrives. On an h2c listener the preface itself must come within the
-/// deadline.
+/// left to Pingora: their streams are served on other tasks, so this loop cannot see when a
+/// header arrives. Pingora closes them once idle for the deadline (`http2_settings`). On an h2c
+/// listener the preface itself must come within the deadline; after ALPN it is not bounded yet
+/// (Pingora reads it, and a TLS stream cannot be peeked at).
 struct GuardConnections<A> {
     app: Arc<A>,
     store: Arc<ConfigStore>,

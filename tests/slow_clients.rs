@@ -126,6 +126,35 @@ async fn second_request_dripped_on(port: u16) {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_deadline() {
+    let echo = Echo::start("echo");
+    let gw = gateway(&echo);
+    // Opened and left idle, before any request and after one: Pingora alone kept both for ever.
+    for requests in [0, 1] {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.https_port))
+            .await
+            .expect("connect");
+        let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let connection = tokio::spawn(connection);
+        for _ in 0..requests {
+            let req = http::Request::get(gw.url("/")).body(()).unwrap();
+            h2 = h2.ready().await.expect("ready");
+            let (response, _) = h2.send_request(req, true).expect("a stream");
+            assert_eq!(response.await.expect("a response").status(), 200);
+        }
+        let idle_from = std::time::Instant::now();
+        // Ended, cleanly or with an error: either way the server closed it.
+        let _ended = tokio::time::timeout(PROMPT, connection)
+            .await
+            .unwrap_or_else(|_| panic!("{requests} request(s): still open after {PROMPT:?} idle"))
+            .expect("the connection task");
+        // The deadline is 1 s; not cut before it.
+        let held = idle_from.elapsed();
+        assert!(held >= Duration::from_millis(900), "closed after {held:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_h2c_listener_answers_a_request_shorter_than_the_http2_preface() {
     let echo = Echo::start("echo");
     let gw = gateway(&echo);
