@@ -59,7 +59,6 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
     let admin_address = snapshot.admin.address.clone();
     let snapshot_identity = snapshot.embedded_identity.clone();
     let snapshot_authz = snapshot.embedded_authz.clone();
-    let snapshot_timeouts = snapshot.limits.timeouts();
     let start_limits = snapshot.limits.clone();
     let store = Arc::new(ConfigStore::new(config_path, snapshot));
     // Started before the listeners: `authz.mode: embedded` routes ask this same authorizer, so
@@ -110,7 +109,10 @@ pub fn run(config_path: &Path, launch: Launch) -> anyhow::Result<()> {
 
     let mut admin = Service::new(
         "gatehouse admin".into(),
-        BufferedApp::new(Arc::new(AdminApp::new(store.clone(), snapshot_timeouts))),
+        BufferedApp::new(Arc::new(AdminApp::new(
+            store.clone(),
+            start_limits.timeouts(),
+        ))),
     );
     admin.add_tcp(&admin_address);
     server.add_service(admin);
